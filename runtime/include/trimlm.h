@@ -1,0 +1,182 @@
+/*
+ * trimlm.h — the one public header of libtrimlm.
+ *
+ * Handles are opaque. Every fallible call takes a `tlm_error *` (may be NULL)
+ * that receives a status code and one human-readable line naming the input and
+ * the problem; the library never exits or aborts on bad input. Every *_free()
+ * accepts NULL.
+ */
+#ifndef TRIMLM_H
+#define TRIMLM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TLM_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum tlm_status {
+    TLM_OK = 0,
+    TLM_ERR_ARG,          /* bad argument from the caller (flag, range, NULL) */
+    TLM_ERR_IO,           /* open/read/write/mmap failed, disk full */
+    TLM_ERR_FORMAT,       /* malformed or truncated file, bad JSON */
+    TLM_ERR_UNSUPPORTED,  /* well-formed but not supported (architecture, type) */
+    TLM_ERR_NOMEM,        /* allocation failed */
+    TLM_ERR_NETWORK,      /* download failed */
+    TLM_ERR_CONTEXT_FULL, /* the KV cache has no room for the tokens */
+} tlm_status;
+
+#define TLM_ERROR_MSG_MAX 512
+
+typedef struct tlm_error {
+    tlm_status code;
+    char msg[TLM_ERROR_MSG_MAX];
+} tlm_error;
+
+const char *tlm_status_name(tlm_status s);
+
+/* ----------------------------------------------------------------- model */
+
+typedef struct tlm_model tlm_model;
+
+/* path: a GGUF file, or a Hugging Face directory (config.json,
+ * tokenizer.json, model.safetensors or model-*.safetensors + index). */
+tlm_model *tlm_model_load(const char *path, tlm_error *err);
+void tlm_model_free(tlm_model *m);
+
+typedef struct tlm_model_info {
+    const char *arch;          /* "llama", "qwen2", ... */
+    const char *name;          /* general.name or the directory name */
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;
+    int32_t n_ff;
+    int32_t n_ctx_train;
+    float rope_theta;
+    float rms_eps;
+    bool tied_embeddings;
+    int64_t n_params;          /* parameters actually held */
+    const char *source_format; /* "gguf" or "safetensors" */
+} tlm_model_info;
+
+void tlm_model_get_info(const tlm_model *m, tlm_model_info *out);
+
+/* The chat template text stored with the model, or NULL. */
+const char *tlm_model_chat_template(const tlm_model *m);
+
+/* ------------------------------------------------------------- tokenizer */
+
+int32_t tlm_token_bos(const tlm_model *m);   /* -1 when none */
+int32_t tlm_token_eos(const tlm_model *m);
+bool tlm_model_adds_bos(const tlm_model *m); /* the model wants BOS first */
+bool tlm_token_is_eog(const tlm_model *m, int32_t tok); /* eos, eot, <|im_end|> ... */
+
+/* Encodes `len` bytes of `text` (invalid UTF-8 is replaced by U+FFFD).
+ * Writes at most `cap` ids; returns the number of ids the text needs (which
+ * may exceed `cap`: call again with a larger buffer) or -1 with `err` set.
+ * parse_special: text such as "<|im_start|>" becomes its special token. */
+int32_t tlm_tokenize(const tlm_model *m, const char *text, size_t len, bool add_bos,
+                     bool parse_special, int32_t *out, int32_t cap, tlm_error *err);
+
+/* The raw bytes a token stands for (may be part of a UTF-8 character);
+ * special tokens render as their text when render_special, else as "". */
+const char *tlm_token_bytes(const tlm_model *m, int32_t tok, bool render_special, size_t *len);
+
+/* Streaming detokenizer: holds back an incomplete UTF-8 sequence until the
+ * token that completes it arrives, so printed text never splits a character. */
+typedef struct tlm_detok {
+    const tlm_model *model;
+    unsigned char pending[8];
+    int n_pending;
+} tlm_detok;
+
+void tlm_detok_init(tlm_detok *d, const tlm_model *m);
+/* Appends the printable bytes for `tok` to out (cap bytes); returns how many. */
+size_t tlm_detok_push(tlm_detok *d, int32_t tok, char *out, size_t cap);
+/* Flushes what is still held back (an incomplete sequence becomes U+FFFD). */
+size_t tlm_detok_flush(tlm_detok *d, char *out, size_t cap);
+
+/* ------------------------------------------------------------------ chat */
+
+typedef struct tlm_chat_message {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} tlm_chat_message;
+
+/* Renders messages with the model's chat template (ChatML, Llama 2, Llama 3,
+ * Mistral and Zephyr styles are recognised). Returns a malloc'd string or NULL
+ * with err set; free it with tlm_free_string(). */
+char *tlm_chat_render(const tlm_model *m, const tlm_chat_message *msgs, size_t n,
+                      bool add_generation_prompt, tlm_error *err);
+void tlm_free_string(char *s);
+
+/* --------------------------------------------------------------- context */
+
+typedef struct tlm_context tlm_context;
+
+typedef struct tlm_context_params {
+    int32_t n_ctx;     /* KV-cache length in tokens; 0 = min(model's, 4096) */
+    int32_t n_threads; /* 0 = number of physical cores */
+    int32_t n_batch;   /* max tokens per forward step; 0 = 512 */
+} tlm_context_params;
+
+tlm_context_params tlm_context_default_params(void);
+tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tlm_error *err);
+void tlm_context_free(tlm_context *c);
+
+int32_t tlm_context_n_ctx(const tlm_context *c);
+int32_t tlm_context_pos(const tlm_context *c); /* tokens in the KV cache */
+void tlm_context_reset(tlm_context *c);        /* empties the KV cache */
+
+/* Runs tokens[0..n) at positions pos..pos+n-1, appending them to the KV
+ * cache. Logits are kept for every token when all_logits, else only for the
+ * last. Fails with TLM_ERR_CONTEXT_FULL when they do not fit. */
+tlm_status tlm_decode(tlm_context *c, const int32_t *tokens, int32_t n, bool all_logits,
+                      tlm_error *err);
+
+/* Logits (n_vocab floats) of the i-th token of the last tlm_decode call;
+ * i = -1 means the last token. NULL when not kept. */
+const float *tlm_get_logits(const tlm_context *c, int32_t i);
+
+/* --------------------------------------------------------------- sampler */
+
+typedef struct tlm_sampler_params {
+    float temperature;     /* <= 0: greedy */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* tokens looked back for the penalty */
+    uint64_t seed;
+} tlm_sampler_params;
+
+typedef struct tlm_sampler tlm_sampler;
+
+tlm_sampler_params tlm_sampler_default_params(void);
+tlm_sampler *tlm_sampler_new(const tlm_sampler_params *p, int32_t n_vocab, tlm_error *err);
+void tlm_sampler_free(tlm_sampler *s);
+/* Picks a token from logits (not modified); does not record it. */
+int32_t tlm_sampler_sample(tlm_sampler *s, const float *logits);
+/* Records a token (prompt or generated) for the repetition penalty. */
+void tlm_sampler_accept(tlm_sampler *s, int32_t tok);
+void tlm_sampler_reset(tlm_sampler *s);
+
+/* --------------------------------------------------------------- system */
+
+/* Name of the kernel set chosen at start-up: "scalar", "avx2", "avx512", "neon". */
+const char *tlm_isa_name(void);
+int tlm_physical_cores(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TRIMLM_H */

@@ -1,0 +1,209 @@
+/*
+ * model.c — loading dispatch, ownership of weights, and the public model and
+ * tokenizer accessors of trimlm.h.
+ */
+#include "model.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "alloc.h"
+#include "error.h"
+
+/* Sizes past these are treated as a corrupt file, not as a model to try. */
+#define TLM_MAX_VOCAB (1 << 22)
+#define TLM_MAX_EMBD (1 << 16)
+#define TLM_MAX_LAYERS 1024
+#define TLM_MAX_HEADS 1024
+#define TLM_MAX_HEAD_DIM 1024
+#define TLM_MAX_FF (1 << 20)
+
+/* ------------------------------------------------------------ weights */
+
+float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err) {
+    size_t bytes;
+    if (n == 0 || tlm_mul_overflow((size_t)n, sizeof(float), &bytes)) {
+        tlm_seterr(err, TLM_ERR_FORMAT, "weight of %llu elements is not a valid size",
+                   (unsigned long long)n);
+        return NULL;
+    }
+    if (m->n_owned == m->cap_owned) {
+        int32_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        float **grown = tlm_realloc(m->owned, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            tlm_seterr(err, TLM_ERR_NOMEM, "out of memory for the weight table");
+            return NULL;
+        }
+        m->owned = grown;
+        m->cap_owned = cap;
+    }
+    float *w = tlm_malloc_aligned(bytes);
+    if (!w) {
+        tlm_seterr(err, TLM_ERR_NOMEM, "out of memory allocating %zu bytes of weights", bytes);
+        return NULL;
+    }
+    m->owned[m->n_owned++] = w;
+    m->n_params += (int64_t)n;
+    return w;
+}
+
+tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error *err) {
+#define CHECK_RANGE(field, lo, hi)                                                          \
+    if (hp->field < (lo) || hp->field > (hi))                                               \
+        return tlm_seterr(err, TLM_ERR_FORMAT, "%s: %s = %lld is out of range [%lld, %lld]", \
+                          src, #field, (long long)hp->field, (long long)(lo), (long long)(hi));
+    CHECK_RANGE(n_vocab, 1, TLM_MAX_VOCAB);
+    CHECK_RANGE(n_embd, 1, TLM_MAX_EMBD);
+    CHECK_RANGE(n_layer, 1, TLM_MAX_LAYERS);
+    CHECK_RANGE(n_head, 1, TLM_MAX_HEADS);
+    CHECK_RANGE(n_head_kv, 1, hp->n_head);
+    CHECK_RANGE(head_dim, 2, TLM_MAX_HEAD_DIM);
+    CHECK_RANGE(n_ff, 1, TLM_MAX_FF);
+    CHECK_RANGE(n_ctx_train, 1, 1 << 24);
+#undef CHECK_RANGE
+    if (hp->n_head % hp->n_head_kv != 0)
+        return tlm_seterr(err, TLM_ERR_FORMAT,
+                          "%s: n_head (%d) is not a multiple of n_head_kv (%d)", src,
+                          hp->n_head, hp->n_head_kv);
+    if (hp->head_dim % 2 != 0 || hp->rope_dim % 2 != 0 || hp->rope_dim > hp->head_dim ||
+        hp->rope_dim <= 0)
+        return tlm_seterr(err, TLM_ERR_FORMAT,
+                          "%s: head_dim %d / rope dimension %d must be even and rope <= head", src,
+                          hp->head_dim, hp->rope_dim);
+    if (!(hp->rms_eps > 0 && hp->rms_eps < 1))
+        return tlm_seterr(err, TLM_ERR_FORMAT, "%s: rms_norm_eps %g is out of range (0, 1)",
+                          src, (double)hp->rms_eps);
+    if (!(hp->rope_theta > 0))
+        return tlm_seterr(err, TLM_ERR_FORMAT, "%s: rope_theta %g must be positive", src,
+                          (double)hp->rope_theta);
+    if (hp->rope_scaling != TLM_ROPE_SCALING_NONE && !(hp->rope_factor > 0))
+        return tlm_seterr(err, TLM_ERR_FORMAT, "%s: rope scaling factor %g must be positive",
+                          src, (double)hp->rope_factor);
+    return TLM_OK;
+}
+
+/* ------------------------------------------------------------ loading */
+
+tlm_model *tlm_model_load(const char *path, tlm_error *err) {
+    tlm_clearerr(err);
+    if (!path || !*path) {
+        tlm_seterr(err, TLM_ERR_ARG, "no model path given");
+        return NULL;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) return model_load_hf(path, err);
+    return model_load_gguf(path, err);
+}
+
+void tlm_model_free(tlm_model *m) {
+    if (!m) return;
+    for (int32_t i = 0; i < m->n_owned; i++) tlm_free(m->owned[i]);
+    tlm_free(m->owned);
+    tlm_free(m->layers);
+    tokenizer_free(m->tok);
+    tlm_free(m->arch_name);
+    tlm_free(m->name);
+    tlm_free(m->chat_template);
+    tlm_free(m);
+}
+
+void tlm_model_get_info(const tlm_model *m, tlm_model_info *out) {
+    const tlm_hparams *hp = &m->hp;
+    *out = (tlm_model_info){
+        .arch = m->arch_name,
+        .name = m->name ? m->name : "",
+        .n_vocab = hp->n_vocab,
+        .n_embd = hp->n_embd,
+        .n_layer = hp->n_layer,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .n_ff = hp->n_ff,
+        .n_ctx_train = hp->n_ctx_train,
+        .rope_theta = hp->rope_theta,
+        .rms_eps = hp->rms_eps,
+        .tied_embeddings = hp->tied_embeddings,
+        .n_params = m->n_params,
+        .source_format = m->source_format,
+    };
+}
+
+const char *tlm_model_chat_template(const tlm_model *m) {
+    if (m->chat_template) return m->chat_template;
+    return tokenizer_chat_template(m->tok);
+}
+
+/* ---------------------------------------------------------- tokenizer */
+
+int32_t tlm_token_bos(const tlm_model *m) { return tokenizer_bos(m->tok); }
+int32_t tlm_token_eos(const tlm_model *m) { return tokenizer_eos(m->tok); }
+bool tlm_model_adds_bos(const tlm_model *m) { return tokenizer_adds_bos(m->tok); }
+bool tlm_token_is_eog(const tlm_model *m, int32_t tok) { return tokenizer_is_eog(m->tok, tok); }
+
+int32_t tlm_tokenize(const tlm_model *m, const char *text, size_t len, bool add_bos,
+                     bool parse_special, int32_t *out, int32_t cap, tlm_error *err) {
+    tlm_clearerr(err);
+    return tokenizer_encode(m->tok, text, len, add_bos, parse_special, out, cap, err);
+}
+
+const char *tlm_token_bytes(const tlm_model *m, int32_t tok, bool render_special, size_t *len) {
+    return tokenizer_token_bytes(m->tok, tok, render_special, len);
+}
+
+void tlm_free_string(char *s) { tlm_free(s); }
+
+/* ------------------------------------------------ streaming detokenizer */
+
+/* Length of the UTF-8 sequence a lead byte starts (1 for invalid leads, which
+ * are passed through so that output never stalls). */
+static int utf8_seq_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xe0) == 0xc0) return 2;
+    if ((c & 0xf0) == 0xe0) return 3;
+    if ((c & 0xf8) == 0xf0) return 4;
+    return 1;
+}
+
+void tlm_detok_init(tlm_detok *d, const tlm_model *m) {
+    d->model = m;
+    d->n_pending = 0;
+}
+
+static size_t put_bytes(char *out, size_t cap, size_t at, const void *src, size_t n) {
+    size_t room = at < cap ? cap - at : 0;
+    if (n > room) n = room;
+    memcpy(out + at, src, n);
+    return n;
+}
+
+size_t tlm_detok_push(tlm_detok *d, int32_t tok, char *out, size_t cap) {
+    size_t n = 0, len = 0;
+    const unsigned char *b =
+        (const unsigned char *)tokenizer_token_bytes(d->model->tok, tok, false, &len);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = b[i];
+        if (d->n_pending > 0 && (c & 0xc0) != 0x80) {
+            /* a sequence that never completed: replace it, then go on */
+            n += put_bytes(out, cap, n, "\xef\xbf\xbd", 3);
+            d->n_pending = 0;
+        }
+        d->pending[d->n_pending++] = c;
+        if (d->n_pending >= utf8_seq_len(d->pending[0])) {
+            n += put_bytes(out, cap, n, d->pending, (size_t)d->n_pending);
+            d->n_pending = 0;
+        }
+    }
+    return n;
+}
+
+size_t tlm_detok_flush(tlm_detok *d, char *out, size_t cap) {
+    size_t n = 0;
+    if (d->n_pending > 0) n = put_bytes(out, cap, 0, "\xef\xbf\xbd", 3);
+    d->n_pending = 0;
+    return n;
+}

@@ -1,0 +1,102 @@
+/*
+ * model.h — the in-memory model: hyper-parameters, f32 weights, tokenizer.
+ *
+ * Matrices are row-major (out_features, in_features): row r holds the weights
+ * producing output r, the layout of both GGUF (ne[0] = in) and safetensors.
+ * RoPE pairs differ by source: GGUF "llama" files store Q/K permuted for
+ * adjacent pairs (TLM_ROPE_NORM); Hugging Face checkpoints and GGUF qwen2 use
+ * the rotate-half convention (TLM_ROPE_NEOX). Weights are never re-permuted.
+ */
+#ifndef TLM_MODEL_H
+#define TLM_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tokenizer.h"
+#include "trimlm.h"
+
+typedef enum tlm_arch {
+    TLM_ARCH_LLAMA = 1, /* Llama 2/3, SmolLM, TinyLlama, Mistral */
+    TLM_ARCH_QWEN2 = 2, /* llama + q/k/v biases */
+} tlm_arch;
+
+typedef enum tlm_rope_style {
+    TLM_ROPE_NORM = 0, /* rotate (x[2i], x[2i+1]) */
+    TLM_ROPE_NEOX = 1, /* rotate (x[i], x[i + head_dim/2]) */
+} tlm_rope_style;
+
+typedef enum tlm_rope_scaling {
+    TLM_ROPE_SCALING_NONE = 0,
+    TLM_ROPE_SCALING_LINEAR = 1, /* positions divided by factor */
+    TLM_ROPE_SCALING_LLAMA3 = 2, /* per-frequency smooth interpolation */
+} tlm_rope_scaling;
+
+typedef struct tlm_hparams {
+    tlm_arch arch;
+    int32_t n_vocab;
+    int32_t n_embd;      /* hidden size */
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;    /* usually n_embd / n_head */
+    int32_t n_ff;        /* MLP inner size */
+    int32_t n_ctx_train;
+    float rms_eps;
+    float rope_theta;
+    int32_t rope_dim;    /* dimensions rotated per head (== head_dim here) */
+    tlm_rope_style rope_style;
+    tlm_rope_scaling rope_scaling;
+    float rope_factor;           /* linear / llama3 */
+    float rope_low_freq_factor;  /* llama3 */
+    float rope_high_freq_factor; /* llama3 */
+    int32_t rope_orig_ctx;       /* llama3: original_max_position_embeddings */
+    bool tied_embeddings;
+    bool qkv_bias;
+} tlm_hparams;
+
+typedef struct tlm_layer {
+    float *attn_norm; /* (n_embd) */
+    float *wq;        /* (n_head*head_dim, n_embd) */
+    float *wk;        /* (n_head_kv*head_dim, n_embd) */
+    float *wv;        /* (n_head_kv*head_dim, n_embd) */
+    float *bq;        /* (n_head*head_dim) or NULL */
+    float *bk;        /* (n_head_kv*head_dim) or NULL */
+    float *bv;        /* (n_head_kv*head_dim) or NULL */
+    float *wo;        /* (n_embd, n_head*head_dim) */
+    float *ffn_norm;  /* (n_embd) */
+    float *w_gate;    /* (n_ff, n_embd) */
+    float *w_up;      /* (n_ff, n_embd) */
+    float *w_down;    /* (n_embd, n_ff) */
+} tlm_layer;
+
+struct tlm_model {
+    tlm_hparams hp;
+    char *arch_name;     /* "llama", "qwen2" */
+    char *name;
+    char *chat_template; /* NULL when the model has none */
+    const char *source_format;
+    float *tok_embd;     /* (n_vocab, n_embd) */
+    float *out_norm;     /* (n_embd) */
+    float *output;       /* (n_vocab, n_embd); == tok_embd when tied */
+    tlm_layer *layers;   /* n_layer */
+    tlm_tokenizer *tok;
+    int64_t n_params;
+    /* Every weight array above is a separate tlm_malloc_aligned block listed
+     * here so that freeing is one loop. */
+    float **owned;
+    int32_t n_owned, cap_owned;
+};
+
+/* Allocates an f32 weight array of n floats owned by the model. */
+float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err);
+
+/* Checks hyper-parameters for consistency and absurd sizes (before any
+ * allocation driven by them). */
+tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error *err);
+
+/* Loaders (model_gguf.c, model_hf.c); tlm_model_load() picks one. */
+struct tlm_model *model_load_gguf(const char *path, tlm_error *err);
+struct tlm_model *model_load_hf(const char *dir, tlm_error *err);
+
+#endif

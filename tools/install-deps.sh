@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing trimlm needs on Debian 12, skipping what
+# is already there: the C toolchain and libraries (apt) and, for the tests'
+# independent reference implementations, a Python virtual environment in
+# .venv with numpy, gguf, tokenizers and safetensors (pip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(
+  build-essential cmake pkg-config
+  libgomp1 libdnnl-dev libmimalloc-dev libcjson-dev libpcre2-dev
+  libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev
+  python3 python3-venv
+)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0)
+if [ "${TLM_SKIP_VENV:-0}" != 1 ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors' 2>/dev/null; then
+    .venv/bin/python -m pip install -q "${PY_PKGS[@]}"
+  fi
+fi
