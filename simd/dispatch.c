@@ -37,9 +37,9 @@ static bool cpu_has_avx512(void) {
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
     bool vnni = c & (1u << 11);
-    if (!(f && dq && bw && vl && vnni)) return false;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
-    return a & (1u << 5); /* AVX512_BF16 */
+    /* BF16 (Zen 4+, Sapphire Rapids+) is not required: no kernel uses it yet,
+     * and Ice Lake class servers have everything else. */
+    return f && dq && bw && vl && vnni;
 }
 #endif
 
@@ -55,6 +55,16 @@ static tlm_kernels g_avx2, g_avx512, g_neon;
 static bool g_have_avx2, g_have_avx512, g_have_neon;
 static const tlm_kernels *g_best;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+/* The detected table with that name, or NULL. Called by detect() itself, so
+ * it must not go through pthread_once (that would wait on itself). */
+static const tlm_kernels *table_named(const char *isa) {
+    if (!strcmp(isa, "scalar")) return &tlm_kernels_scalar;
+    if (!strcmp(isa, "avx2") && g_have_avx2) return &g_avx2;
+    if (!strcmp(isa, "avx512") && g_have_avx512) return &g_avx512;
+    if (!strcmp(isa, "neon") && g_have_neon) return &g_neon;
+    return NULL;
+}
 
 static void detect(void) {
 #if defined(TLM_HAVE_X86_KERNELS)
@@ -82,7 +92,7 @@ static void detect(void) {
                                             : &tlm_kernels_scalar;
     const char *want = getenv("TRIMLM_ISA");
     if (want && *want) {
-        const tlm_kernels *forced = tlm_kernels_for(want);
+        const tlm_kernels *forced = table_named(want);
         if (forced)
             best = forced;
         else
@@ -94,11 +104,7 @@ static void detect(void) {
 
 const tlm_kernels *tlm_kernels_for(const char *isa) {
     pthread_once(&g_once, detect);
-    if (!strcmp(isa, "scalar")) return &tlm_kernels_scalar;
-    if (!strcmp(isa, "avx2") && g_have_avx2) return &g_avx2;
-    if (!strcmp(isa, "avx512") && g_have_avx512) return &g_avx512;
-    if (!strcmp(isa, "neon") && g_have_neon) return &g_neon;
-    return NULL;
+    return table_named(isa);
 }
 
 const tlm_kernels *tlm_kernels_best(void) {

@@ -17,8 +17,17 @@ typedef struct tlm_kernels {
     /* y[r] = dot(w + r*n_in, x) for r in [r0, r1); w is (rows, n_in) */
     void (*gemv_f32)(const float *w, const float *x, float *y, int64_t n_in, int64_t r0,
                      int64_t r1);
+    /* y[j] = sum_r s[r] * v[r*n + j] for j in [0, n): the transposed GEMV,
+     * v is (rows, n); attention's weighted sum of value rows */
+    void (*gemv_t_f32)(const float *v, const float *s, float *y, int64_t rows, int64_t n);
     /* y[i] += a * x[i] */
     void (*axpy_f32)(float a, const float *x, float *y, int64_t n);
+    /* y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]; y may equal x */
+    void (*rmsnorm_f32)(float *y, const float *x, const float *w, int64_t n, float eps);
+    /* x[i] = exp(x[i] - max(x)) / sum_j exp(x[j] - max(x)), in place; n >= 1 */
+    void (*softmax_f32)(float *x, int64_t n);
+    /* g[i] = silu(g[i]) * u[i] with silu(t) = t / (1 + exp(-t)) (the SwiGLU gate) */
+    void (*silu_mul_f32)(float *g, const float *u, int64_t n);
 } tlm_kernels;
 
 extern const tlm_kernels tlm_kernels_scalar;

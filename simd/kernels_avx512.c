@@ -1,4 +1,4 @@
-/* kernels_avx512.c — AVX-512 (F/BW/VL, VNNI, BF16) kernels. */
+/* kernels_avx512.c — AVX-512 (F/DQ/BW/VL + VNNI) kernels. */
 #include <immintrin.h>
 
 #include "kernels.h"

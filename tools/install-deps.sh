@@ -2,7 +2,7 @@
 # Installs what building and testing trimlm needs on Debian 12, skipping what
 # is already there: the C toolchain and libraries (apt) and, for the tests'
 # independent reference implementations, a Python virtual environment in
-# .venv with numpy, gguf, tokenizers and safetensors (pip).
+# .venv with numpy, gguf, tokenizers, safetensors and jinja2 (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ APT_PKGS=(
   libgomp1 libdnnl-dev libmimalloc-dev libcjson-dev libpcre2-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev
   python3 python3-venv
+  clang libclang-rt-14-dev libomp-14-dev # tools/fuzz.sh: libFuzzer, sanitizers, OpenMP for clang
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -23,12 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0)
+PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0 jinja2==3.1.6)
 if [ "${TLM_SKIP_VENV:-0}" != 1 ]; then
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors' 2>/dev/null; then
+  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors, jinja2' 2>/dev/null; then
     .venv/bin/python -m pip install -q "${PY_PKGS[@]}"
   fi
 fi

@@ -156,8 +156,10 @@ typedef struct tlm_sampler_params {
     float min_p;           /* <= 0: off */
     float repeat_penalty;  /* 1: off */
     int32_t repeat_last_n; /* tokens looked back for the penalty */
-    uint64_t seed;
+    uint64_t seed;         /* TLM_SEED_RANDOM: from the clock */
 } tlm_sampler_params;
+
+#define TLM_SEED_RANDOM UINT64_MAX
 
 typedef struct tlm_sampler tlm_sampler;
 

@@ -1,0 +1,622 @@
+/*
+ * forward.c — the inference context (KV cache, scratch buffers, threads) and
+ * the exact f32 forward pass of the llama family (llama, qwen2).
+ *
+ * Per layer, for tokens at positions pos..pos+n-1:
+ *   h = rmsnorm(x) * attn_norm
+ *   q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv); RoPE on q and k
+ *   x += softmax(q k^T / sqrt(head_dim), causal) v Wo^T   (grouped-query)
+ *   h = rmsnorm(x) * ffn_norm
+ *   x += (silu(h Wg^T) * (h Wu^T)) Wd^T
+ * logits = (rmsnorm(x) * out_norm) output^T.
+ *
+ * Two schedules compute the same thing:
+ *  - prefill (n > 1 tokens): matrix products through oneDNN's sgemm, the
+ *    element-wise stages in one OpenMP region each;
+ *  - decode (n = 1): one OpenMP region for the whole token, each thread taking
+ *    a slice of every matrix-vector product, barriers between stages.
+ * Every buffer is allocated in tlm_context_new; nothing is allocated per token
+ * (except the logits buffer, grown when a call asks for more rows than ever).
+ */
+#include <dnnl.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "kernels.h"
+#include "model.h"
+#include "trimlm.h"
+
+#define TLM_DEFAULT_N_CTX 4096
+#define TLM_DEFAULT_N_BATCH 512
+#define TLM_MAX_THREADS 1024
+
+struct tlm_context {
+    const struct tlm_model *model;
+    const tlm_kernels *kern;
+    int32_t n_ctx;     /* KV-cache capacity in tokens */
+    int32_t n_batch;   /* tokens per forward step */
+    int32_t n_threads;
+    int32_t pos;       /* tokens in the KV cache */
+
+    /* KV cache: (n_layer, n_head_kv, n_ctx, head_dim) each, so that one
+     * head's keys over all positions are contiguous for attention. */
+    float *k_cache;
+    float *v_cache;
+
+    /* Scratch for up to n_batch tokens. */
+    float *x;      /* (n_batch, n_embd) residual stream */
+    float *xn;     /* (n_batch, n_embd) normalised input of a sublayer */
+    float *q;      /* (n_batch, n_head*head_dim) */
+    float *k;      /* (n_batch, n_head_kv*head_dim) keys of this step, before caching */
+    float *v;      /* (n_batch, n_head_kv*head_dim) */
+    float *attn;   /* (n_batch, n_head*head_dim) attention output, heads concatenated */
+    float *gate;   /* (n_batch, n_ff) */
+    float *up;     /* (n_batch, n_ff) */
+    float *proj;   /* (n_embd) decode: Wo / Wd output before the residual add */
+    float *xn_thread; /* (n_threads, n_embd) decode: each thread's normalised copy */
+    float *rope_cos; /* (n_batch, rope_dim/2) per token of the step */
+    float *rope_sin; /* (n_batch, rope_dim/2) */
+    double *rope_inv_freq; /* (rope_dim/2) radians per position, scaling applied */
+    float *scores; /* (n_threads, n_ctx) attention weights, one row per thread */
+
+    /* Logits of the last tlm_decode call. */
+    float *logits;        /* (logits_rows_cap, n_vocab) */
+    size_t logits_rows_cap;
+    int32_t last_n;       /* tokens in the last call */
+    bool last_all;        /* logits kept for all of them (else only the last) */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+/* Rows [r0, r1) of n for thread ith of nth, in multiples of 8 rows so that
+ * the 4-row GEMV kernels see whole blocks. */
+static inline void thread_slice(int64_t n, int ith, int nth, int64_t *r0, int64_t *r1) {
+    int64_t per = (n + nth - 1) / nth;
+    per = (per + 7) & ~(int64_t)7;
+    int64_t a = (int64_t)ith * per, b = a + per;
+    *r0 = a < n ? a : n;
+    *r1 = b < n ? b : n;
+}
+
+/* Work items [i0, i1) of n for thread ith of nth (no rounding). */
+static inline void item_slice(int64_t n, int ith, int nth, int64_t *i0, int64_t *i1) {
+    *i0 = n * ith / nth;
+    *i1 = n * (ith + 1) / nth;
+}
+
+static size_t kv_offset(const struct tlm_context *c, int32_t layer, int32_t kv_head, int32_t pos) {
+    const tlm_hparams *hp = &c->model->hp;
+    return (((size_t)layer * (size_t)hp->n_head_kv + (size_t)kv_head) * (size_t)c->n_ctx +
+            (size_t)pos) *
+           (size_t)hp->head_dim;
+}
+
+/* ------------------------------------------------------------- RoPE */
+
+/* Frequencies of the rotated pairs: theta^(-2j/rope_dim), then the scaling
+ * rule. llama3 follows Llama 3.1: wavelengths longer than orig_ctx/low_freq
+ * are slowed by `factor`, shorter than orig_ctx/high_freq kept, and those in
+ * between interpolated smoothly. Computed in double, as are the angles. */
+static void rope_init_freqs(struct tlm_context *c) {
+    const tlm_hparams *hp = &c->model->hp;
+    int32_t half = hp->rope_dim / 2;
+    for (int32_t j = 0; j < half; j++) {
+        double f = pow((double)hp->rope_theta, -2.0 * j / (double)hp->rope_dim);
+        if (hp->rope_scaling == TLM_ROPE_SCALING_LINEAR) {
+            f /= (double)hp->rope_factor;
+        } else if (hp->rope_scaling == TLM_ROPE_SCALING_LLAMA3) {
+            double factor = hp->rope_factor, lo = hp->rope_low_freq_factor,
+                   hi = hp->rope_high_freq_factor, orig = (double)hp->rope_orig_ctx;
+            double wavelen = 2.0 * M_PI / f;
+            double low_freq_wavelen = orig / lo, high_freq_wavelen = orig / hi;
+            if (wavelen > low_freq_wavelen) {
+                f /= factor;
+            } else if (wavelen >= high_freq_wavelen && hi != lo) {
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                f = (1.0 - smooth) * f / factor + smooth * f;
+            }
+        }
+        c->rope_inv_freq[j] = f;
+    }
+}
+
+/* cos/sin tables for the n tokens of a step at positions p0.. */
+static void rope_fill_tables(struct tlm_context *c, int32_t p0, int32_t n) {
+    int32_t half = c->model->hp.rope_dim / 2;
+    for (int32_t i = 0; i < n; i++) {
+        for (int32_t j = 0; j < half; j++) {
+            double angle = (double)(p0 + i) * c->rope_inv_freq[j];
+            c->rope_cos[(size_t)i * half + j] = (float)cos(angle);
+            c->rope_sin[(size_t)i * half + j] = (float)sin(angle);
+        }
+    }
+}
+
+/* Rotates one head vector (head_dim floats) in place for token i of the step. */
+static void rope_apply(const struct tlm_context *c, float *vec, int32_t i) {
+    const tlm_hparams *hp = &c->model->hp;
+    int32_t half = hp->rope_dim / 2;
+    const float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
+    if (hp->rope_style == TLM_ROPE_NORM) {
+        for (int32_t j = 0; j < half; j++) {
+            float a = vec[2 * j], b = vec[2 * j + 1];
+            vec[2 * j] = a * cs[j] - b * sn[j];
+            vec[2 * j + 1] = a * sn[j] + b * cs[j];
+        }
+    } else {
+        for (int32_t j = 0; j < half; j++) {
+            float a = vec[j], b = vec[j + half];
+            vec[j] = a * cs[j] - b * sn[j];
+            vec[j + half] = a * sn[j] + b * cs[j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------- stages */
+/* Each stage takes the thread's (ith, nth) and touches only its share. */
+
+static void stage_rmsnorm(const struct tlm_context *c, float *out, const float *in,
+                          const float *w, int32_t n, int ith, int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    int64_t r0, r1;
+    item_slice(n, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++)
+        c->kern->rmsnorm_f32(out + r * hp->n_embd, in + r * hp->n_embd, w, hp->n_embd,
+                             hp->rms_eps);
+}
+
+/* Biases, RoPE, and the step's keys/values into the cache. Work items are
+ * (token, head) over n_head query heads followed by n_head_kv KV heads. */
+static void stage_qkv_finish(struct tlm_context *c, int32_t layer, int32_t n, int ith, int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    const tlm_layer *L = &c->model->layers[layer];
+    int32_t hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
+    int32_t heads = hp->n_head + hp->n_head_kv;
+    int64_t i0, i1;
+    item_slice((int64_t)n * heads, ith, nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        int32_t i = (int32_t)(item / heads), h = (int32_t)(item % heads);
+        if (h < hp->n_head) {
+            float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
+            if (L->bq)
+                for (int32_t d = 0; d < hd; d++) qh[d] += L->bq[h * hd + d];
+            rope_apply(c, qh, i);
+        } else {
+            int32_t g = h - hp->n_head;
+            float *kh = c->k + (size_t)i * kv_dim + (size_t)g * hd;
+            float *vh = c->v + (size_t)i * kv_dim + (size_t)g * hd;
+            if (L->bk)
+                for (int32_t d = 0; d < hd; d++) kh[d] += L->bk[g * hd + d];
+            if (L->bv)
+                for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
+            rope_apply(c, kh, i);
+            size_t at = kv_offset(c, layer, g, c->pos + i);
+            memcpy(c->k_cache + at, kh, (size_t)hd * sizeof(float));
+            memcpy(c->v_cache + at, vh, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
+/* Causal grouped-query attention; work items are (token, query head). Token
+ * i of the step sits at position pos+i and sees positions 0..pos+i: scores
+ * = K q (a GEMV over the head's cached keys), softmax, then out = V^T p. */
+static void stage_attention(struct tlm_context *c, int32_t layer, int32_t n, int ith, int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    const tlm_kernels *kern = c->kern;
+    int32_t hd = hp->head_dim, q_dim = hp->n_head * hd;
+    int32_t group = hp->n_head / hp->n_head_kv;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + (size_t)ith * c->n_ctx;
+    int64_t i0, i1;
+    item_slice((int64_t)n * hp->n_head, ith, nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        int32_t i = (int32_t)(item / hp->n_head), h = (int32_t)(item % hp->n_head);
+        int32_t g = h / group, n_keys = c->pos + i + 1;
+        const float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
+        const float *keys = c->k_cache + kv_offset(c, layer, g, 0);
+        const float *vals = c->v_cache + kv_offset(c, layer, g, 0);
+        kern->gemv_f32(keys, qh, scores, hd, 0, n_keys);
+        for (int32_t t = 0; t < n_keys; t++) scores[t] *= scale;
+        kern->softmax_f32(scores, n_keys);
+        kern->gemv_t_f32(vals, scores, c->attn + (size_t)i * q_dim + (size_t)h * hd, n_keys, hd);
+    }
+}
+
+static void stage_silu_mul(struct tlm_context *c, int32_t n, int ith, int nth) {
+    int64_t total = (int64_t)n * c->model->hp.n_ff, i0, i1;
+    item_slice(total, ith, nth, &i0, &i1);
+    if (i1 > i0) c->kern->silu_mul_f32(c->gate + i0, c->up + i0, i1 - i0);
+}
+
+/* ---------------------------------------------------- prefill (n > 1) */
+
+/* C[M,N] = A[M,K] W^T + beta C with W the (N, K) row-major weight. */
+static tlm_status sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, const float *W,
+                           float beta, float *C, int64_t ldc, tlm_error *err) {
+    dnnl_status_t st = dnnl_sgemm('N', 'T', M, N, K, 1.0f, A, K, W, K, beta, C, ldc);
+    if (st != dnnl_success)
+        return tlm_seterr(err, TLM_ERR_NOMEM, "matrix product %lldx%lldx%lld failed (oneDNN status %d)",
+                          (long long)M, (long long)N, (long long)K, (int)st);
+    return TLM_OK;
+}
+
+#define PARALLEL_STAGE(c, call)                                                   \
+    _Pragma("omp parallel num_threads((c)->n_threads)") {                        \
+        int ith = omp_get_thread_num(), nth = omp_get_num_threads();             \
+        call;                                                                     \
+    }
+
+/* Runs n (2..n_batch) tokens whose embeddings are in c->x. When logits_out is
+ * not NULL, writes n rows of logits there (all_logits); otherwise leaves the
+ * final hidden state in c->x for the caller. */
+static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_out,
+                                tlm_error *err) {
+    const struct tlm_model *m = c->model;
+    const tlm_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    tlm_status st;
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const tlm_layer *L = &m->layers[l];
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
+        if ((st = sgemm_wt(n, q_dim, E, c->xn, L->wq, 0.0f, c->q, q_dim, err)) ||
+            (st = sgemm_wt(n, kv_dim, E, c->xn, L->wk, 0.0f, c->k, kv_dim, err)) ||
+            (st = sgemm_wt(n, kv_dim, E, c->xn, L->wv, 0.0f, c->v, kv_dim, err)))
+            return st;
+        PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
+        PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
+        if ((st = sgemm_wt(n, E, q_dim, c->attn, L->wo, 1.0f, c->x, E, err))) return st;
+
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->ffn_norm, n, ith, nth));
+        if ((st = sgemm_wt(n, F, E, c->xn, L->w_gate, 0.0f, c->gate, F, err)) ||
+            (st = sgemm_wt(n, F, E, c->xn, L->w_up, 0.0f, c->up, F, err)))
+            return st;
+        PARALLEL_STAGE(c, stage_silu_mul(c, n, ith, nth));
+        if ((st = sgemm_wt(n, E, F, c->gate, L->w_down, 1.0f, c->x, E, err))) return st;
+    }
+    if (logits_out) {
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, m->out_norm, n, ith, nth));
+        if ((st = sgemm_wt(n, hp->n_vocab, E, c->xn, m->output, 0.0f, logits_out, hp->n_vocab,
+                           err)))
+            return st;
+    }
+    return TLM_OK;
+}
+
+/* Logits of one hidden-state row (n_embd floats, not yet normalised). */
+static void logits_of_row(struct tlm_context *c, const float *row, float *logits_out) {
+    const struct tlm_model *m = c->model;
+    const tlm_hparams *hp = &m->hp;
+    c->kern->rmsnorm_f32(c->xn, row, m->out_norm, hp->n_embd, hp->rms_eps);
+#pragma omp parallel num_threads(c->n_threads)
+    {
+        int64_t r0, r1;
+        thread_slice(hp->n_vocab, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        if (r1 > r0) c->kern->gemv_f32(m->output, c->xn, logits_out, hp->n_embd, r0, r1);
+    }
+}
+
+/* ---------------------------------------------------- decode (n = 1) */
+
+/* y = W x for rows of thread ith; W is (rows, n_in). */
+static inline void gemv_slice(const tlm_kernels *kern, const float *W, const float *xv, float *y,
+                              int64_t rows, int64_t n_in, int ith, int nth) {
+    int64_t r0, r1;
+    thread_slice(rows, ith, nth, &r0, &r1);
+    if (r1 > r0) kern->gemv_f32(W, xv, y, n_in, r0, r1);
+}
+
+/* Decode Q/K/V by head: the (n_head + 2 n_head_kv) head-sized blocks of rows
+ * are split among threads, and a thread finishes its own heads (bias, RoPE,
+ * KV-cache store) without waiting for the others. xn: this thread's
+ * normalised input (n_embd). */
+static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const float *xn, int ith,
+                             int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    const tlm_layer *L = &c->model->layers[layer];
+    const tlm_kernels *kern = c->kern;
+    int32_t hd = hp->head_dim, E = hp->n_embd;
+    int64_t u0, u1;
+    item_slice(hp->n_head + 2 * hp->n_head_kv, ith, nth, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        if (u < hp->n_head) {
+            int32_t h = (int32_t)u;
+            float *qh = c->q + (size_t)h * hd;
+            kern->gemv_f32(L->wq + (size_t)h * hd * E, xn, qh, E, 0, hd);
+            if (L->bq)
+                for (int32_t d = 0; d < hd; d++) qh[d] += L->bq[h * hd + d];
+            rope_apply(c, qh, 0);
+        } else if (u < hp->n_head + hp->n_head_kv) {
+            int32_t g = (int32_t)u - hp->n_head;
+            float *kh = c->k_cache + kv_offset(c, layer, g, c->pos);
+            kern->gemv_f32(L->wk + (size_t)g * hd * E, xn, kh, E, 0, hd);
+            if (L->bk)
+                for (int32_t d = 0; d < hd; d++) kh[d] += L->bk[g * hd + d];
+            rope_apply(c, kh, 0);
+        } else {
+            int32_t g = (int32_t)u - hp->n_head - hp->n_head_kv;
+            float *vh = c->v_cache + kv_offset(c, layer, g, c->pos);
+            kern->gemv_f32(L->wv + (size_t)g * hd * E, xn, vh, E, 0, hd);
+            if (L->bv)
+                for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
+        }
+    }
+}
+
+/* One token (embedding in c->x) through every layer and, when logits_out is
+ * not NULL, the output head — all in one parallel region with five barriers
+ * per layer. Each thread normalises the residual stream into its own buffer
+ * (576 floats: cheaper than a barrier), and finishes what it can on its own
+ * rows (SwiGLU on its gate/up rows, the residual add on its Wo/Wd rows). */
+static void forward_one(struct tlm_context *c, float *logits_out) {
+    const struct tlm_model *m = c->model;
+    const tlm_hparams *hp = &m->hp;
+    const tlm_kernels *kern = c->kern;
+    int64_t E = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim, F = hp->n_ff;
+
+#pragma omp parallel num_threads(c->n_threads)
+    {
+        int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *xn = c->xn_thread + (size_t)ith * (size_t)E;
+        int64_t r0, r1;
+        for (int32_t l = 0; l < hp->n_layer; l++) {
+            const tlm_layer *L = &m->layers[l];
+            kern->rmsnorm_f32(xn, c->x, L->attn_norm, E, hp->rms_eps);
+            decode_qkv_heads(c, l, xn, ith, nth);
+#pragma omp barrier
+            stage_attention(c, l, 1, ith, nth);
+#pragma omp barrier
+            thread_slice(E, ith, nth, &r0, &r1);
+            if (r1 > r0) {
+                kern->gemv_f32(L->wo, c->attn, c->proj, q_dim, r0, r1);
+                for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
+            }
+#pragma omp barrier
+            kern->rmsnorm_f32(xn, c->x, L->ffn_norm, E, hp->rms_eps);
+            thread_slice(F, ith, nth, &r0, &r1);
+            if (r1 > r0) {
+                kern->gemv_f32(L->w_gate, xn, c->gate, E, r0, r1);
+                kern->gemv_f32(L->w_up, xn, c->up, E, r0, r1);
+                kern->silu_mul_f32(c->gate + r0, c->up + r0, r1 - r0);
+            }
+#pragma omp barrier
+            thread_slice(E, ith, nth, &r0, &r1);
+            if (r1 > r0) {
+                kern->gemv_f32(L->w_down, c->gate, c->proj, F, r0, r1);
+                for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
+            }
+#pragma omp barrier
+        }
+        if (logits_out) {
+            kern->rmsnorm_f32(xn, c->x, m->out_norm, E, hp->rms_eps);
+            gemv_slice(kern, m->output, xn, logits_out, hp->n_vocab, E, ith, nth);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ context */
+
+tlm_context_params tlm_context_default_params(void) {
+    return (tlm_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 0};
+}
+
+void tlm_context_free(tlm_context *c) {
+    if (!c) return;
+    tlm_free(c->k_cache);
+    tlm_free(c->v_cache);
+    tlm_free(c->x);
+    tlm_free(c->xn);
+    tlm_free(c->q);
+    tlm_free(c->k);
+    tlm_free(c->v);
+    tlm_free(c->attn);
+    tlm_free(c->gate);
+    tlm_free(c->up);
+    tlm_free(c->proj);
+    tlm_free(c->xn_thread);
+    tlm_free(c->rope_cos);
+    tlm_free(c->rope_sin);
+    tlm_free(c->rope_inv_freq);
+    tlm_free(c->scores);
+    tlm_free(c->logits);
+    tlm_free(c);
+}
+
+/* rows*cols floats, overflow-checked; NULL with err set on failure. */
+static void *alloc_floats(size_t rows, size_t cols, size_t elem, const char *what,
+                          tlm_error *err) {
+    size_t n, bytes;
+    if (tlm_mul_overflow(rows, cols, &n) || tlm_mul_overflow(n, elem, &bytes)) {
+        tlm_seterr(err, TLM_ERR_ARG, "context: the %s buffer (%zu x %zu) overflows the address space",
+                   what, rows, cols);
+        return NULL;
+    }
+    void *p = tlm_malloc_aligned(bytes ? bytes : 1);
+    if (!p)
+        tlm_seterr(err, TLM_ERR_NOMEM, "context: out of memory allocating %zu bytes for the %s",
+                   bytes, what);
+    return p;
+}
+
+tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tlm_error *err) {
+    tlm_clearerr(err);
+    if (!m) {
+        tlm_seterr(err, TLM_ERR_ARG, "context: no model given");
+        return NULL;
+    }
+    tlm_context_params prm = p ? *p : tlm_context_default_params();
+    const tlm_hparams *hp = &m->hp;
+    if (prm.n_ctx < 0 || prm.n_threads < 0 || prm.n_batch < 0) {
+        tlm_seterr(err, TLM_ERR_ARG,
+                   "context: n_ctx (%d), n_threads (%d) and n_batch (%d) must not be negative",
+                   prm.n_ctx, prm.n_threads, prm.n_batch);
+        return NULL;
+    }
+    if (prm.n_threads > TLM_MAX_THREADS) {
+        tlm_seterr(err, TLM_ERR_ARG, "context: n_threads %d is more than %d", prm.n_threads,
+                   TLM_MAX_THREADS);
+        return NULL;
+    }
+    int32_t n_ctx = prm.n_ctx;
+    if (n_ctx == 0) n_ctx = hp->n_ctx_train < TLM_DEFAULT_N_CTX ? hp->n_ctx_train : TLM_DEFAULT_N_CTX;
+    if (n_ctx < 1) n_ctx = 1;
+    int32_t n_batch = prm.n_batch ? prm.n_batch : TLM_DEFAULT_N_BATCH;
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    int32_t n_threads = prm.n_threads ? prm.n_threads : tlm_physical_cores();
+    if (n_threads < 1) n_threads = 1;
+
+    /* The KV cache is the big one: say its size when it cannot exist. */
+    size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, kv_elems, kv_bytes;
+    if (tlm_mul_overflow((size_t)n_ctx, (size_t)hp->n_layer, &kv_elems) ||
+        tlm_mul_overflow(kv_elems, kv_dim, &kv_elems) ||
+        tlm_mul_overflow(kv_elems, 2 * sizeof(float), &kv_bytes)) {
+        tlm_seterr(err, TLM_ERR_ARG,
+                   "context: a KV cache of %d tokens x %d layers x %zu floats x 2 overflows the address space",
+                   n_ctx, hp->n_layer, kv_dim);
+        return NULL;
+    }
+
+    /* Virtual memory is overcommitted: a cache larger than the machine's RAM
+     * would "succeed" here and fail later, page by page. Refuse it now. */
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page_size > 0 && kv_bytes / (size_t)page_size >= (size_t)pages) {
+        tlm_seterr(err, TLM_ERR_NOMEM,
+                   "context: n_ctx %d needs a %zu-byte KV cache, more than this machine's %zu bytes of memory; "
+                   "try a smaller n_ctx",
+                   n_ctx, kv_bytes, (size_t)pages * (size_t)page_size);
+        return NULL;
+    }
+
+    struct tlm_context *c = tlm_calloc(1, sizeof *c);
+    if (!c) {
+        tlm_seterr(err, TLM_ERR_NOMEM, "context: out of memory");
+        return NULL;
+    }
+    c->model = m;
+    c->kern = tlm_kernels_best();
+    c->n_ctx = n_ctx;
+    c->n_batch = n_batch;
+    c->n_threads = n_threads;
+
+    size_t B = (size_t)n_batch, E = (size_t)hp->n_embd;
+    size_t q_dim = (size_t)hp->n_head * (size_t)hp->head_dim, F = (size_t)hp->n_ff;
+    size_t half = (size_t)hp->rope_dim / 2;
+    if (!(c->k_cache = alloc_floats(kv_elems, 1, sizeof(float), "key cache", err)) ||
+        !(c->v_cache = alloc_floats(kv_elems, 1, sizeof(float), "value cache", err)) ||
+        !(c->x = alloc_floats(B, E, sizeof(float), "residual stream", err)) ||
+        !(c->xn = alloc_floats(B, E, sizeof(float), "normalised activations", err)) ||
+        !(c->q = alloc_floats(B, q_dim, sizeof(float), "queries", err)) ||
+        !(c->k = alloc_floats(B, kv_dim, sizeof(float), "keys", err)) ||
+        !(c->v = alloc_floats(B, kv_dim, sizeof(float), "values", err)) ||
+        !(c->attn = alloc_floats(B, q_dim, sizeof(float), "attention output", err)) ||
+        !(c->gate = alloc_floats(B, F, sizeof(float), "MLP gate", err)) ||
+        !(c->up = alloc_floats(B, F, sizeof(float), "MLP up", err)) ||
+        !(c->proj = alloc_floats(E, 1, sizeof(float), "projection", err)) ||
+        !(c->xn_thread = alloc_floats((size_t)n_threads, E, sizeof(float), "per-thread activations", err)) ||
+        !(c->rope_cos = alloc_floats(B, half, sizeof(float), "RoPE table", err)) ||
+        !(c->rope_sin = alloc_floats(B, half, sizeof(float), "RoPE table", err)) ||
+        !(c->rope_inv_freq = alloc_floats(half, 1, sizeof(double), "RoPE frequencies", err)) ||
+        !(c->scores = alloc_floats((size_t)n_threads, (size_t)n_ctx, sizeof(float),
+                                   "attention scores", err)) ||
+        !(c->logits = alloc_floats(1, (size_t)hp->n_vocab, sizeof(float), "logits", err))) {
+        if (err && err->code == TLM_ERR_NOMEM && kv_bytes > ((size_t)1 << 30))
+            tlm_seterr(err, TLM_ERR_NOMEM,
+                       "context: out of memory for n_ctx %d (the KV cache alone needs %zu bytes); try a smaller n_ctx",
+                       n_ctx, kv_bytes);
+        tlm_context_free(c);
+        return NULL;
+    }
+    c->logits_rows_cap = 1;
+    rope_init_freqs(c);
+    return c;
+}
+
+int32_t tlm_context_n_ctx(const tlm_context *c) { return c ? c->n_ctx : 0; }
+int32_t tlm_context_pos(const tlm_context *c) { return c ? c->pos : 0; }
+
+void tlm_context_reset(tlm_context *c) {
+    if (!c) return;
+    c->pos = 0;
+    c->last_n = 0;
+}
+
+/* ------------------------------------------------------------- decode */
+
+static tlm_status ensure_logits_rows(struct tlm_context *c, size_t rows, tlm_error *err) {
+    if (rows <= c->logits_rows_cap) return TLM_OK;
+    float *grown = alloc_floats(rows, (size_t)c->model->hp.n_vocab, sizeof(float), "logits", err);
+    if (!grown) return err ? err->code : TLM_ERR_NOMEM;
+    tlm_free(c->logits);
+    c->logits = grown;
+    c->logits_rows_cap = rows;
+    return TLM_OK;
+}
+
+static void embed_tokens(struct tlm_context *c, const int32_t *tokens, int32_t n) {
+    size_t E = (size_t)c->model->hp.n_embd;
+    for (int32_t i = 0; i < n; i++)
+        memcpy(c->x + (size_t)i * E, c->model->tok_embd + (size_t)tokens[i] * E, E * sizeof(float));
+}
+
+tlm_status tlm_decode(tlm_context *c, const int32_t *tokens, int32_t n, bool all_logits,
+                      tlm_error *err) {
+    tlm_clearerr(err);
+    if (!c) return tlm_seterr(err, TLM_ERR_ARG, "decode: no context given");
+    if (n <= 0 || !tokens)
+        return tlm_seterr(err, TLM_ERR_ARG, "decode: no tokens given (n = %d)", n);
+    const tlm_hparams *hp = &c->model->hp;
+    if ((int64_t)c->pos + n > c->n_ctx)
+        return tlm_seterr(err, TLM_ERR_CONTEXT_FULL,
+                          "decode: %d tokens do not fit: pos %d + %d > n_ctx %d", n, c->pos, n,
+                          c->n_ctx);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return tlm_seterr(err, TLM_ERR_ARG,
+                              "decode: token %d (at index %d) is out of the vocabulary [0, %d)",
+                              tokens[i], i, hp->n_vocab);
+    tlm_status st = ensure_logits_rows(c, all_logits ? (size_t)n : 1, err);
+    if (st) return st;
+
+    /* oneDNN's sgemm takes its thread count from the calling thread's OpenMP
+     * setting; set ours for the call and give the caller's back after. */
+    int caller_threads = omp_get_max_threads();
+    omp_set_num_threads(c->n_threads);
+
+    c->last_n = 0;
+    size_t V = (size_t)hp->n_vocab;
+    for (int32_t done = 0; done < n && st == TLM_OK;) {
+        int32_t step = n - done < c->n_batch ? n - done : c->n_batch;
+        bool last_step = done + step == n;
+        float *out = all_logits ? c->logits + (size_t)done * V : NULL;
+        embed_tokens(c, tokens + done, step);
+        rope_fill_tables(c, c->pos, step);
+        if (step == 1) {
+            forward_one(c, all_logits ? out : last_step ? c->logits : NULL);
+        } else {
+            st = forward_batch(c, step, out, err);
+            if (st == TLM_OK && !all_logits && last_step)
+                logits_of_row(c, c->x + (size_t)(step - 1) * hp->n_embd, c->logits);
+        }
+        if (st == TLM_OK) {
+            c->pos += step;
+            done += step;
+        }
+    }
+    omp_set_num_threads(caller_threads);
+    if (st != TLM_OK) return st;
+    c->last_n = n;
+    c->last_all = all_logits;
+    return TLM_OK;
+}
+
+const float *tlm_get_logits(const tlm_context *c, int32_t i) {
+    if (!c || c->last_n == 0) return NULL;
+    if (i == -1) i = c->last_n - 1;
+    if (i < 0 || i >= c->last_n) return NULL;
+    if (c->last_all) return c->logits + (size_t)i * (size_t)c->model->hp.n_vocab;
+    return i == c->last_n - 1 ? c->logits : NULL;
+}

@@ -1,0 +1,412 @@
+/*
+ * model_gguf.c — builds a tlm_model from a GGUF file: hyper-parameters from
+ * the metadata, every weight dequantized to f32, the tokenizer from the
+ * tokenizer.ggml.* metadata. The file is closed once everything is copied.
+ *
+ * GGUF stores a matrix with ne = [in, out]: out rows of in contiguous values,
+ * which is the row-major (out, in) layout of model.h, so rows are converted
+ * one by one in place.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "ggml_types.h"
+#include "gguf.h"
+#include "model.h"
+
+#define ROWS_PER_THREAD_MIN 64 /* below this a tensor is converted on one thread */
+
+/* --------------------------------------------------------- metadata */
+
+typedef struct gguf_loader {
+    gguf_file *f;
+    const char *path;
+    const char *arch; /* "llama" or "qwen2", the metadata key prefix */
+    tlm_error *err;
+} gguf_loader;
+
+/* Reads "<arch>.<suffix>" as a non-negative int32. Absent: *out = dflt when
+ * !required. Present but not an integer (per-layer arrays included) or out of
+ * range is an error naming the key. */
+static tlm_status read_count(const gguf_loader *ld, const char *suffix, bool required,
+                             int32_t dflt, int32_t *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
+    const gguf_kv *kv = gguf_find_kv(ld->f, key);
+    if (!kv) {
+        if (required)
+            return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: missing metadata '%s'", ld->path, key);
+        *out = dflt;
+        return TLM_OK;
+    }
+    if (kv->type == GGUF_VT_ARRAY)
+        return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                          "%s: metadata '%s' is a per-layer array, which is not supported",
+                          ld->path, key);
+    int64_t v;
+    if (!gguf_get_i64(ld->f, key, &v))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: metadata '%s' must be an integer",
+                          ld->path, key);
+    if (v < 0 || v > INT32_MAX)
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: metadata '%s' = %" PRId64 " is out of range",
+                          ld->path, key, v);
+    *out = (int32_t)v;
+    return TLM_OK;
+}
+
+/* Reads "<arch>.<suffix>" as a float; absent: dflt when !required. */
+static tlm_status read_float(const gguf_loader *ld, const char *suffix, bool required,
+                             float dflt, float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
+    if (!gguf_find_kv(ld->f, key)) {
+        if (required)
+            return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: missing metadata '%s'", ld->path, key);
+        *out = dflt;
+        return TLM_OK;
+    }
+    if (!gguf_get_f32(ld->f, key, out))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: metadata '%s' must be a number", ld->path,
+                          key);
+    return TLM_OK;
+}
+
+static tlm_status read_rope_scaling(const gguf_loader *ld, tlm_hparams *hp) {
+    char key[128];
+    gguf_str type = {"linear", 6}; /* the GGUF default when only a factor is given */
+    snprintf(key, sizeof key, "%s.rope.scaling.type", ld->arch);
+    if (gguf_find_kv(ld->f, key) && !gguf_get_str(ld->f, key, &type))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: metadata '%s' must be a string", ld->path,
+                          key);
+    float factor = 1.0f;
+    tlm_status st = read_float(ld, "rope.scaling.factor", false, 1.0f, &factor);
+    if (st == TLM_OK && factor == 1.0f) st = read_float(ld, "rope.scale_linear", false, 1.0f, &factor);
+    if (st != TLM_OK) return st;
+
+    hp->rope_scaling = TLM_ROPE_SCALING_NONE;
+    hp->rope_factor = 1.0f;
+    if (gguf_str_eq(type, "none")) return TLM_OK;
+    if (!gguf_str_eq(type, "linear")) {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%.*s", (int)(type.len < 40 ? type.len : 40), type.ptr);
+        return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                          "%s: rope scaling type '%s' is not supported (supported: none, linear)",
+                          ld->path, shown);
+    }
+    if (factor != 1.0f && factor != 0.0f) { /* 0 is how some writers spell "unset" */
+        hp->rope_scaling = TLM_ROPE_SCALING_LINEAR;
+        hp->rope_factor = factor;
+    }
+    return TLM_OK;
+}
+
+/* Fills hp from the metadata; n_vocab comes from the token embedding. */
+static tlm_status read_hparams(const gguf_loader *ld, tlm_hparams *hp) {
+    tlm_status st;
+    memset(hp, 0, sizeof *hp);
+    hp->arch = strcmp(ld->arch, "qwen2") == 0 ? TLM_ARCH_QWEN2 : TLM_ARCH_LLAMA;
+    hp->rope_style = hp->arch == TLM_ARCH_QWEN2 ? TLM_ROPE_NEOX : TLM_ROPE_NORM;
+    hp->qkv_bias = hp->arch == TLM_ARCH_QWEN2;
+    if ((st = read_count(ld, "block_count", true, 0, &hp->n_layer)) ||
+        (st = read_count(ld, "embedding_length", true, 0, &hp->n_embd)) ||
+        (st = read_count(ld, "feed_forward_length", true, 0, &hp->n_ff)) ||
+        (st = read_count(ld, "attention.head_count", true, 0, &hp->n_head)) ||
+        (st = read_count(ld, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv)) ||
+        (st = read_count(ld, "attention.key_length", false,
+                         hp->n_head > 0 ? hp->n_embd / hp->n_head : 0, &hp->head_dim)) ||
+        (st = read_count(ld, "context_length", true, 0, &hp->n_ctx_train)) ||
+        (st = read_count(ld, "rope.dimension_count", false, hp->head_dim, &hp->rope_dim)) ||
+        (st = read_float(ld, "attention.layer_norm_rms_epsilon", true, 0, &hp->rms_eps)) ||
+        (st = read_float(ld, "rope.freq_base", false, 10000.0f, &hp->rope_theta)) ||
+        (st = read_rope_scaling(ld, hp)))
+        return st;
+    int32_t value_len;
+    if ((st = read_count(ld, "attention.value_length", false, hp->head_dim, &value_len))) return st;
+    if (value_len != hp->head_dim)
+        return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                          "%s: attention value length %d differs from key length %d (not supported)",
+                          ld->path, value_len, hp->head_dim);
+
+    const gguf_tensor *emb = gguf_find_tensor(ld->f, "token_embd.weight");
+    if (!emb)
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'",
+                          ld->path);
+    if (emb->n_dims != 2 || emb->ne[1] > INT32_MAX)
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                          "%s: tensor 'token_embd.weight' is not a (n_vocab, n_embd) matrix",
+                          ld->path);
+    hp->n_vocab = (int32_t)emb->ne[1];
+    return TLM_OK;
+}
+
+/* ------------------------------------------------- Llama 3 RoPE factors */
+
+/* Llama 3.x GGUF files carry their RoPE scaling as a tensor, rope_freqs.weight:
+ * rope_dim/2 divisors of the base frequencies, instead of the parameters that
+ * produced them. The runtime takes the parameters (model.h), so they are
+ * recovered by matching the divisors against the Llama 3.1 rule for the
+ * parameter sets published models use; anything else is refused rather than
+ * silently ignored. */
+
+#define ROPE_FREQS_MAX (1024 / 2) /* rope_dim <= head_dim <= 1024 (model.c) */
+#define ROPE_FREQS_REL_TOL 1e-4   /* f32 storage of values computed in f32/f64 */
+
+/* freq / (the Llama 3.1 rule's scaled freq): 1 for short wavelengths,
+ * `factor` for long ones, a smooth blend in between. */
+static double llama3_divisor(double freq, double factor, double lo, double hi, double orig) {
+    const double wavelen = 2.0 * 3.14159265358979323846 / freq;
+    if (wavelen < orig / hi) return 1.0;
+    if (wavelen > orig / lo) return factor;
+    const double smooth = (orig / wavelen - lo) / (hi - lo);
+    return freq / ((1.0 - smooth) * freq / factor + smooth * freq);
+}
+
+static bool llama3_matches(const float *div, int32_t half, const tlm_hparams *hp, double factor,
+                           double lo, double hi, double orig) {
+    for (int32_t j = 0; j < half; j++) {
+        const double freq = pow((double)hp->rope_theta, -2.0 * j / (double)hp->rope_dim);
+        const double want = llama3_divisor(freq, factor, lo, hi, orig);
+        if (!(fabs((double)div[j] - want) <= ROPE_FREQS_REL_TOL * want)) return false;
+    }
+    return true;
+}
+
+static tlm_status read_rope_freqs(const gguf_loader *ld, tlm_hparams *hp) {
+    const gguf_tensor *t = gguf_find_tensor(ld->f, "rope_freqs.weight");
+    if (!t) return TLM_OK;
+    const int32_t half = hp->rope_dim / 2;
+    if (t->ne[0] != (uint64_t)half || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1 ||
+        half > ROPE_FREQS_MAX || !ggml_can_dequantize(t->type))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                          "%s: tensor 'rope_freqs.weight' must be %d numbers (rope dimension / 2)",
+                          ld->path, half);
+    if (hp->rope_scaling != TLM_ROPE_SCALING_NONE)
+        return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                          "%s: RoPE scaling given both as metadata and as 'rope_freqs.weight'",
+                          ld->path);
+    float div[ROPE_FREQS_MAX];
+    ggml_dequantize_row(t->type, t->data, div, half);
+    float factor = 1.0f;
+    for (int32_t j = 0; j < half; j++)
+        if (div[j] > factor) factor = div[j];
+    static const double origs[] = {8192, 4096, 16384, 32768, 2048, 65536, 131072};
+    static const double los[] = {1, 2};
+    static const double his[] = {4, 8, 2};
+    for (size_t o = 0; o < sizeof origs / sizeof *origs; o++)
+        for (size_t l = 0; l < sizeof los / sizeof *los; l++)
+            for (size_t h = 0; h < sizeof his / sizeof *his; h++) {
+                if (!llama3_matches(div, half, hp, factor, los[l], his[h], origs[o])) continue;
+                if (factor == 1.0f) return TLM_OK; /* all ones: no scaling */
+                hp->rope_scaling = TLM_ROPE_SCALING_LLAMA3;
+                hp->rope_factor = factor;
+                hp->rope_low_freq_factor = (float)los[l];
+                hp->rope_high_freq_factor = (float)his[h];
+                hp->rope_orig_ctx = (int32_t)origs[o];
+                return TLM_OK;
+            }
+    return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                      "%s: tensor 'rope_freqs.weight' does not follow the Llama 3 RoPE scaling rule "
+                      "(other per-frequency factors are not supported)", ld->path);
+}
+
+/* ------------------------------------------------------------ tensors */
+
+static void format_shape(char *buf, size_t cap, uint32_t n_dims, const uint64_t *ne) {
+    size_t at = 0;
+    at += (size_t)snprintf(buf + at, cap - at, "[");
+    for (uint32_t d = 0; d < n_dims && at < cap; d++)
+        at += (size_t)snprintf(buf + at, cap - at, d ? ", %" PRIu64 : "%" PRIu64, ne[d]);
+    if (at < cap) snprintf(buf + at, cap - at, "]");
+}
+
+/* Dimensions that count: trailing 1s beyond the first are dropped, so
+ * [576, 1] and [576] both mean a vector of 576. */
+static uint32_t effective_dims(uint32_t n_dims, const uint64_t *ne) {
+    while (n_dims > 1 && ne[n_dims - 1] == 1) n_dims--;
+    return n_dims;
+}
+
+/* Converts tensor `name` of the expected GGUF shape ne = [cols] (rows == 0)
+ * or [cols, rows] to a new f32 array owned by m. A tensor that is absent
+ * gives *out = NULL when !required. */
+static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const char *name,
+                              uint64_t rows, uint64_t cols, bool required, float **out) {
+    *out = NULL;
+    const gguf_tensor *t = gguf_find_tensor(ld->f, name);
+    if (!t) {
+        if (!required) return TLM_OK;
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: missing tensor '%s'", ld->path, name);
+    }
+    const uint64_t want_ne[2] = {cols, rows};
+    const uint32_t want_dims = rows ? 2 : 1;
+    const uint32_t have_dims = effective_dims(t->n_dims, t->ne);
+    bool match = have_dims == want_dims;
+    for (uint32_t d = 0; match && d < want_dims; d++) match = t->ne[d] == want_ne[d];
+    if (!match) {
+        char have[96], want[96];
+        format_shape(have, sizeof have, t->n_dims, t->ne);
+        format_shape(want, sizeof want, want_dims, want_ne);
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s",
+                          ld->path, name, have, want);
+    }
+    if (!ggml_can_dequantize(t->type))
+        return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                          "%s: tensor '%s' has type %s, which trimlm cannot convert", ld->path,
+                          name, ggml_type_name(t->type));
+    const uint64_t n_rows = rows ? rows : 1;
+    float *w = model_alloc_weight(m, n_rows * cols, ld->err); /* both <= 2^31 (hparams) */
+    if (!w) {
+        char why[TLM_ERROR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", ld->err->msg);
+        return tlm_seterr(ld->err, ld->err->code, "%s: tensor '%s': %s", ld->path, name, why);
+    }
+
+    uint64_t row_bytes;
+    ggml_row_bytes(t->type, cols, &row_bytes); /* the reader checked divisibility */
+    const uint8_t *src = t->data;
+    const int64_t n_rows_i = (int64_t)n_rows;
+#pragma omp parallel for schedule(static) if (n_rows_i >= 2 * ROWS_PER_THREAD_MIN)
+    for (int64_t r = 0; r < n_rows_i; r++)
+        ggml_dequantize_row(t->type, src + (uint64_t)r * row_bytes, w + (uint64_t)r * cols,
+                            (int64_t)cols);
+    *out = w;
+    return TLM_OK;
+}
+
+static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t il) {
+    const tlm_hparams *hp = &m->hp;
+    tlm_layer *L = &m->layers[il];
+    const uint64_t n_embd = (uint64_t)hp->n_embd, n_ff = (uint64_t)hp->n_ff;
+    const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
+    const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    char name[96];
+    tlm_status st;
+#define LOAD(suffix, rows, cols, required, dst)                                 \
+    do {                                                                        \
+        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);             \
+        if ((st = load_weight(ld, m, name, rows, cols, required, dst))) return st; \
+    } while (0)
+    LOAD("attn_norm.weight", 0, n_embd, true, &L->attn_norm);
+    LOAD("attn_q.weight", q_dim, n_embd, true, &L->wq);
+    LOAD("attn_k.weight", kv_dim, n_embd, true, &L->wk);
+    LOAD("attn_v.weight", kv_dim, n_embd, true, &L->wv);
+    LOAD("attn_output.weight", n_embd, q_dim, true, &L->wo);
+    /* qwen2 always has q/k/v biases; a llama file may carry them too */
+    LOAD("attn_q.bias", 0, q_dim, hp->qkv_bias, &L->bq);
+    LOAD("attn_k.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bk);
+    LOAD("attn_v.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bv);
+    LOAD("ffn_norm.weight", 0, n_embd, true, &L->ffn_norm);
+    LOAD("ffn_gate.weight", n_ff, n_embd, true, &L->w_gate);
+    LOAD("ffn_up.weight", n_ff, n_embd, true, &L->w_up);
+    LOAD("ffn_down.weight", n_embd, n_ff, true, &L->w_down);
+#undef LOAD
+    if (!L->bq && (L->bk || L->bv))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                          "%s: layer %d has k/v biases but no 'blk.%d.attn_q.bias'", ld->path,
+                          (int)il, (int)il);
+    return TLM_OK;
+}
+
+static tlm_status load_weights(const gguf_loader *ld, struct tlm_model *m) {
+    tlm_hparams *hp = &m->hp;
+    const uint64_t n_vocab = (uint64_t)hp->n_vocab, n_embd = (uint64_t)hp->n_embd;
+    tlm_status st;
+    if ((st = load_weight(ld, m, "token_embd.weight", n_vocab, n_embd, true, &m->tok_embd)) ||
+        (st = load_weight(ld, m, "output_norm.weight", 0, n_embd, true, &m->out_norm)) ||
+        (st = load_weight(ld, m, "output.weight", n_vocab, n_embd, false, &m->output)))
+        return st;
+    hp->tied_embeddings = m->output == NULL;
+    if (hp->tied_embeddings) m->output = m->tok_embd;
+
+    m->layers = tlm_calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return tlm_seterr(ld->err, TLM_ERR_NOMEM, "%s: out of memory for %d layers", ld->path,
+                          hp->n_layer);
+    for (int32_t il = 0; il < hp->n_layer; il++)
+        if ((st = load_layer(ld, m, il))) return st;
+    if (hp->n_layer > 0 && m->layers[0].bq) hp->qkv_bias = true;
+    for (int32_t il = 0; il < hp->n_layer; il++)
+        if ((m->layers[il].bq != NULL) != hp->qkv_bias)
+            return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                              "%s: q/k/v biases are present in some layers only (layer %d differs)",
+                              ld->path, (int)il);
+    return TLM_OK;
+}
+
+/* --------------------------------------------------------- the model */
+
+static char *dup_gguf_str(gguf_str s) {
+    return tlm_strndup(s.ptr, (size_t)s.len);
+}
+
+static tlm_status read_architecture(gguf_loader *ld) {
+    gguf_str arch;
+    if (!gguf_get_str(ld->f, "general.architecture", &arch))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: missing metadata 'general.architecture'",
+                          ld->path);
+    if (gguf_str_eq(arch, "llama")) {
+        ld->arch = "llama";
+    } else if (gguf_str_eq(arch, "qwen2")) {
+        ld->arch = "qwen2";
+    } else {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%.*s", (int)(arch.len < 40 ? arch.len : 40), arch.ptr);
+        for (char *c = shown; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) *c = '?';
+        return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                          "%s: architecture '%s' is not supported (supported: llama, qwen2)",
+                          ld->path, shown);
+    }
+    return TLM_OK;
+}
+
+static tlm_status load_model(gguf_loader *ld, struct tlm_model *m) {
+    tlm_status st;
+    if ((st = read_architecture(ld)) || (st = read_hparams(ld, &m->hp)) ||
+        (st = model_check_hparams(&m->hp, ld->path, ld->err)) ||
+        (st = read_rope_freqs(ld, &m->hp)))
+        return st;
+    m->source_format = "gguf";
+    gguf_str s;
+    if (!(m->arch_name = tlm_strdup(ld->arch)) ||
+        (gguf_get_str(ld->f, "general.name", &s) && !(m->name = dup_gguf_str(s))) ||
+        (gguf_get_str(ld->f, "tokenizer.chat_template", &s) && !(m->chat_template = dup_gguf_str(s))))
+        return tlm_seterr(ld->err, TLM_ERR_NOMEM, "%s: out of memory", ld->path);
+
+    /* the tokenizer first: its metadata errors should not wait for the weights */
+    m->tok = tokenizer_from_gguf(ld->f, ld->err);
+    if (!m->tok) return ld->err->code != TLM_OK ? ld->err->code : TLM_ERR_FORMAT;
+    if (tokenizer_n_vocab(m->tok) > m->hp.n_vocab)
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                          "%s: the tokenizer has %d tokens but the embedding only %d rows",
+                          ld->path, tokenizer_n_vocab(m->tok), m->hp.n_vocab);
+    return load_weights(ld, m);
+}
+
+struct tlm_model *model_load_gguf(const char *path, tlm_error *err) {
+    tlm_clearerr(err);
+    gguf_file *f = gguf_open(path, err);
+    if (!f) return NULL;
+    struct tlm_model *m = tlm_calloc(1, sizeof *m);
+    if (!m) {
+        gguf_close(f);
+        tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    /* Errors are reported through a local so that a NULL err still works. */
+    tlm_error local;
+    tlm_clearerr(&local);
+    gguf_loader ld = {.f = f, .path = path, .err = &local};
+    tlm_status st = load_model(&ld, m);
+    gguf_close(f);
+    if (st != TLM_OK) {
+        if (err) *err = local;
+        tlm_model_free(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,18 @@
+# Forward pass, KV cache, sampler and kernels.
+
+tlm_c_test(test_kernels ${CMAKE_CURRENT_SOURCE_DIR}/test_kernels.c)
+tlm_c_test(test_sampler ${CMAKE_CURRENT_SOURCE_DIR}/test_sampler.c)
+tlm_c_test(test_context ${CMAKE_CURRENT_SOURCE_DIR}/test_context.c)
+
+# Runs a model through the public API and writes logits / greedy tokens for
+# the Python reference comparisons.
+add_executable(tool_logits ${CMAKE_CURRENT_SOURCE_DIR}/tool_logits.c)
+target_link_libraries(tool_logits PRIVATE trimlm_static)
+
+# Tiny synthetic models (GGUF llama/qwen2, HF llama) against the numpy
+# reference, 1 and 2 threads.
+tlm_py_test(forward_ref test_forward_ref.py $<TARGET_FILE:tool_logits>)
+
+# Greedy continuations of the real default model against the numpy reference.
+tlm_py_test(realmodel_greedy test_realmodel_greedy.py $<TARGET_FILE:tool_logits>)
+set_tests_properties(realmodel_greedy PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 300 LABELS "reference;realmodel")

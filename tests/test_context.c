@@ -1,0 +1,203 @@
+/*
+ * test_context.c — the context half of the public API on a tiny model built
+ * in memory: parameter checks, which logits a call keeps, context-full and
+ * bad-token errors, reset, and chunking by n_batch. (The numbers themselves
+ * are checked against the numpy reference in test_forward_ref.py.)
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "alloc.h"
+#include "model.h"
+#include "trimlm.h"
+
+#define V 16
+#define E 8
+#define FF 12
+#define HD 4
+
+static uint64_t g_rng = 88172645463325252ull;
+static float rnd(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) * 0x1.0p-53 - 0.5);
+}
+
+static float *weight(struct tlm_model *m, uint64_t n, float base) {
+    float *w = model_alloc_weight(m, n, NULL);
+    assert_non_null(w);
+    for (uint64_t i = 0; i < n; i++) w[i] = base + rnd();
+    return w;
+}
+
+/* 2 layers, 2 query heads sharing 1 KV head, head_dim 4, vocabulary 16. */
+static tlm_model *tiny_model(void) {
+    struct tlm_model *m = tlm_calloc(1, sizeof *m);
+    assert_non_null(m);
+    m->hp = (tlm_hparams){.arch = TLM_ARCH_LLAMA, .n_vocab = V, .n_embd = E, .n_layer = 2,
+                          .n_head = 2, .n_head_kv = 1, .head_dim = HD, .n_ff = FF,
+                          .n_ctx_train = 64, .rms_eps = 1e-5f, .rope_theta = 10000.0f,
+                          .rope_dim = HD, .rope_style = TLM_ROPE_NORM};
+    m->arch_name = tlm_strdup("llama");
+    m->source_format = "memory";
+    m->layers = tlm_calloc(2, sizeof *m->layers);
+    m->tok_embd = weight(m, V * E, 0.0f);
+    for (int l = 0; l < 2; l++) {
+        tlm_layer *L = &m->layers[l];
+        L->attn_norm = weight(m, E, 1.0f);
+        L->wq = weight(m, 2 * HD * E, 0.0f);
+        L->wk = weight(m, HD * E, 0.0f);
+        L->wv = weight(m, HD * E, 0.0f);
+        L->wo = weight(m, E * 2 * HD, 0.0f);
+        L->ffn_norm = weight(m, E, 1.0f);
+        L->w_gate = weight(m, FF * E, 0.0f);
+        L->w_up = weight(m, FF * E, 0.0f);
+        L->w_down = weight(m, E * FF, 0.0f);
+    }
+    m->out_norm = weight(m, E, 1.0f);
+    m->output = weight(m, V * E, 0.0f);
+    return m;
+}
+
+static tlm_context *new_ctx(tlm_model *m, int n_ctx, int n_batch, int n_threads) {
+    tlm_context_params p = {.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = n_threads};
+    tlm_error err;
+    tlm_context *c = tlm_context_new(m, &p, &err);
+    if (!c) print_error("tlm_context_new: %s\n", err.msg);
+    assert_non_null(c);
+    return c;
+}
+
+static double max_abs_diff(const float *a, const float *b, int n) {
+    double d = 0;
+    for (int i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_params(void **state) {
+    tlm_model *m = *state;
+    tlm_error err;
+    tlm_context_params p = tlm_context_default_params();
+    tlm_context *c = tlm_context_new(m, &p, &err);
+    assert_non_null(c);
+    assert_int_equal(tlm_context_n_ctx(c), 64); /* min(n_ctx_train, 4096) */
+    assert_int_equal(tlm_context_pos(c), 0);
+    assert_null(tlm_get_logits(c, -1)); /* nothing decoded yet */
+    tlm_context_free(c);
+    p.n_ctx = -1;
+    assert_null(tlm_context_new(m, &p, &err));
+    assert_int_equal(err.code, TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "n_ctx"));
+    p = tlm_context_default_params();
+    p.n_threads = 100000;
+    assert_null(tlm_context_new(m, &p, &err));
+    assert_int_equal(err.code, TLM_ERR_ARG);
+    assert_null(tlm_context_new(NULL, NULL, &err));
+    tlm_context_free(NULL);
+}
+
+static void test_kept_logits(void **state) {
+    tlm_model *m = *state;
+    tlm_context *c = new_ctx(m, 32, 0, 1);
+    tlm_error err;
+    int32_t toks[5] = {1, 5, 9, 2, 15};
+    assert_int_equal(tlm_decode(c, toks, 3, true, &err), TLM_OK);
+    assert_int_equal(tlm_context_pos(c), 3);
+    for (int i = 0; i < 3; i++) assert_non_null(tlm_get_logits(c, i));
+    assert_null(tlm_get_logits(c, 3));
+    assert_null(tlm_get_logits(c, -2));
+    assert_ptr_equal(tlm_get_logits(c, -1), tlm_get_logits(c, 2));
+
+    assert_int_equal(tlm_decode(c, toks + 3, 2, false, &err), TLM_OK);
+    assert_null(tlm_get_logits(c, 0)); /* only the last is kept */
+    assert_non_null(tlm_get_logits(c, 1));
+    assert_ptr_equal(tlm_get_logits(c, -1), tlm_get_logits(c, 1));
+    for (int j = 0; j < V; j++) assert_true(isfinite(tlm_get_logits(c, -1)[j]));
+    tlm_context_free(c);
+}
+
+static void test_errors_leave_state(void **state) {
+    tlm_model *m = *state;
+    tlm_context *c = new_ctx(m, 8, 0, 2);
+    tlm_error err;
+    int32_t toks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    assert_int_equal(tlm_decode(c, toks, 6, false, &err), TLM_OK);
+    float last[V];
+    memcpy(last, tlm_get_logits(c, -1), sizeof last);
+
+    assert_int_equal(tlm_decode(c, toks, 3, false, &err), TLM_ERR_CONTEXT_FULL);
+    assert_non_null(strstr(err.msg, "do not fit"));
+    assert_int_equal(tlm_context_pos(c), 6);
+    int32_t bad[2] = {3, V};
+    assert_int_equal(tlm_decode(c, bad, 2, false, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "16"));
+    bad[1] = -1;
+    assert_int_equal(tlm_decode(c, bad, 2, false, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_decode(c, toks, 0, false, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_context_pos(c), 6);
+    /* the logits of the last successful call are still there */
+    assert_true(max_abs_diff(last, tlm_get_logits(c, -1), V) == 0.0);
+    /* the last two slots still fit */
+    assert_int_equal(tlm_decode(c, toks, 2, false, &err), TLM_OK);
+    assert_int_equal(tlm_context_pos(c), 8);
+    tlm_context_free(c);
+}
+
+static void test_reset_and_chunking(void **state) {
+    tlm_model *m = *state;
+    tlm_error err;
+    int32_t toks[7] = {3, 1, 4, 1, 5, 9, 2};
+    float ref[7 * V];
+    tlm_context *c = new_ctx(m, 16, 0, 1);
+    assert_int_equal(tlm_decode(c, toks, 7, true, &err), TLM_OK);
+    for (int i = 0; i < 7; i++) memcpy(ref + i * V, tlm_get_logits(c, i), V * sizeof(float));
+    /* reset empties the cache: the same call gives the same logits */
+    tlm_context_reset(c);
+    assert_int_equal(tlm_context_pos(c), 0);
+    assert_int_equal(tlm_decode(c, toks, 7, true, &err), TLM_OK);
+    for (int i = 0; i < 7; i++)
+        assert_true(max_abs_diff(ref + i * V, tlm_get_logits(c, i), V) < 1e-5);
+    tlm_context_free(c);
+
+    /* n_batch 2 and 1: the call is cut into steps inside tlm_decode */
+    for (int nb = 1; nb <= 3; nb++) {
+        c = new_ctx(m, 16, nb, 2);
+        assert_int_equal(tlm_decode(c, toks, 7, true, &err), TLM_OK);
+        for (int i = 0; i < 7; i++)
+            assert_true(max_abs_diff(ref + i * V, tlm_get_logits(c, i), V) < 1e-5);
+        tlm_context_reset(c);
+        assert_int_equal(tlm_decode(c, toks, 7, false, &err), TLM_OK);
+        assert_true(max_abs_diff(ref + 6 * V, tlm_get_logits(c, -1), V) < 1e-5);
+        tlm_context_free(c);
+    }
+}
+
+static int setup(void **state) {
+    *state = tiny_model();
+    return 0;
+}
+
+static int teardown(void **state) {
+    tlm_model_free(*state);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_params),
+        cmocka_unit_test(test_kept_logits),
+        cmocka_unit_test(test_errors_leave_state),
+        cmocka_unit_test(test_reset_and_chunking),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

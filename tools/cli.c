@@ -1,0 +1,226 @@
+/* cli.c — flag parsing, error lines, the progress bar and file reading
+ * shared by the trimlm subcommands (see cli.h). */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------- errors */
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "trimlm %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("trimlm: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_EXIT_FAIL;
+}
+
+int cli_fail_err(const tlm_error *err) {
+    const char *msg = err && err->msg[0] ? err->msg : tlm_status_name(err ? err->code : TLM_OK);
+    return cli_fail("%s", msg);
+}
+
+tlm_status cli_seterr(tlm_error *err, tlm_status code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+/* ------------------------------------------------------- flag parsing */
+
+void cli_args_init(cli_args *a, const char *cmd, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->cmd = cmd;
+    a->argc = argc;
+    a->argv = argv;
+    a->i = -1;
+}
+
+bool cli_next(cli_args *a) {
+    if (a->status != 0) return false;
+    a->i++;
+    if (a->i >= a->argc) return false;
+    const char *arg = a->argv[a->i];
+    a->inline_val = NULL;
+    a->flag = arg;
+    /* "--name=value": split so that cli_flag compares the name only */
+    const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+    if (eq && (size_t)(eq - arg) < sizeof a->flag_buf) {
+        memcpy(a->flag_buf, arg, (size_t)(eq - arg));
+        a->flag_buf[eq - arg] = '\0';
+        a->flag = a->flag_buf;
+        a->inline_val = eq + 1;
+    }
+    return true;
+}
+
+bool cli_flag(cli_args *a, const char *short_name, const char *long_name) {
+    return (short_name && strcmp(a->flag, short_name) == 0) ||
+           (long_name && strcmp(a->flag, long_name) == 0);
+}
+
+const char *cli_value(cli_args *a) {
+    if (a->inline_val) return a->inline_val;
+    if (a->i + 1 >= a->argc) {
+        cli_usage_error(a->cmd, "missing value for %s", a->flag);
+        a->status = CLI_EXIT_USAGE;
+        return NULL;
+    }
+    return a->argv[++a->i];
+}
+
+void cli_unknown(cli_args *a) {
+    const char *arg = a->argv[a->i];
+    if (arg[0] == '-' && arg[1] != '\0')
+        cli_usage_error(a->cmd, "unknown option '%s' (see 'trimlm %s --help')", arg, a->cmd);
+    else
+        cli_usage_error(a->cmd, "unexpected argument '%s' (see 'trimlm %s --help')", arg, a->cmd);
+    a->status = CLI_EXIT_USAGE;
+}
+
+static void invalid_value(cli_args *a, const char *flag, const char *text, const char *expected) {
+    cli_usage_error(a->cmd, "invalid value '%s' for %s (expected %s)", text, flag, expected);
+    a->status = CLI_EXIT_USAGE;
+}
+
+bool cli_int(cli_args *a, int64_t lo, int64_t hi, const char *expected, int64_t *out) {
+    char flag[64];
+    snprintf(flag, sizeof flag, "%s", a->flag);
+    const char *text = cli_value(a);
+    if (!text) return false;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+        invalid_value(a, flag, text, expected);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_float(cli_args *a, double lo, double hi, const char *expected, double *out) {
+    char flag[64];
+    snprintf(flag, sizeof flag, "%s", a->flag);
+    const char *text = cli_value(a);
+    if (!text) return false;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
+        invalid_value(a, flag, text, expected);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* ---------------------------------------------------------- terminal */
+
+bool cli_stderr_is_tty(void) { return isatty(STDERR_FILENO) == 1; }
+
+double cli_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void cli_progress_start(cli_progress *p, const char *label) {
+    memset(p, 0, sizeof *p);
+    p->enabled = cli_stderr_is_tty();
+    p->label = label;
+    p->t_start = cli_now_seconds();
+}
+
+/* "  45.2 MB / 98.4 MB  46%  12.3 MB/s  ETA 0:04" */
+void cli_progress_bytes(cli_progress *p, uint64_t done, uint64_t total, bool force) {
+    if (!p->enabled) return;
+    double now = cli_now_seconds();
+    if (!force && p->drawn && now - p->t_last_draw < 0.1) return;
+    p->t_last_draw = now;
+    p->drawn = true;
+    double elapsed = now - p->t_start;
+    double rate = elapsed > 0 ? (double)done / elapsed : 0; /* bytes/s */
+    char line[160];
+    int n = snprintf(line, sizeof line, "\r%s  %.1f MB", p->label ? p->label : "", done / 1e6);
+    if (total > 0 && n > 0 && (size_t)n < sizeof line) {
+        double frac = (double)done / (double)total;
+        n += snprintf(line + n, sizeof line - (size_t)n, " / %.1f MB  %3d%%", total / 1e6,
+                      (int)(frac * 100));
+        if (rate > 0 && done <= total && (size_t)n < sizeof line) {
+            long eta = (long)((double)(total - done) / rate + 0.5);
+            n += snprintf(line + n, sizeof line - (size_t)n, "  %.1f MB/s  ETA %ld:%02ld",
+                          rate / 1e6, eta / 60, eta % 60);
+        }
+    } else if (rate > 0 && n > 0 && (size_t)n < sizeof line) {
+        n += snprintf(line + n, sizeof line - (size_t)n, "  %.1f MB/s", rate / 1e6);
+    }
+    fprintf(stderr, "%s\033[K", line);
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p) {
+    if (p->enabled && p->drawn) fputc('\n', stderr);
+    p->drawn = false;
+}
+
+/* --------------------------------------------------------------- files */
+
+char *cli_read_file(const char *path, size_t *len, tlm_error *err) {
+    bool is_stdin = strcmp(path, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) {
+        cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *grown = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            if (!grown) { free(buf); buf = NULL; break; }
+            buf = grown;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    bool read_failed = ferror(f);
+    int saved = errno;
+    if (!is_stdin) fclose(f);
+    if (!buf) {
+        cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading the file", path);
+        return NULL;
+    }
+    if (read_failed) {
+        free(buf);
+        cli_seterr(err, TLM_ERR_IO, "%s: %s", is_stdin ? "standard input" : path, strerror(saved));
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}

@@ -1,0 +1,91 @@
+/*
+ * cli.h — what the trimlm subcommands share: flag parsing with one-line
+ * errors, exit codes, the terminal progress bar, and the entry points.
+ *
+ * Exit codes: 0 success, 1 a failure while doing the work (message
+ * "trimlm: <reason>"), 2 a bad command line (message "trimlm <cmd>: ...").
+ */
+#ifndef TLM_CLI_H
+#define TLM_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "trimlm.h"
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+/* ------------------------------------------------------- flag parsing */
+
+/* Walks argv[0..argc) of one subcommand. The loop in each command is
+ *   while (cli_next(&a)) { if (cli_flag(&a, "-n", "--n-predict")) ... }
+ * and cli_value() fetches a flag's argument ("-n 5", "--temp=0.5"). */
+typedef struct cli_args {
+    const char *cmd; /* "run", "eval", ... for messages */
+    int argc;
+    char **argv;
+    int i;                 /* index of the current argument */
+    const char *inline_val; /* the part after '=' in "--flag=value" */
+    const char *flag;      /* the flag as the user spelled it (without =value) */
+    char flag_buf[64];
+    int status;            /* CLI_EXIT_USAGE once an error was printed */
+} cli_args;
+
+void cli_args_init(cli_args *a, const char *cmd, int argc, char **argv);
+/* Advances to the next argument; false at the end or after an error. */
+bool cli_next(cli_args *a);
+/* True if the current argument is short_name or long_name (either may be NULL). */
+bool cli_flag(cli_args *a, const char *short_name, const char *long_name);
+/* The value of the current flag, or NULL after printing "missing value". */
+const char *cli_value(cli_args *a);
+/* Prints "trimlm <cmd>: unknown option '<arg>'" and sets status. */
+void cli_unknown(cli_args *a);
+
+/* Number parsers for the current flag's value: print
+ * "trimlm run: invalid value 'abc' for -n (expected a positive integer)"
+ * and return false when the text is not a number in [lo, hi]. */
+bool cli_int(cli_args *a, int64_t lo, int64_t hi, const char *expected, int64_t *out);
+bool cli_float(cli_args *a, double lo, double hi, const char *expected, double *out);
+
+/* "trimlm <cmd>: <message>" on stderr; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "trimlm: <message>" on stderr; returns CLI_EXIT_FAIL. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_fail_err(const tlm_error *err);
+/* Fills err like the library does (the CLI sees only the public header). */
+tlm_status cli_seterr(tlm_error *err, tlm_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------- terminal */
+
+bool cli_stderr_is_tty(void);
+double cli_now_seconds(void); /* monotonic clock */
+
+/* A one-line progress display redrawn with '\r' on stderr, only when stderr
+ * is a terminal. total may be 0 when unknown. */
+typedef struct cli_progress {
+    bool enabled;
+    const char *label;
+    double t_start, t_last_draw;
+    bool drawn;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, const char *label);
+/* Redraws at most ~10 times per second unless force. */
+void cli_progress_bytes(cli_progress *p, uint64_t done, uint64_t total, bool force);
+void cli_progress_end(cli_progress *p);
+
+/* Reads a whole file (or stdin for "-") into a NUL-terminated malloc'd
+ * buffer; on failure sets err naming the path. */
+char *cli_read_file(const char *path, size_t *len, tlm_error *err);
+
+/* -------------------------------------------------------- subcommands */
+
+int cmd_run(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+
+#endif

@@ -1,0 +1,260 @@
+/* cmd_run.c — `trimlm run`: one prompt in, a streamed continuation out. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model_registry.h"
+
+static const char run_usage[] =
+    "usage: trimlm run -m MODEL (-p PROMPT | -f FILE) [options]\n"
+    "\n"
+    "Generates a continuation of the prompt and streams it to stdout.\n"
+    "\n"
+    "  -m, --model MODEL       GGUF file, Hugging Face directory, registry name or URL\n"
+    "  -p, --prompt TEXT       the prompt\n"
+    "  -f, --file FILE         read the prompt from FILE ('-' = stdin)\n"
+    "  -n, --n-predict N       tokens to generate at most (default 128)\n"
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+    "      --top-k K           keep the K most likely tokens; 0 = off (default 40)\n"
+    "      --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"
+    "      --repeat-penalty R  penalty for recent tokens; 1 = off (default 1.0)\n"
+    "      --seed S            random seed (default: from the clock)\n"
+    "  -t, --threads N         threads (default: physical cores)\n"
+    "  -c, --ctx N             context length in tokens (default: min(model, 4096))\n"
+    "      --chat              wrap the prompt in the model's chat template\n"
+    "      --no-chat           use the prompt as is\n"
+    "                          (default: --chat when the model has a chat template)\n"
+    "      --system TEXT       system message for --chat\n"
+    "      --verbose           print timings on stderr even when it is not a terminal\n"
+    "  -h, --help              this help\n";
+
+typedef struct run_options {
+    const char *model;
+    const char *prompt;
+    const char *prompt_file;
+    const char *system;
+    int64_t n_predict;
+    double temp, top_p, min_p, repeat_penalty;
+    int64_t top_k;
+    int64_t seed;
+    bool have_seed;
+    int64_t threads, ctx;
+    int chat; /* -1 = decide from the model, 0 = off, 1 = on */
+    bool verbose;
+} run_options;
+
+/* Returns 0 to go on, else an exit code (help printed, or a usage error). */
+static int parse_run_args(int argc, char **argv, run_options *o, bool *done) {
+    *o = (run_options){.n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
+                       .min_p = 0.05, .repeat_penalty = 1.0, .chat = -1};
+    static const char positive[] = "a positive integer";
+    cli_args a;
+    cli_args_init(&a, "run", argc, argv);
+    while (cli_next(&a)) {
+        if (cli_flag(&a, "-h", "--help")) { fputs(run_usage, stdout); *done = true; return 0; }
+        else if (cli_flag(&a, "-m", "--model")) o->model = cli_value(&a);
+        else if (cli_flag(&a, "-p", "--prompt")) o->prompt = cli_value(&a);
+        else if (cli_flag(&a, "-f", "--file")) o->prompt_file = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--system")) o->system = cli_value(&a);
+        else if (cli_flag(&a, "-n", "--n-predict")) cli_int(&a, 1, 1 << 24, positive, &o->n_predict);
+        else if (cli_flag(&a, NULL, "--temp")) cli_float(&a, 0, 1e6, "a number >= 0", &o->temp);
+        else if (cli_flag(&a, NULL, "--top-k")) cli_int(&a, 0, 1 << 24, "an integer >= 0", &o->top_k);
+        else if (cli_flag(&a, NULL, "--top-p")) cli_float(&a, 0, 1, "a number in [0, 1]", &o->top_p);
+        else if (cli_flag(&a, NULL, "--min-p")) cli_float(&a, 0, 1, "a number in [0, 1]", &o->min_p);
+        else if (cli_flag(&a, NULL, "--repeat-penalty"))
+            cli_float(&a, 1e-6, 1e6, "a number > 0", &o->repeat_penalty);
+        else if (cli_flag(&a, NULL, "--seed")) {
+            if (cli_int(&a, 0, INT64_MAX, "an integer >= 0", &o->seed)) o->have_seed = true;
+        }
+        else if (cli_flag(&a, "-t", "--threads")) cli_int(&a, 1, 4096, positive, &o->threads);
+        else if (cli_flag(&a, "-c", "--ctx")) cli_int(&a, 1, 1 << 24, positive, &o->ctx);
+        else if (cli_flag(&a, NULL, "--chat")) o->chat = 1;
+        else if (cli_flag(&a, NULL, "--no-chat")) o->chat = 0;
+        else if (cli_flag(&a, NULL, "--verbose")) o->verbose = true;
+        else cli_unknown(&a);
+    }
+    if (a.status) return a.status;
+    if (!o->model) return cli_usage_error("run", "no model given (-m MODEL)");
+    if (o->prompt && o->prompt_file) return cli_usage_error("run", "give -p or -f, not both");
+    if (!o->prompt && !o->prompt_file) return cli_usage_error("run", "no prompt given (-p PROMPT or -f FILE)");
+    if (o->prompt && !o->prompt[0]) return cli_usage_error("run", "the prompt given with -p is empty");
+    return 0;
+}
+
+/* The markers tlm_chat_render recognises; anything else renders as ChatML. */
+static bool chat_template_recognised(const char *tmpl) {
+    static const char *markers[] = {"<|im_start|>", "<|start_header_id|>", "[INST]", "<|user|>",
+                                    "<start_of_turn>"};
+    for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)
+        if (strstr(tmpl, markers[i])) return true;
+    return false;
+}
+
+/* Tokenizes text; returns a malloc'd array (count in *n) or NULL with err set. */
+static int32_t *tokenize_all(const tlm_model *m, const char *text, size_t len, bool add_bos,
+                             bool parse_special, int32_t *n, tlm_error *err) {
+    int32_t cap = (int32_t)(len < 1000000 ? len + 16 : 1000016);
+    int32_t *toks = malloc((size_t)cap * sizeof *toks);
+    if (!toks) { cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing the prompt"); return NULL; }
+    int32_t need = tlm_tokenize(m, text, len, add_bos, parse_special, toks, cap, err);
+    if (need > cap) {
+        int32_t *grown = realloc(toks, (size_t)need * sizeof *toks);
+        if (!grown) { free(toks); cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing the prompt"); return NULL; }
+        toks = grown;
+        need = tlm_tokenize(m, text, len, add_bos, parse_special, toks, need, err);
+    }
+    if (need < 0) { free(toks); return NULL; }
+    *n = need;
+    return toks;
+}
+
+/* Writes bytes to stdout and flushes, so that the text streams. */
+static void emit(const char *s, size_t n) {
+    if (n == 0) return;
+    fwrite(s, 1, n, stdout);
+    fflush(stdout);
+}
+
+int cmd_run(int argc, char **argv) {
+    run_options o;
+    bool done = false;
+    int rc = parse_run_args(argc, argv, &o, &done);
+    if (rc || done) return rc;
+
+    tlm_error err = {0};
+    char *file_prompt = NULL;
+    if (o.prompt_file) {
+        size_t len = 0;
+        file_prompt = cli_read_file(o.prompt_file, &len, &err);
+        if (!file_prompt) return cli_fail_err(&err);
+        if (len == 0) { free(file_prompt); return cli_fail("%s: the prompt file is empty", o.prompt_file); }
+        if (strlen(file_prompt) != len) {
+            free(file_prompt);
+            return cli_fail("%s: the prompt file contains NUL bytes", o.prompt_file);
+        }
+        o.prompt = file_prompt;
+    }
+
+    tlm_model *model = NULL;
+    tlm_context *ctx = NULL;
+    tlm_sampler *sampler = NULL;
+    char *rendered = NULL;
+    int32_t *prompt_toks = NULL;
+    rc = CLI_EXIT_FAIL;
+
+    model = load_model_arg(o.model, &err);
+    if (!model) { cli_fail_err(&err); goto out; }
+
+    /* ---- prompt text: chat template or raw */
+    const char *tmpl = tlm_model_chat_template(model);
+    bool use_chat = o.chat == 1 || (o.chat == -1 && tmpl != NULL);
+    const char *text = o.prompt;
+    bool parse_special = false;
+    if (use_chat) {
+        if (tmpl && !chat_template_recognised(tmpl))
+            fprintf(stderr, "trimlm: warning: the model's chat template is not one trimlm "
+                            "knows; using ChatML\n");
+        tlm_chat_message msgs[2];
+        size_t n_msgs = 0;
+        if (o.system) msgs[n_msgs++] = (tlm_chat_message){"system", o.system};
+        msgs[n_msgs++] = (tlm_chat_message){"user", o.prompt};
+        rendered = tlm_chat_render(model, msgs, n_msgs, true, &err);
+        if (!rendered) { cli_fail_err(&err); goto out; }
+        text = rendered;
+        /* The template's markers must become special tokens. The user's text
+         * is tokenized along with them, so a marker typed in the prompt is
+         * special too (as with llama.cpp's default). */
+        parse_special = true;
+    } else if (o.system) {
+        fprintf(stderr, "trimlm: warning: --system is ignored without --chat\n");
+    }
+
+    /* BOS: when the model wants one, unless the template already wrote it */
+    bool add_bos = tlm_model_adds_bos(model);
+    int32_t bos = tlm_token_bos(model);
+    if (add_bos && bos >= 0 && rendered) {
+        size_t bos_len = 0;
+        const char *bos_text = tlm_token_bytes(model, bos, true, &bos_len);
+        if (bos_text && bos_len > 0 && strncmp(rendered, bos_text, bos_len) == 0) add_bos = false;
+    }
+    int32_t n_prompt = 0;
+    prompt_toks = tokenize_all(model, text, strlen(text), add_bos, parse_special, &n_prompt, &err);
+    if (!prompt_toks) { cli_fail_err(&err); goto out; }
+    if (n_prompt == 0) { cli_fail("the prompt tokenizes to nothing"); goto out; }
+
+    /* ---- context and sampler */
+    tlm_context_params cp = tlm_context_default_params();
+    if (o.ctx > 0) cp.n_ctx = (int32_t)o.ctx;
+    if (o.threads > 0) cp.n_threads = (int32_t)o.threads;
+    ctx = tlm_context_new(model, &cp, &err);
+    if (!ctx) { cli_fail_err(&err); goto out; }
+    int32_t n_ctx = tlm_context_n_ctx(ctx);
+    if (n_prompt >= n_ctx) {
+        cli_fail("the prompt is %d tokens, which does not fit the context of %d tokens (-c)",
+                 n_prompt, n_ctx);
+        goto out;
+    }
+    tlm_model_info info;
+    tlm_model_get_info(model, &info);
+    tlm_sampler_params sp = tlm_sampler_default_params();
+    sp.temperature = (float)o.temp;
+    sp.top_k = (int32_t)o.top_k;
+    sp.top_p = (float)o.top_p;
+    sp.min_p = (float)o.min_p;
+    sp.repeat_penalty = (float)o.repeat_penalty;
+    sp.seed = o.have_seed ? (uint64_t)o.seed : TLM_SEED_RANDOM;
+    sampler = tlm_sampler_new(&sp, info.n_vocab, &err);
+    if (!sampler) { cli_fail_err(&err); goto out; }
+    for (int32_t i = 0; i < n_prompt; i++) tlm_sampler_accept(sampler, prompt_toks[i]);
+
+    /* ---- prefill in batches */
+    int32_t n_batch = cp.n_batch > 0 ? cp.n_batch : 512;
+    double t0 = cli_now_seconds();
+    for (int32_t at = 0; at < n_prompt; at += n_batch) {
+        int32_t n = n_prompt - at < n_batch ? n_prompt - at : n_batch;
+        if (tlm_decode(ctx, prompt_toks + at, n, false, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
+    }
+    double t_prefill = cli_now_seconds() - t0;
+
+    /* ---- generation */
+    tlm_detok detok;
+    tlm_detok_init(&detok, model);
+    static char piece[1 << 16]; /* one token's bytes (plus a held-back partial character) */
+    int64_t n_gen = 0;
+    bool stopped_by_ctx = false;
+    t0 = cli_now_seconds();
+    while (n_gen < o.n_predict) {
+        const float *logits = tlm_get_logits(ctx, -1);
+        if (!logits) { cli_fail("the model produced no logits"); goto out; }
+        int32_t tok = tlm_sampler_sample(sampler, logits);
+        if (tok < 0 || tlm_token_is_eog(model, tok)) break;
+        tlm_sampler_accept(sampler, tok);
+        n_gen++;
+        emit(piece, tlm_detok_push(&detok, tok, piece, sizeof piece));
+        if (n_gen >= o.n_predict) break;
+        if (tlm_context_pos(ctx) >= n_ctx) { stopped_by_ctx = true; break; }
+        if (tlm_decode(ctx, &tok, 1, false, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
+    }
+    emit(piece, tlm_detok_flush(&detok, piece, sizeof piece));
+    double t_gen = cli_now_seconds() - t0;
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (stopped_by_ctx)
+        fprintf(stderr, "trimlm: stopped: the context of %d tokens is full (-c)\n", n_ctx);
+    if (o.verbose || cli_stderr_is_tty()) {
+        fprintf(stderr, "prompt: %d tokens in %.2f s (%.1f tokens/s); generation: %lld tokens in %.2f s (%.1f tokens/s)\n",
+                n_prompt, t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0, (long long)n_gen,
+                t_gen, t_gen > 0 ? n_gen / t_gen : 0.0);
+    }
+    rc = CLI_EXIT_OK;
+
+out:
+    free(prompt_toks);
+    tlm_free_string(rendered);
+    tlm_sampler_free(sampler);
+    tlm_context_free(ctx);
+    tlm_model_free(model);
+    free(file_prompt);
+    return rc;
+}

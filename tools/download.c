@@ -1,0 +1,352 @@
+/* download.c — libcurl downloads, libarchive member extraction and OpenSSL
+ * SHA-256 into fsync'd temporary files (see download.h). */
+#include "download.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* -------------------------------------------- temporaries and signals */
+
+/* Paths the signal handler removes; a handful is enough (download + member). */
+#define MAX_LIVE_TEMPS 4
+static volatile sig_atomic_t live_temp_used[MAX_LIVE_TEMPS];
+static char live_temp_path[MAX_LIVE_TEMPS][4096];
+static bool handlers_installed;
+
+static void remove_temps_on_signal(int sig) {
+    for (int i = 0; i < MAX_LIVE_TEMPS; i++)
+        if (live_temp_used[i]) unlink(live_temp_path[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void track_temp(const char *path, bool live) {
+    if (!handlers_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = remove_temps_on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        handlers_installed = true;
+    }
+    for (int i = 0; i < MAX_LIVE_TEMPS; i++) {
+        if (live && !live_temp_used[i]) {
+            snprintf(live_temp_path[i], sizeof live_temp_path[i], "%s", path);
+            live_temp_used[i] = 1;
+            return;
+        }
+        if (!live && live_temp_used[i] && strcmp(live_temp_path[i], path) == 0) {
+            live_temp_used[i] = 0;
+            return;
+        }
+    }
+}
+
+static tlm_status temp_create(temp_file *t, const char *dir, const char *final_path,
+                              tlm_error *err) {
+    int n = snprintf(t->path, sizeof t->path, "%s/.partial-XXXXXX", dir);
+    if (n < 0 || (size_t)n >= sizeof t->path)
+        return cli_seterr(err, TLM_ERR_ARG, "%s: path too long", dir);
+    t->fd = mkstemp(t->path);
+    if (t->fd < 0) {
+        t->path[0] = '\0';
+        return cli_seterr(err, TLM_ERR_IO, "cannot create a temporary file for %s in %s: %s",
+                          final_path, dir, strerror(errno));
+    }
+    track_temp(t->path, true);
+    return TLM_OK;
+}
+
+void temp_discard(temp_file *t) {
+    if (t->fd >= 0) close(t->fd);
+    t->fd = -1;
+    if (t->path[0]) {
+        unlink(t->path);
+        track_temp(t->path, false);
+        t->path[0] = '\0';
+    }
+}
+
+/* fsync + close, so that a rename never exposes a file whose data is not on disk. */
+static tlm_status temp_finish(temp_file *t, const char *final_path, tlm_error *err) {
+    /* mkstemp creates 0600; a cached model is an ordinary readable file */
+    mode_t mask = umask(022);
+    umask(mask);
+    int rc = fchmod(t->fd, 0644 & ~mask);
+    if (rc == 0) rc = fsync(t->fd);
+    int saved = errno;
+    if (close(t->fd) != 0 && rc == 0) { rc = -1; saved = errno; }
+    t->fd = -1;
+    if (rc != 0)
+        return cli_seterr(err, TLM_ERR_IO, "writing %s: %s", final_path, strerror(saved));
+    return TLM_OK;
+}
+
+tlm_status temp_commit(temp_file *t, const char *final_path, tlm_error *err) {
+    if (t->fd >= 0 && temp_finish(t, final_path, err) != TLM_OK) return TLM_ERR_IO;
+    if (rename(t->path, final_path) != 0)
+        return cli_seterr(err, TLM_ERR_IO, "cannot move the download to %s: %s", final_path,
+                          strerror(errno));
+    track_temp(t->path, false);
+    t->path[0] = '\0';
+    return TLM_OK;
+}
+
+tlm_status make_dirs(const char *path, tlm_error *err) {
+    char buf[4096];
+    int n = snprintf(buf, sizeof buf, "%s", path);
+    if (n < 0 || (size_t)n >= sizeof buf) return cli_seterr(err, TLM_ERR_ARG, "%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return cli_seterr(err, TLM_ERR_IO, "cannot create directory %s: %s", buf,
+                                  strerror(errno));
+            *p = saved;
+            if (saved == '\0') break;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_seterr(err, TLM_ERR_IO, "%s is not a directory", path);
+    return TLM_OK;
+}
+
+/* -------------------------------------------------------------- hashing */
+
+static void hex_digest(EVP_MD_CTX *md, char *hex) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(md, digest, &len);
+    for (unsigned int i = 0; i < len && i < 32; i++) sprintf(hex + 2 * i, "%02x", digest[i]);
+    hex[SHA256_HEX_LEN] = '\0';
+}
+
+static EVP_MD_CTX *sha256_begin(tlm_error *err) {
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise SHA-256");
+        return NULL;
+    }
+    return md;
+}
+
+tlm_status sha256_file(const char *path, char *sha256_hex, uint64_t *size, tlm_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
+    EVP_MD_CTX *md = sha256_begin(err);
+    if (!md) { fclose(f); return TLM_ERR_NOMEM; }
+    static unsigned char block[1 << 16];
+    uint64_t total = 0;
+    size_t got;
+    while ((got = fread(block, 1, sizeof block, f)) > 0) {
+        EVP_DigestUpdate(md, block, got);
+        total += got;
+    }
+    bool failed = ferror(f);
+    int saved = errno;
+    fclose(f);
+    if (failed) {
+        EVP_MD_CTX_free(md);
+        return cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(saved));
+    }
+    hex_digest(md, sha256_hex);
+    EVP_MD_CTX_free(md);
+    if (size) *size = total;
+    return TLM_OK;
+}
+
+/* Writes all of buf to fd; false with errno set on failure (ENOSPC, EIO...). */
+static bool write_all(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* ----------------------------------------------------------- download */
+
+typedef struct download_sink {
+    int fd;
+    EVP_MD_CTX *md;
+    uint64_t received;
+    uint64_t expected; /* Content-Length, 0 while unknown */
+    int write_errno; /* non-zero once a write failed */
+    cli_progress progress;
+} download_sink;
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *user) {
+    download_sink *s = user;
+    size_t n = size * nmemb;
+    if (!write_all(s->fd, data, n)) {
+        s->write_errno = errno ? errno : EIO;
+        return 0; /* makes curl stop with CURLE_WRITE_ERROR */
+    }
+    EVP_DigestUpdate(s->md, data, n);
+    s->received += n;
+    return n;
+}
+
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+    download_sink *s = user;
+    if (dltotal > 0) s->expected = (uint64_t)dltotal;
+    cli_progress_bytes(&s->progress, (uint64_t)(dlnow > 0 ? dlnow : 0), s->expected, false);
+    return 0;
+}
+
+tlm_status download_to_temp(const char *url, const char *dir, const char *label,
+                            const char *final_path, temp_file *out, char *sha256_hex,
+                            uint64_t *size, tlm_error *err) {
+    static bool curl_ready;
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+            return cli_seterr(err, TLM_ERR_NETWORK, "cannot initialise libcurl");
+        curl_ready = true;
+    }
+    if (temp_create(out, dir, final_path, err) != TLM_OK) return TLM_ERR_IO;
+
+    download_sink sink = {.fd = out->fd};
+    sink.md = sha256_begin(err);
+    CURL *curl = sink.md ? curl_easy_init() : NULL;
+    if (!curl) {
+        EVP_MD_CTX_free(sink.md);
+        temp_discard(out);
+        return cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise libcurl for %s", url);
+    }
+    cli_progress_start(&sink.progress, label);
+    char curl_msg[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http,file");
+    curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "https,http");
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(curl, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+    /* a stalled transfer (< 1 KB/s for 60 s) fails instead of hanging;
+     * no overall limit, since large models take long on slow links */
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "trimlm/" TLM_VERSION_STRING);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_msg);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &sink);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, sink.progress.enabled ? 0L : 1L);
+    /* proxies: libcurl reads http_proxy / https_proxy / no_proxy itself */
+
+    CURLcode rc = curl_easy_perform(curl);
+    cli_progress_bytes(&sink.progress, sink.received, sink.expected, true);
+    cli_progress_end(&sink.progress);
+    curl_easy_cleanup(curl);
+
+    tlm_status st = TLM_OK;
+    if (sink.write_errno)
+        st = cli_seterr(err, TLM_ERR_IO, "writing %s: %s", final_path, strerror(sink.write_errno));
+    else if (rc != CURLE_OK)
+        st = cli_seterr(err, TLM_ERR_NETWORK, "downloading %s: %s", url,
+                        curl_msg[0] ? curl_msg : curl_easy_strerror(rc));
+    if (st == TLM_OK) st = temp_finish(out, final_path, err);
+    if (st != TLM_OK) {
+        EVP_MD_CTX_free(sink.md);
+        temp_discard(out);
+        return st;
+    }
+    hex_digest(sink.md, sha256_hex);
+    EVP_MD_CTX_free(sink.md);
+    *size = sink.received;
+    return TLM_OK;
+}
+
+/* ------------------------------------------------------------ archives */
+
+tlm_status extract_zip_member(const char *archive_path, const char *archive_label,
+                              const char *member, const char *dir, const char *final_path,
+                              temp_file *out, char *sha256_hex, uint64_t *size, tlm_error *err) {
+    out->fd = -1;
+    out->path[0] = '\0';
+    struct archive *a = archive_read_new();
+    if (!a) return cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise libarchive");
+    archive_read_support_format_zip(a);
+    if (archive_read_open_filename(a, archive_path, 1 << 16) != ARCHIVE_OK) {
+        cli_seterr(err, TLM_ERR_FORMAT, "%s: not a readable zip archive: %s", archive_label,
+                   archive_error_string(a));
+        archive_read_free(a);
+        return TLM_ERR_FORMAT;
+    }
+    tlm_status st = TLM_OK;
+    bool found = false;
+    struct archive_entry *entry;
+    int rc;
+    while ((rc = archive_read_next_header(a, &entry)) == ARCHIVE_OK) {
+        const char *name = archive_entry_pathname(entry);
+        if (!name || strcmp(name, member) != 0) continue;
+        found = true;
+        if (temp_create(out, dir, final_path, err) != TLM_OK) { st = TLM_ERR_IO; break; }
+        EVP_MD_CTX *md = sha256_begin(err);
+        if (!md) { st = TLM_ERR_NOMEM; break; }
+        uint64_t total = 0;
+        cli_progress progress;
+        cli_progress_start(&progress, "extracting");
+        int64_t expect = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : 0;
+        const void *block;
+        size_t len;
+        la_int64_t offset;
+        while ((rc = archive_read_data_block(a, &block, &len, &offset)) == ARCHIVE_OK) {
+            if (!write_all(out->fd, block, len)) {
+                st = cli_seterr(err, TLM_ERR_IO, "writing %s: %s", final_path, strerror(errno));
+                break;
+            }
+            EVP_DigestUpdate(md, block, len);
+            total += len;
+            cli_progress_bytes(&progress, total, expect > 0 ? (uint64_t)expect : 0, false);
+        }
+        cli_progress_bytes(&progress, total, expect > 0 ? (uint64_t)expect : 0, true);
+        cli_progress_end(&progress);
+        if (st == TLM_OK && rc != ARCHIVE_EOF)
+            st = cli_seterr(err, TLM_ERR_FORMAT, "%s: cannot extract %s: %s", archive_label,
+                            member, archive_error_string(a));
+        if (st == TLM_OK) st = temp_finish(out, final_path, err);
+        if (st == TLM_OK) {
+            hex_digest(md, sha256_hex);
+            *size = total;
+        }
+        EVP_MD_CTX_free(md);
+        break;
+    }
+    if (st == TLM_OK && !found) {
+        if (rc != ARCHIVE_EOF && rc != ARCHIVE_OK)
+            st = cli_seterr(err, TLM_ERR_FORMAT, "%s: damaged zip archive: %s", archive_label,
+                            archive_error_string(a));
+        else
+            st = cli_seterr(err, TLM_ERR_FORMAT, "%s: the archive has no member %s",
+                            archive_label, member);
+    }
+    archive_read_free(a);
+    if (st != TLM_OK) temp_discard(out);
+    return st;
+}

