@@ -42,10 +42,14 @@ struct tlm_context {
     int32_t n_threads;
     int32_t pos;       /* tokens in the KV cache */
 
-    /* KV cache: (n_layer, n_head_kv, n_ctx, head_dim) each, so that one
-     * head's keys over all positions are contiguous for attention. */
+    /* KV cache: (n_kv_slots, n_head_kv, n_ctx, head_dim) each, so that one
+     * head's keys over all positions are contiguous for attention. Only the
+     * attention sublayers the model holds get a slot: kv_slot[layer] is that
+     * layer's slot, or -1 when its attention was removed. */
     float *k_cache;
     float *v_cache;
+    int32_t *kv_slot;  /* (n_layer) */
+    int32_t n_kv_slots;
 
     /* Scratch for up to n_batch tokens. */
     float *x;      /* (n_batch, n_embd) residual stream */
@@ -90,7 +94,8 @@ static inline void item_slice(int64_t n, int ith, int nth, int64_t *i0, int64_t 
 
 static size_t kv_offset(const struct tlm_context *c, int32_t layer, int32_t kv_head, int32_t pos) {
     const tlm_hparams *hp = &c->model->hp;
-    return (((size_t)layer * (size_t)hp->n_head_kv + (size_t)kv_head) * (size_t)c->n_ctx +
+    size_t slot = (size_t)c->kv_slot[layer];
+    return ((slot * (size_t)hp->n_head_kv + (size_t)kv_head) * (size_t)c->n_ctx +
             (size_t)pos) *
            (size_t)hp->head_dim;
 }
@@ -262,14 +267,17 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
     tlm_status st;
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const tlm_layer *L = &m->layers[l];
-        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
-        if ((st = sgemm_wt(n, q_dim, E, c->xn, L->wq, 0.0f, c->q, q_dim, err)) ||
-            (st = sgemm_wt(n, kv_dim, E, c->xn, L->wk, 0.0f, c->k, kv_dim, err)) ||
-            (st = sgemm_wt(n, kv_dim, E, c->xn, L->wv, 0.0f, c->v, kv_dim, err)))
-            return st;
-        PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
-        PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
-        if ((st = sgemm_wt(n, E, q_dim, c->attn, L->wo, 1.0f, c->x, E, err))) return st;
+        if (L->has_attn) {
+            PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
+            if ((st = sgemm_wt(n, q_dim, E, c->xn, L->wq, 0.0f, c->q, q_dim, err)) ||
+                (st = sgemm_wt(n, kv_dim, E, c->xn, L->wk, 0.0f, c->k, kv_dim, err)) ||
+                (st = sgemm_wt(n, kv_dim, E, c->xn, L->wv, 0.0f, c->v, kv_dim, err)))
+                return st;
+            PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
+            PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
+            if ((st = sgemm_wt(n, E, q_dim, c->attn, L->wo, 1.0f, c->x, E, err))) return st;
+        }
+        if (!L->has_mlp) continue;
 
         PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->ffn_norm, n, ith, nth));
         if ((st = sgemm_wt(n, F, E, c->xn, L->w_gate, 0.0f, c->gate, F, err)) ||
@@ -365,17 +373,20 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
         int64_t r0, r1;
         for (int32_t l = 0; l < hp->n_layer; l++) {
             const tlm_layer *L = &m->layers[l];
-            kern->rmsnorm_f32(xn, c->x, L->attn_norm, E, hp->rms_eps);
-            decode_qkv_heads(c, l, xn, ith, nth);
+            if (L->has_attn) {
+                kern->rmsnorm_f32(xn, c->x, L->attn_norm, E, hp->rms_eps);
+                decode_qkv_heads(c, l, xn, ith, nth);
 #pragma omp barrier
-            stage_attention(c, l, 1, ith, nth);
+                stage_attention(c, l, 1, ith, nth);
 #pragma omp barrier
-            thread_slice(E, ith, nth, &r0, &r1);
-            if (r1 > r0) {
-                kern->gemv_f32(L->wo, c->attn, c->proj, q_dim, r0, r1);
-                for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
+                thread_slice(E, ith, nth, &r0, &r1);
+                if (r1 > r0) {
+                    kern->gemv_f32(L->wo, c->attn, c->proj, q_dim, r0, r1);
+                    for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
+                }
+#pragma omp barrier
             }
-#pragma omp barrier
+            if (!L->has_mlp) continue;
             kern->rmsnorm_f32(xn, c->x, L->ffn_norm, E, hp->rms_eps);
             thread_slice(F, ith, nth, &r0, &r1);
             if (r1 > r0) {
@@ -408,6 +419,7 @@ void tlm_context_free(tlm_context *c) {
     if (!c) return;
     tlm_free(c->k_cache);
     tlm_free(c->v_cache);
+    tlm_free(c->kv_slot);
     tlm_free(c->x);
     tlm_free(c->xn);
     tlm_free(c->q);
@@ -470,13 +482,15 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
     if (n_threads < 1) n_threads = 1;
 
     /* The KV cache is the big one: say its size when it cannot exist. */
+    int32_t n_kv_slots = 0;
+    for (int32_t l = 0; l < hp->n_layer; l++) n_kv_slots += m->layers[l].has_attn;
     size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, kv_elems, kv_bytes;
-    if (tlm_mul_overflow((size_t)n_ctx, (size_t)hp->n_layer, &kv_elems) ||
+    if (tlm_mul_overflow((size_t)n_ctx, (size_t)(n_kv_slots ? n_kv_slots : 1), &kv_elems) ||
         tlm_mul_overflow(kv_elems, kv_dim, &kv_elems) ||
         tlm_mul_overflow(kv_elems, 2 * sizeof(float), &kv_bytes)) {
         tlm_seterr(err, TLM_ERR_ARG,
                    "context: a KV cache of %d tokens x %d layers x %zu floats x 2 overflows the address space",
-                   n_ctx, hp->n_layer, kv_dim);
+                   n_ctx, n_kv_slots, kv_dim);
         return NULL;
     }
 
@@ -507,6 +521,7 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
     size_t half = (size_t)hp->rope_dim / 2;
     if (!(c->k_cache = alloc_floats(kv_elems, 1, sizeof(float), "key cache", err)) ||
         !(c->v_cache = alloc_floats(kv_elems, 1, sizeof(float), "value cache", err)) ||
+        !(c->kv_slot = alloc_floats((size_t)hp->n_layer, 1, sizeof(int32_t), "KV slot map", err)) ||
         !(c->x = alloc_floats(B, E, sizeof(float), "residual stream", err)) ||
         !(c->xn = alloc_floats(B, E, sizeof(float), "normalised activations", err)) ||
         !(c->q = alloc_floats(B, q_dim, sizeof(float), "queries", err)) ||
@@ -531,6 +546,9 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
         return NULL;
     }
     c->logits_rows_cap = 1;
+    c->n_kv_slots = 0;
+    for (int32_t l = 0; l < hp->n_layer; l++)
+        c->kv_slot[l] = m->layers[l].has_attn ? c->n_kv_slots++ : -1;
     rope_init_freqs(c);
     return c;
 }

@@ -113,6 +113,7 @@ struct gguf_file {
     char *path;
     const uint8_t *map; /* the whole file, read-only */
     size_t size;
+    bool borrowed;      /* map is the caller's memory (gguf_open_memory): not unmapped */
     uint32_t version;
     uint32_t alignment;
     uint64_t data_offset; /* start of the data section in the file */
@@ -491,6 +492,8 @@ static tlm_status map_file(gguf_file *f, tlm_error *err) {
     return TLM_OK;
 }
 
+static gguf_file *parse_file(gguf_file *f, tlm_error *err);
+
 gguf_file *gguf_open(const char *path, tlm_error *err) {
     tlm_clearerr(err);
     if (!path) {
@@ -507,6 +510,26 @@ gguf_file *gguf_open(const char *path, tlm_error *err) {
         gguf_close(f);
         return NULL;
     }
+    return parse_file(f, err);
+}
+
+gguf_file *gguf_open_memory(const void *data, size_t size, const char *name, tlm_error *err) {
+    tlm_clearerr(err);
+    if (!name) name = "(memory)";
+    gguf_file *f = tlm_calloc(1, sizeof *f);
+    if (!f || !(f->path = tlm_strdup(name))) {
+        tlm_free(f);
+        tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", name);
+        return NULL;
+    }
+    f->map = data;
+    f->size = data ? size : 0;
+    f->borrowed = true;
+    return parse_file(f, err);
+}
+
+/* Parses the mapped bytes of f; closes f and returns NULL on failure. */
+static gguf_file *parse_file(gguf_file *f, tlm_error *err) {
     parser p = {.f = f, .c = {f->map, f->size, 0}, .err = err};
     uint64_t n_tensors = 0, n_kv = 0;
     tlm_status st = parse_header(&p, &n_tensors, &n_kv);
@@ -528,7 +551,7 @@ void gguf_close(gguf_file *f) {
     tlm_free(f->tensors);
     tlm_free(f->kv_index.slots);
     tlm_free(f->tensor_index.slots);
-    if (f->map) munmap((void *)f->map, f->size);
+    if (f->map && !f->borrowed) munmap((void *)f->map, f->size);
     tlm_free(f->path);
     tlm_free(f);
 }

@@ -50,6 +50,9 @@ typedef struct gguf_tensor {
 typedef struct gguf_file gguf_file;
 
 gguf_file *gguf_open(const char *path, tlm_error *err);
+/* Parses a GGUF image held in memory (not copied: it must outlive the
+ * gguf_file); name stands for the file in messages. */
+gguf_file *gguf_open_memory(const void *data, size_t size, const char *name, tlm_error *err);
 void gguf_close(gguf_file *f);
 
 uint32_t gguf_version(const gguf_file *f);

@@ -96,8 +96,13 @@ tlm_model *tlm_model_load(const char *path, tlm_error *err) {
         tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    if (S_ISDIR(st.st_mode)) return model_load_hf(path, err);
-    return model_load_gguf(path, err);
+    if (!S_ISDIR(st.st_mode) && model_is_tlm_file(path)) return model_load_tlm(path, err);
+    struct tlm_model *m = S_ISDIR(st.st_mode) ? model_load_hf(path, err)
+                                              : model_load_gguf(path, err);
+    /* GGUF and Hugging Face checkpoints always hold every sublayer. */
+    for (int32_t il = 0; m && il < m->hp.n_layer; il++)
+        m->layers[il].has_attn = m->layers[il].has_mlp = true;
+    return m;
 }
 
 void tlm_model_free(tlm_model *m) {
@@ -129,6 +134,8 @@ void tlm_model_get_info(const tlm_model *m, tlm_model_info *out) {
         .rms_eps = hp->rms_eps,
         .tied_embeddings = hp->tied_embeddings,
         .n_params = m->n_params,
+        /* every weight is an f32 array from model_alloc_weight */
+        .weight_bytes = m->n_params * (int64_t)sizeof(float),
         .source_format = m->source_format,
     };
 }

@@ -55,7 +55,12 @@ typedef struct tlm_hparams {
     bool qkv_bias;
 } tlm_hparams;
 
+/* A layer is two sublayers, attention and MLP. A model converted with some
+ * sublayers removed (.tlm) lacks them: has_attn / has_mlp is false and that
+ * sublayer's pointers are NULL; the forward pass skips it. */
 typedef struct tlm_layer {
+    bool has_attn;
+    bool has_mlp;
     float *attn_norm; /* (n_embd) */
     float *wq;        /* (n_head*head_dim, n_embd) */
     float *wk;        /* (n_head_kv*head_dim, n_embd) */
@@ -98,5 +103,9 @@ tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error
 /* Loaders (model_gguf.c, model_hf.c); tlm_model_load() picks one. */
 struct tlm_model *model_load_gguf(const char *path, tlm_error *err);
 struct tlm_model *model_load_hf(const char *dir, tlm_error *err);
+/* trimlm's own file (model_tlm.c, layout in tlm_format.h). */
+struct tlm_model *model_load_tlm(const char *path, tlm_error *err);
+/* True when the file at path starts with the .tlm magic or is named *.tlm. */
+bool model_is_tlm_file(const char *path);
 
 #endif

@@ -94,7 +94,17 @@ int tok_builder_add_merge(tok_builder *b, const char *left, size_t left_len, con
             return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory for the merges", b->t->source);
         b->cap_merges = cap;
     }
-    char *lc = tlm_strndup(left, left_len), *rc = tlm_strndup(right, right_len);
+    /* exactly len bytes, NUL included: the lengths kept below are what the
+     * merge map reads */
+    char *lc = tlm_malloc(left_len + 1), *rc = tlm_malloc(right_len + 1);
+    if (lc) {
+        memcpy(lc, left, left_len);
+        lc[left_len] = '\0';
+    }
+    if (rc) {
+        memcpy(rc, right, right_len);
+        rc[right_len] = '\0';
+    }
     if (!lc || !rc) {
         tlm_free(lc);
         tlm_free(rc);
@@ -307,12 +317,23 @@ static int cmp_added(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
+/* Whether token id is looked for in the text to encode. The text is valid
+ * UTF-8 (repaired first) and the pre-tokenizer's regexes rely on every
+ * piece being so, so a token whose own text is not valid UTF-8 could only
+ * match by cutting a character in half: it stays in the vocabulary (it may
+ * be generated and decoded) but is never matched. tokenizer.json cannot
+ * hold such a token (the loader rejects it); a GGUF vocabulary can. */
+static bool is_matched_added(const tlm_tokenizer *t, int32_t id) {
+    size_t n = t->text.len[id];
+    return (t->attr[id] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN | TOK_ATTR_USER)) && n > 0 &&
+           tok_utf8_valid_prefix(t->text.arena + t->text.off[id], n) == n;
+}
+
 /* Groups the matchable added tokens by first byte, longest first. */
 static int build_added(tlm_tokenizer *t) {
     size_t n = 0;
     for (int32_t id = 0; id < t->n_vocab; id++)
-        if ((t->attr[id] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN | TOK_ATTR_USER)) && t->text.len[id])
-            n++;
+        if (is_matched_added(t, id)) n++;
     added_key *keys = tlm_malloc((n ? n : 1) * sizeof *keys);
     t->added = tlm_malloc((n ? n : 1) * sizeof *t->added);
     if (!keys || !t->added) {
@@ -321,7 +342,7 @@ static int build_added(tlm_tokenizer *t) {
     }
     n = 0;
     for (int32_t id = 0; id < t->n_vocab; id++)
-        if ((t->attr[id] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN | TOK_ATTR_USER)) && t->text.len[id])
+        if (is_matched_added(t, id))
             keys[n++] = (added_key){(unsigned char)t->text.arena[t->text.off[id]], t->text.len[id], id};
     qsort(keys, n, sizeof *keys, cmp_added);
     memset(t->added_start, 0, sizeof t->added_start);
@@ -440,16 +461,21 @@ static long utf8_check(const unsigned char *s, size_t n) {
     return (long)need;
 }
 
+size_t tok_utf8_valid_prefix(const char *s, size_t n) {
+    size_t p = 0;
+    while (p < n) {
+        long r = utf8_check((const unsigned char *)s + p, n - p);
+        if (r < 0) break;
+        p += (size_t)r;
+    }
+    return p;
+}
+
 /* Returns a repaired copy in *fixed (NULL when the text is valid). */
 static int utf8_repair(const char *text, size_t len, char **fixed, size_t *fixed_len) {
     const unsigned char *s = (const unsigned char *)text;
     *fixed = NULL;
-    size_t p = 0;
-    while (p < len) {
-        long r = utf8_check(s + p, len - p);
-        if (r < 0) break;
-        p += (size_t)r;
-    }
+    size_t p = tok_utf8_valid_prefix(text, len);
     if (p == len) return 0;
     size_t cap;
     if (tlm_mul_overflow(len, 3, &cap)) return -1;
@@ -542,7 +568,8 @@ static size_t white_space_after(const char *s, size_t p, size_t n) {
     return p;
 }
 
-/* The longest added token at s that this call may match, or -1. */
+/* The longest added token at s (a character boundary) that this call may
+ * match, or -1. */
 static int32_t match_added(const tlm_tokenizer *t, const char *s, size_t n, bool parse_special) {
     unsigned char first = (unsigned char)s[0];
     for (uint32_t i = t->added_start[first]; i < t->added_start[first + 1]; i++) {
@@ -560,6 +587,7 @@ int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, b
         tlm_seterr(err, TLM_ERR_ARG, "tokenizer_encode: invalid arguments");
         return -1;
     }
+    if (len == 0) text = ""; /* text may be NULL: no arithmetic on it below */
     char *fixed = NULL;
     size_t fixed_len = 0;
     if (len > 0 && utf8_repair(text, len, &fixed, &fixed_len)) {
@@ -581,8 +609,8 @@ int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, b
     size_t seg = 0, p = 0;
     while (p < len) {
         int32_t id = match_added(t, text + p, len - p, parse_special);
-        if (id < 0) {
-            p++;
+        if (id < 0) { /* next character: an added token never starts inside one */
+            p += tok_utf8_len(text + p, len - p);
             continue;
         }
         size_t seg_end = (t->attr[id] & TOK_ATTR_LSTRIP) ? white_space_before(text, seg, p) : p;

@@ -32,6 +32,11 @@ tlm_tokenizer *tokenizer_from_gguf(const gguf_file *f, tlm_error *err);
  * absent) supplies add_bos and the chat template. */
 tlm_tokenizer *tokenizer_from_hf(const char *tokenizer_json_path,
                                  const char *tokenizer_config_path, tlm_error *err);
+/* The same from the texts of tokenizer.json and tokenizer_config.json held
+ * in memory (config may be NULL); name stands for them in messages. */
+tlm_tokenizer *tokenizer_from_hf_memory(const char *tokenizer_json, size_t json_len,
+                                        const char *config_json, size_t config_len,
+                                        const char *name, tlm_error *err);
 void tokenizer_free(tlm_tokenizer *t);
 
 tlm_tok_kind tokenizer_kind(const tlm_tokenizer *t);

@@ -9,6 +9,12 @@
  *   merges         string[m] "left right" in rank order (byte-level only)
  *   pre            pre-tokenizer name ("smollm", "llama-bpe", "qwen2", ...)
  *   bos/eos/unknown/eot/eom_token_id, add_bos_token, add_space_prefix
+ *
+ * A control, unknown or user-defined token is matched in the text to encode
+ * only when its string is valid UTF-8. One that is not (no converter writes
+ * such a token; byte tokens <0xXX> are ASCII and never matched as text) is
+ * kept in the vocabulary, so it still decodes to its bytes, but is never
+ * matched: it could only match by cutting a character of the text in half.
  */
 #include <string.h>
 
@@ -160,7 +166,7 @@ tlm_tokenizer *tokenizer_from_gguf(const gguf_file *f, tlm_error *err) {
         for (uint64_t i = 0; kind == TLM_TOK_BYTE_BPE && i < merges->arr_n; i++) {
             gguf_str m = merges->strs[i];
             const char *sp = m.len > 1 ? memchr(m.ptr + 1, ' ', (size_t)m.len - 1) : NULL;
-            if (!sp || m.len > 2 * TOK_MAX_TOKEN_LEN) {
+            if (!sp || m.len > 2 * TOK_MAX_TOKEN_LEN || memchr(m.ptr, '\0', (size_t)m.len)) {
                 tlm_seterr(err, TLM_ERR_FORMAT, "%s: merge %llu is not \"left right\"", path,
                            (unsigned long long)i);
                 goto fail;

@@ -8,7 +8,8 @@
  * as already satisfied); pre_tokenizers Sequence / Split / Digits / ByteLevel
  * / Metaspace; post_processor TemplateProcessing (to learn whether BOS is
  * prepended). A ByteLevel pre-tokenizer or decoder makes the tokenizer
- * byte-level; otherwise it is SentencePiece-style.
+ * byte-level; otherwise it is SentencePiece-style. Normalizer and
+ * pre-tokenizer strings and added tokens must be valid UTF-8.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -104,6 +105,16 @@ static bool json_id(const cJSON *v, int64_t limit, int32_t *out) {
 
 /* ------------------------------------------------------ normalizer / pre-tokenizer */
 
+/* The strings that the pre-tokenizer inserts into the text or looks for in
+ * it must be valid UTF-8: its regexes rely on every piece being so. Hugging
+ * Face's tokenizers requires it of the whole file; cJSON takes any bytes. */
+static int check_utf8(const char *s, const char *what, const char *path, tlm_error *err) {
+    size_t n = strlen(s), valid = tok_utf8_valid_prefix(s, n);
+    if (valid == n) return 0;
+    return tlm_seterr(err, TLM_ERR_FORMAT, "%s: %s is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
+                      path, what, (unsigned)(unsigned char)s[valid], valid);
+}
+
 static int add_normalizer(tlm_tokenizer *t, const cJSON *n, const char *path, tlm_error *err) {
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = get_str(n, "type");
@@ -121,6 +132,7 @@ static int add_normalizer(tlm_tokenizer *t, const cJSON *n, const char *path, tl
     if (strcmp(type, "Prepend") == 0) {
         const char *s = get_str(n, "prepend");
         if (!s) return tlm_seterr(err, TLM_ERR_FORMAT, "%s: Prepend normalizer has no \"prepend\" string", path);
+        if (check_utf8(s, "Prepend normalizer's \"prepend\"", path, err)) return TLM_ERR_FORMAT;
         return tok_pretok_add_prepend(&t->pretok, s, strlen(s), false, false, err);
     }
     if (strcmp(type, "Replace") == 0) {
@@ -128,6 +140,9 @@ static int add_normalizer(tlm_tokenizer *t, const cJSON *n, const char *path, tl
         if (!from || !to)
             return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
                               "%s: only Replace normalizers with a \"String\" pattern and \"content\" are supported", path);
+        if (check_utf8(from, "Replace normalizer's \"pattern\"", path, err) ||
+            check_utf8(to, "Replace normalizer's \"content\"", path, err))
+            return TLM_ERR_FORMAT;
         return tok_pretok_add_replace(&t->pretok, from, strlen(from), to, strlen(to), err);
     }
     if (strcmp(type, "NFC") == 0) return 0; /* text is assumed to be NFC already */
@@ -170,6 +185,7 @@ static int add_pre_tokenizer(tlm_tokenizer *t, const cJSON *p, const char *path,
             return tlm_seterr(err, TLM_ERR_FORMAT, "%s: Split pre_tokenizer needs a pattern (Regex or String) and a known behavior", path);
         if (get_bool(p, "invert", false))
             return tlm_seterr(err, TLM_ERR_UNSUPPORTED, "%s: Split pre_tokenizer with invert=true is not supported", path);
+        if (check_utf8(re ? re : lit, "Split pre_tokenizer's \"pattern\"", path, err)) return TLM_ERR_FORMAT;
         return tok_pretok_add_split(&t->pretok, re ? re : lit, strlen(re ? re : lit), re == NULL, b, path, err);
     }
     if (strcmp(type, "Digits") == 0) {
@@ -190,6 +206,7 @@ static int add_pre_tokenizer(tlm_tokenizer *t, const cJSON *p, const char *path,
     if (strcmp(type, "Metaspace") == 0) {
         const char *rep = get_str(p, "replacement");
         if (!rep) rep = "\xE2\x96\x81";
+        if (check_utf8(rep, "Metaspace pre_tokenizer's \"replacement\"", path, err)) return TLM_ERR_FORMAT;
         const char *scheme = get_str(p, "prepend_scheme");
         bool prepend = scheme ? strcmp(scheme, "never") != 0 : get_bool(p, "add_prefix_space", true);
         bool first_only = scheme && strcmp(scheme, "first") == 0;
@@ -246,13 +263,23 @@ static const char *token_content(const cJSON *v) {
     return get_str(v, "content");
 }
 
+static int apply_config_json(tlm_tokenizer *t, const char *path, const char *buf, size_t len,
+                             tlm_error *err);
+
 static int apply_config(tlm_tokenizer *t, const char *path, tlm_error *err) {
     size_t len;
     bool missing;
     char *buf = read_file(path, &len, true, &missing, err);
     if (!buf) return missing ? 0 : -1;
-    cJSON *root = parse_json(path, buf, len, err);
+    int rc = apply_config_json(t, path, buf, len, err);
     tlm_free(buf);
+    return rc;
+}
+
+/* path names the JSON text buf[0..len) in messages. */
+static int apply_config_json(tlm_tokenizer *t, const char *path, const char *buf, size_t len,
+                             tlm_error *err) {
+    cJSON *root = parse_json(path, buf, len, err);
     if (!root) return -1;
     int rc = 0;
     if (!cJSON_IsObject(root)) {
@@ -369,6 +396,10 @@ static tlm_tokenizer *load_json(const char *path, cJSON *root, tlm_error *err) {
                            path, (long long)limit - 1);
                 return NULL;
             }
+            /* matched in the text: see check_utf8() */
+            char what[64];
+            snprintf(what, sizeof what, "the \"content\" of added token %ld", (long)id);
+            if (check_utf8(get_str(it, "content"), what, path, err)) return NULL;
             if (id > max_id) max_id = id;
         }
     }
@@ -456,6 +487,27 @@ tlm_tokenizer *tokenizer_from_hf(const char *tokenizer_json_path,
     cJSON_Delete(root);
     if (!t) return NULL;
     if (tokenizer_config_path && apply_config(t, tokenizer_config_path, err)) {
+        tokenizer_free(t);
+        return NULL;
+    }
+    guess_eos(t);
+    return t;
+}
+
+tlm_tokenizer *tokenizer_from_hf_memory(const char *tokenizer_json, size_t json_len,
+                                        const char *config_json, size_t config_len,
+                                        const char *name, tlm_error *err) {
+    if (!name) name = "tokenizer.json";
+    if (!tokenizer_json) {
+        tlm_seterr(err, TLM_ERR_ARG, "%s: no tokenizer.json given", name);
+        return NULL;
+    }
+    cJSON *root = parse_json(name, tokenizer_json, json_len, err);
+    if (!root) return NULL;
+    tlm_tokenizer *t = load_json(name, root, err);
+    cJSON_Delete(root);
+    if (!t) return NULL;
+    if (config_json && apply_config_json(t, name, config_json, config_len, err)) {
         tokenizer_free(t);
         return NULL;
     }

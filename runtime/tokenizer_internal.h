@@ -167,7 +167,8 @@ struct tlm_tokenizer {
     bool add_bos;
     tok_pretok pretok;
     /* added tokens matched in the text: ids grouped by first byte
-     * (added[added_start[b] .. added_start[b+1])), longest first in a group */
+     * (added[added_start[b] .. added_start[b+1])), longest first in a group;
+     * only those whose text is valid UTF-8, tried at character boundaries */
     int32_t *added;
     uint32_t added_start[257];
     char *chat_template;  /* NUL-terminated, or NULL */
@@ -206,6 +207,9 @@ size_t tok_utf8_put(uint32_t cp, char *out);
 size_t tok_utf8_next(const char *s, size_t n, uint32_t *cp);
 /* Length of the valid UTF-8 character at s, or 1 for a stray byte. */
 size_t tok_utf8_len(const char *s, size_t n);
+/* Length of the longest well-formed UTF-8 prefix of s[0..n): n when all of
+ * it is valid (no overlongs, surrogates or code points past U+10FFFF). */
+size_t tok_utf8_valid_prefix(const char *s, size_t n);
 
 /* ------------------------------------------------------ merge engine */
 

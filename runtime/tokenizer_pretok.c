@@ -4,9 +4,12 @@
  * pieces of one text segment, as Hugging Face's normalizers and
  * pre_tokenizers do and as GGUF's tokenizer.ggml.pre names them.
  *
- * Regexes are compiled once per tokenizer (UTF + UCP, JIT when available);
- * the subject is always valid UTF-8 (the input was repaired first), so the
- * per-match UTF check is skipped.
+ * Regexes are compiled once per tokenizer (UTF + UCP, JIT when available).
+ * PCRE2 reads past the subject when told to skip its UTF check on a subject
+ * that is not valid UTF-8, so the pieces must be: the input was repaired
+ * first, the loaders accept only UTF-8 strings for the steps to insert,
+ * \C (one byte, even inside a character) is refused at compile time, and
+ * split_piece() checks each piece once before the per-match check is skipped.
  */
 #include <string.h>
 
@@ -48,8 +51,14 @@ int tok_pretok_add_split(tok_pretok *p, const char *pattern, size_t len, bool li
                          tok_split_behavior behavior, const char *source, tlm_error *err) {
     int errcode;
     PCRE2_SIZE erroff;
-    uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* UCP is not allowed with LITERAL */
+    /* UCP and NEVER_BACKSLASH_C are not allowed with LITERAL */
+    uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, options, &errcode, &erroff, NULL);
+    if (!re && errcode == PCRE2_ERROR_BACKSLASH_C_CALLER_DISABLED)
+        return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
+                          "%s: pre-tokenizer regex uses \\C at offset %zu (a single byte, which "
+                          "can split a UTF-8 character); this is not supported", source,
+                          (size_t)erroff);
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(errcode, msg, sizeof msg);
@@ -69,9 +78,19 @@ int tok_pretok_add_split(tok_pretok *p, const char *pattern, size_t len, bool li
     return 0;
 }
 
+/* A copy of exactly n bytes (NULs included), NUL-terminated; NULL when out
+ * of memory. */
+static char *copy_bytes(const char *s, size_t n) {
+    char *c = tlm_malloc(n + 1);
+    if (!c) return NULL;
+    if (n) memcpy(c, s, n);
+    c[n] = '\0';
+    return c;
+}
+
 int tok_pretok_add_prepend(tok_pretok *p, const char *str, size_t len, bool unless_starts_with,
                            bool first_segment_only, tlm_error *err) {
-    char *copy = tlm_strndup(str, len);
+    char *copy = copy_bytes(str, len);
     tok_step *s = copy ? new_step(p, err) : NULL;
     if (!s) {
         tlm_free(copy);
@@ -88,7 +107,7 @@ int tok_pretok_add_prepend(tok_pretok *p, const char *str, size_t len, bool unle
 int tok_pretok_add_replace(tok_pretok *p, const char *from, size_t from_len, const char *to,
                            size_t to_len, tlm_error *err) {
     if (from_len == 0) return 0; /* replacing "" would be a no-op loop */
-    char *a = tlm_strndup(from, from_len), *b = tlm_strndup(to, to_len);
+    char *a = copy_bytes(from, from_len), *b = copy_bytes(to, to_len);
     tok_step *s = (a && b) ? new_step(p, err) : NULL;
     if (!s) {
         tlm_free(a);
@@ -179,8 +198,8 @@ static int pieces_add(tok_pieces *p, const char *s, size_t n) {
 
 /* ------------------------------------------------------ running steps */
 
-/* Finds the next match at or after `from`; returns 1 with [*ms, *me), 0 when
- * none, -1 on a matching error. */
+/* Finds the next match at or after `from` in s[0..n), valid UTF-8; returns
+ * 1 with from <= *ms <= *me <= n, 0 when none, -1 on a matching error. */
 static int next_match(const pcre2_code *re, pcre2_match_data *md, const char *s, size_t n,
                       size_t from, size_t *ms, size_t *me) {
     int rc = pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, md, NULL);
@@ -188,12 +207,21 @@ static int next_match(const pcre2_code *re, pcre2_match_data *md, const char *s,
         rc = pcre2_match(re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
     if (rc == PCRE2_ERROR_NOMATCH) return 0;
     if (rc < 0) return -1;
+    /* Clamped all the same: the offsets become memcpy bounds, and \K can
+     * put a match's start after its end. */
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-    *ms = ov[0];
-    *me = ov[1];
+    size_t a = ov[0], b = ov[1];
+    if (a < from) a = from;
+    if (a > n) a = n;
+    if (b > n) b = n;
+    if (b < a) b = a;
+    *ms = a;
+    *me = b;
     return 1;
 }
 
+/* Splits s[0..n), valid UTF-8, into out; 0 or -1 (out of memory, or the
+ * regex failed). */
 static int split_piece(const tok_step *st, pcre2_match_data *md, const char *s, size_t n,
                        tok_pieces *out) {
     size_t pos = 0;      /* end of the last consumed region */
@@ -287,6 +315,13 @@ int tok_pretok_run(const tok_pretok *p, const char *text, size_t len, bool at_st
             int rc = 0;
             switch (st->kind) {
             case TOK_STEP_SPLIT:
+                if (tok_utf8_valid_prefix(s, n) != n) { /* a step inserted bytes that are not */
+                    pcre2_match_data_free(md);
+                    tlm_seterr(err, TLM_ERR_FORMAT,
+                               "pre-tokenizer: a piece of %zu bytes is not valid UTF-8 (a "
+                               "normalizer or pre-tokenizer string of the tokenizer is not)", n);
+                    return -1;
+                }
                 rc = split_piece(st, md, s, n, tmp);
                 if (rc) {
                     pcre2_match_data_free(md);

@@ -28,6 +28,32 @@ typedef struct tlm_kernels {
     void (*softmax_f32)(float *x, int64_t n);
     /* g[i] = silu(g[i]) * u[i] with silu(t) = t / (1 + exp(-t)) (the SwiGLU gate) */
     void (*silu_mul_f32)(float *g, const float *u, int64_t n);
+
+    /* ---- quantized decode (formats and packed layouts: quant/qformat.h) ----
+     *
+     * Results are bit-identical on every table: the int8 products of a group
+     * are summed exactly in int32, and each row accumulates its groups in
+     * order as acc = fma((float)isum_g, d_w * d_x, acc) from acc = 0. */
+
+    /* xq[g] (tlm_block_q8_g32_act, n/32 of them) = x quantized per group of
+     * 32: d = max|x| / 127, id = 1/d (0 when d = 0), q = round-half-even(x * id),
+     * sum = sum of q. n % 32 == 0; x finite (what a non-finite value gives is
+     * not defined and differs between tables). */
+    void (*quantize_act_q8_g32)(const float *x, void *xq, int64_t n);
+    /* y[r] = sum_g d_w[r,g] * d_x[g] * sum_i qw[r,32g+i] * qx[32g+i] for r in
+     * [r0, r1): w is a packed q8_g32_r16 / q4_g32_r16 matrix of n_in inputs,
+     * xq the activation quantized by quantize_act_q8_g32. Rows outside the
+     * slice are not written; the tiles holding r0 and r1-1 are read whole,
+     * so slices for different threads should start on multiples of 16. No
+     * alignment is required; w 64-byte aligned streams fastest. */
+    void (*gemv_q8_g32_r16)(const void *w, const void *xq, float *y, int64_t n_in, int64_t r0,
+                            int64_t r1);
+    void (*gemv_q4_g32_r16)(const void *w, const void *xq, float *y, int64_t n_in, int64_t r0,
+                            int64_t r1);
+    /* out[(r - r0) * n_in + i] = w[r][i] in f32 for r in [r0, r1): rows of a
+     * packed matrix back to row-major (prefill until a packed GEMM exists). */
+    void (*dequant_q8_g32_r16)(const void *w, float *out, int64_t n_in, int64_t r0, int64_t r1);
+    void (*dequant_q4_g32_r16)(const void *w, float *out, int64_t n_in, int64_t r0, int64_t r1);
 } tlm_kernels;
 
 extern const tlm_kernels tlm_kernels_scalar;

@@ -1,8 +1,10 @@
 /* kernels_avx2.c — AVX2 + FMA kernels. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels.h"
+#include "qformat.h"
 
 static inline float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -189,6 +191,154 @@ static void silu_mul_f32_avx2(float *g, const float *u, int64_t n) {
     for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* ---------------------------------------------------- quantized decode */
+
+static void quantize_act_q8_g32_avx2(const float *x, void *xq, int64_t n) {
+    tlm_block_q8_g32_act *out = xq;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t g = 0; g < n / TLM_QGROUP; g++) {
+        const float *p = x + g * TLM_QGROUP;
+        __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+        __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        float amax = hmax256(m);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        /* cvtps2dq rounds half to even in the default MXCSR mode */
+        __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid));
+        __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+        __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid));
+        __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+        /* packs interleave 128-bit lanes; the permute puts the bytes back in order */
+        __m256i q01 = _mm256_packs_epi32(q0, q1), q23 = _mm256_packs_epi32(q2, q3);
+        __m256i b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q01, q23),
+                                                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)out[g].qs, b);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        out[g].d = d;
+        out[g].sum = _mm_cvtsi128_si32(s4);
+    }
+}
+
+/* 4 activation int8 (inputs 4k..4k+3) in every 32-bit lane. */
+static inline __m256i bcast4_256(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Rows [base, base+16) of a tile: acc_lo holds rows 0-7, acc_hi rows 8-15. */
+static inline void store_rows16_avx2(float *y, int64_t base, int64_t r0, int64_t r1, __m256 acc_lo,
+                                     __m256 acc_hi) {
+    float t[16];
+    _mm256_storeu_ps(t, acc_lo);
+    _mm256_storeu_ps(t + 8, acc_hi);
+    for (int r = 0; r < 16; r++)
+        if (base + r >= r0 && base + r < r1) y[base + r] = t[r];
+}
+
+/* Streaming as in kernels_avx512.c: tiles read side by side (two here: 16
+ * ymm registers hold two tiles' accumulators and the temporaries), each
+ * weight line touched PREFETCH_AHEAD bytes before its use. */
+#define TILES_AT_ONCE 2
+#define PREFETCH_AHEAD 16384
+
+static inline void prefetch_lines(const uint8_t *p, int n_lines) {
+    for (int l = 0; l < n_lines; l++) _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64 * l, _MM_HINT_T0);
+}
+
+static inline __m256 scale8(const uint8_t *sc, float dx) {
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc)), _mm256_set1_ps(dx));
+}
+
+/* Weights arrive biased (q + 128, qformat.h) and go back to int8 with one
+ * xor; maddubs takes u8 x s8 with 16-bit saturation, so then the usual sign
+ * trick: |w| * (x * sign(w)), each pair sum at most 2 * 128 * 127 < 32767. */
+static inline __m256i dot4x8_s8(__m256i w_biased, __m256i x) {
+    __m256i w = _mm256_xor_si256(w_biased, _mm256_set1_epi8((char)0x80));
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* One q8 tile-group: int32 dots of rows 0-7 (lo) and 8-15 (hi). */
+static inline void q8_group_isum_avx2(const uint8_t *q, const int8_t *xs, __m256i *lo, __m256i *hi) {
+    __m256i a_lo = _mm256_setzero_si256(), a_hi = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        __m256i xb = bcast4_256(xs + 4 * k);
+        a_lo = _mm256_add_epi32(a_lo, dot4x8_s8(_mm256_loadu_si256((const __m256i *)(q + 64 * k)), xb));
+        a_hi = _mm256_add_epi32(a_hi, dot4x8_s8(_mm256_loadu_si256((const __m256i *)(q + 64 * k + 32)), xb));
+    }
+    *lo = a_lo;
+    *hi = a_hi;
+}
+
+/* One q4 tile-group. Nibbles (u8 0..15) x s8 through maddubs: each pair sum
+ * is at most 2 * 15 * 127 = 3810, so the 8 of a group add up in 16 bits
+ * (<= 30480) before one widening; 8 * sum(x) then removes the nibbles' +8. */
+static inline void q4_group_isum_avx2(const uint8_t *q, const int8_t *xs, int32_t sum, __m256i *lo,
+                                      __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256i s_lo = _mm256_setzero_si256(), s_hi = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        __m256i xl = bcast4_256(xs + 4 * j), xh = bcast4_256(xs + 16 + 4 * j);
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(q + 64 * j));
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32));
+        s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(_mm256_and_si256(v0, low4), xl));
+        s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low4), xh));
+        s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(_mm256_and_si256(v1, low4), xl));
+        s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low4), xh));
+    }
+    __m256i bias = _mm256_set1_epi32(8 * sum);
+    *lo = _mm256_sub_epi32(_mm256_madd_epi16(s_lo, ones), bias);
+    *hi = _mm256_sub_epi32(_mm256_madd_epi16(s_hi, ones), bias);
+}
+
+static inline void gemv_qr16_avx2(tlm_qtype t, const void *w, const void *xq, float *y, int64_t n_in,
+                                  int64_t r0, int64_t r1) {
+    const tlm_block_q8_g32_act *x = xq;
+    const int64_t n_groups = n_in / TLM_QGROUP;
+    const size_t qb = t == TLM_Q8_G32 ? TLM_Q8_G32_R16_QUANT_BYTES : TLM_Q4_G32_R16_QUANT_BYTES;
+    const size_t tile_bytes = tlm_qpacked_tile_bytes(t, n_in), scales_at = (size_t)n_groups * qb;
+    for (int64_t base = r0 - r0 % TLM_QROWS; base < r1; base += TILES_AT_ONCE * TLM_QROWS) {
+        int64_t left = (r1 - base + TLM_QROWS - 1) / TLM_QROWS;
+        int nt = left < TILES_AT_ONCE ? (int)left : TILES_AT_ONCE;
+        const uint8_t *t0 = tlm_qpacked_tile(w, tile_bytes, base);
+        __m256 acc_lo[TILES_AT_ONCE], acc_hi[TILES_AT_ONCE];
+        for (int i = 0; i < TILES_AT_ONCE; i++) acc_lo[i] = acc_hi[i] = _mm256_setzero_ps();
+        for (int64_t g = 0; g < n_groups; g++) {
+            for (int i = 0; i < TILES_AT_ONCE; i++) {
+                if (i >= nt) break;
+                const uint8_t *tile = t0 + (size_t)i * tile_bytes, *q = tile + (size_t)g * qb;
+                prefetch_lines(q, (int)(qb / 64));
+                __m256i lo, hi;
+                if (t == TLM_Q8_G32)
+                    q8_group_isum_avx2(q, x[g].qs, &lo, &hi);
+                else
+                    q4_group_isum_avx2(q, x[g].qs, x[g].sum, &lo, &hi);
+                const uint8_t *s = tile + scales_at + (size_t)g * TLM_QR16_SCALE_BYTES;
+                acc_lo[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale8(s, x[g].d), acc_lo[i]);
+                acc_hi[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale8(s + 16, x[g].d), acc_hi[i]);
+            }
+        }
+        for (int i = 0; i < nt; i++)
+            store_rows16_avx2(y, base + (int64_t)i * TLM_QROWS, r0, r1, acc_lo[i], acc_hi[i]);
+    }
+}
+
+static void gemv_q8_g32_r16_avx2(const void *w, const void *xq, float *y, int64_t n_in, int64_t r0,
+                                 int64_t r1) {
+    gemv_qr16_avx2(TLM_Q8_G32, w, xq, y, n_in, r0, r1);
+}
+
+static void gemv_q4_g32_r16_avx2(const void *w, const void *xq, float *y, int64_t n_in, int64_t r0,
+                                 int64_t r1) {
+    gemv_qr16_avx2(TLM_Q4_G32, w, xq, y, n_in, r0, r1);
+}
+
 void tlm_kernels_avx2_fill(tlm_kernels *k) {
     k->name = "avx2";
     k->dot_f32 = dot_f32_avx2;
@@ -198,4 +348,7 @@ void tlm_kernels_avx2_fill(tlm_kernels *k) {
     k->rmsnorm_f32 = rmsnorm_f32_avx2;
     k->softmax_f32 = softmax_f32_avx2;
     k->silu_mul_f32 = silu_mul_f32_avx2;
+    k->quantize_act_q8_g32 = quantize_act_q8_g32_avx2;
+    k->gemv_q8_g32_r16 = gemv_q8_g32_r16_avx2;
+    k->gemv_q4_g32_r16 = gemv_q4_g32_r16_avx2;
 }

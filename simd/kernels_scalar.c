@@ -1,7 +1,10 @@
 /* kernels_scalar.c — plain C kernels: the reference every ISA is tested against. */
 #include <math.h>
+#include <string.h>
 
+#include "f16.h"
 #include "kernels.h"
+#include "qformat.h"
 
 /* ------------------------------------------------------------ products */
 
@@ -61,6 +64,90 @@ static void silu_mul_f32_scalar(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* ---------------------------------------------------- quantized decode */
+
+static void quantize_act_q8_g32_scalar(const float *x, void *xq, int64_t n) {
+    tlm_block_q8_g32_act *out = xq;
+    for (int64_t g = 0; g < n / TLM_QGROUP; g++) {
+        const float *v = x + g * TLM_QGROUP;
+        float amax = 0;
+        for (int j = 0; j < TLM_QGROUP; j++) amax = fmaxf(amax, fabsf(v[j]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < TLM_QGROUP; j++) {
+            /* nearbyintf: half to even in the default mode, as cvtps2dq / fcvtns */
+            int32_t q = (int32_t)nearbyintf(v[j] * id);
+            out[g].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        out[g].d = d;
+        out[g].sum = sum;
+    }
+}
+
+/* One tile of 16 rows: acc[r] over all groups, in the order every ISA uses.
+ * Stored quants are unsigned (Q8: q + 128, Q4: q + 8; quant/qformat.h) and
+ * centred here; the group's int32 sum is exact, one fma per group. */
+static void gemv_tile_scalar(tlm_qtype t, const uint8_t *tile, const tlm_block_q8_g32_act *x,
+                             int64_t n_groups, float acc[TLM_QROWS]) {
+    size_t qb = tlm_qtype_group_quant_bytes(t);
+    for (int r = 0; r < TLM_QROWS; r++) acc[r] = 0.0f;
+    for (int64_t g = 0; g < n_groups; g++) {
+        const uint8_t *q = tile + (size_t)g * qb;
+        const uint8_t *sc = tile + (size_t)n_groups * qb + (size_t)g * TLM_QR16_SCALE_BYTES;
+        for (int r = 0; r < TLM_QROWS; r++) {
+            int32_t isum = 0;
+            if (t == TLM_Q8_G32) {
+                for (int k = 0; k < 8; k++)
+                    for (int i = 0; i < 4; i++)
+                        isum += ((int32_t)q[64 * k + 4 * r + i] - 128) * x[g].qs[4 * k + i];
+            } else {
+                for (int j = 0; j < 4; j++)
+                    for (int i = 0; i < 4; i++) {
+                        uint8_t b = q[64 * j + 4 * r + i];
+                        isum += ((b & 0x0f) - 8) * x[g].qs[4 * j + i];
+                        isum += ((b >> 4) - 8) * x[g].qs[16 + 4 * j + i];
+                    }
+            }
+            uint16_t h;
+            memcpy(&h, sc + 2 * r, 2);
+            acc[r] = fmaf((float)isum, tlm_f16_to_f32(h) * x[g].d, acc[r]);
+        }
+    }
+}
+
+static void gemv_qr16_scalar(tlm_qtype t, const void *w, const void *xq, float *y, int64_t n_in,
+                             int64_t r0, int64_t r1) {
+    size_t tile_bytes = tlm_qpacked_tile_bytes(t, n_in);
+    float acc[TLM_QROWS];
+    for (int64_t base = r0 - r0 % TLM_QROWS; base < r1; base += TLM_QROWS) {
+        gemv_tile_scalar(t, tlm_qpacked_tile(w, tile_bytes, base), xq, n_in / TLM_QGROUP, acc);
+        for (int r = 0; r < TLM_QROWS; r++)
+            if (base + r >= r0 && base + r < r1) y[base + r] = acc[r];
+    }
+}
+
+static void gemv_q8_g32_r16_scalar(const void *w, const void *xq, float *y, int64_t n_in,
+                                   int64_t r0, int64_t r1) {
+    gemv_qr16_scalar(TLM_Q8_G32, w, xq, y, n_in, r0, r1);
+}
+
+static void gemv_q4_g32_r16_scalar(const void *w, const void *xq, float *y, int64_t n_in,
+                                   int64_t r0, int64_t r1) {
+    gemv_qr16_scalar(TLM_Q4_G32, w, xq, y, n_in, r0, r1);
+}
+
+/* Through the formats' own definition (quant/qformat.c), block by block. */
+static void dequant_q8_g32_r16_scalar(const void *w, float *out, int64_t n_in, int64_t r0,
+                                      int64_t r1) {
+    tlm_qpacked_dequantize_rows(TLM_Q8_G32, w, n_in, r0, r1, out);
+}
+
+static void dequant_q4_g32_r16_scalar(const void *w, float *out, int64_t n_in, int64_t r0,
+                                      int64_t r1) {
+    tlm_qpacked_dequantize_rows(TLM_Q4_G32, w, n_in, r0, r1, out);
+}
+
 const tlm_kernels tlm_kernels_scalar = {
     .name = "scalar",
     .dot_f32 = dot_f32_scalar,
@@ -70,4 +157,9 @@ const tlm_kernels tlm_kernels_scalar = {
     .rmsnorm_f32 = rmsnorm_f32_scalar,
     .softmax_f32 = softmax_f32_scalar,
     .silu_mul_f32 = silu_mul_f32_scalar,
+    .quantize_act_q8_g32 = quantize_act_q8_g32_scalar,
+    .gemv_q8_g32_r16 = gemv_q8_g32_r16_scalar,
+    .gemv_q4_g32_r16 = gemv_q4_g32_r16_scalar,
+    .dequant_q8_g32_r16 = dequant_q8_g32_r16_scalar,
+    .dequant_q4_g32_r16 = dequant_q4_g32_r16_scalar,
 };

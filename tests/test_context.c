@@ -1,7 +1,7 @@
 /*
  * test_context.c — the context half of the public API on a tiny model built
  * in memory: parameter checks, which logits a call keeps, context-full and
- * bad-token errors, reset, and chunking by n_batch. (The numbers themselves
+ * bad-token errors, reset, chunking by n_batch, and removed sublayers. (The numbers themselves
  * are checked against the numpy reference in test_forward_ref.py.)
  */
 #include <math.h>
@@ -40,6 +40,7 @@ static float *weight(struct tlm_model *m, uint64_t n, float base) {
 
 /* 2 layers, 2 query heads sharing 1 KV head, head_dim 4, vocabulary 16. */
 static tlm_model *tiny_model(void) {
+    g_rng = 88172645463325252ull; /* every call builds the same weights */
     struct tlm_model *m = tlm_calloc(1, sizeof *m);
     assert_non_null(m);
     m->hp = (tlm_hparams){.arch = TLM_ARCH_LLAMA, .n_vocab = V, .n_embd = E, .n_layer = 2,
@@ -52,6 +53,7 @@ static tlm_model *tiny_model(void) {
     m->tok_embd = weight(m, V * E, 0.0f);
     for (int l = 0; l < 2; l++) {
         tlm_layer *L = &m->layers[l];
+        L->has_attn = L->has_mlp = true;
         L->attn_norm = weight(m, E, 1.0f);
         L->wq = weight(m, 2 * HD * E, 0.0f);
         L->wk = weight(m, HD * E, 0.0f);
@@ -192,12 +194,60 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* A removed sublayer must act exactly like one whose output projection is
+ * zero (its residual contribution vanishes), in prefill and in decode. */
+static void check_removed_equals_zeroed(bool attn) {
+    tlm_model *removed = tiny_model(), *zeroed = tiny_model();
+    tlm_layer *R = &removed->layers[1], *Z = &zeroed->layers[1];
+    if (attn) {
+        R->has_attn = false;
+        R->attn_norm = R->wq = R->wk = R->wv = R->wo = NULL;
+        memset(Z->wo, 0, (size_t)E * 2 * HD * sizeof(float));
+    } else {
+        R->has_mlp = false;
+        R->ffn_norm = R->w_gate = R->w_up = R->w_down = NULL;
+        memset(Z->w_down, 0, (size_t)E * FF * sizeof(float));
+    }
+    int32_t toks[6] = {1, 5, 9, 2, 15, 7};
+    for (int threads = 1; threads <= 2; threads++) {
+        tlm_context *cr = new_ctx(removed, 16, 4, threads), *cz = new_ctx(zeroed, 16, 4, threads);
+        tlm_error err;
+        /* 5 tokens in one call (prefill chunks of 4 + 1), then one decode */
+        assert_int_equal(tlm_decode(cr, toks, 5, true, &err), TLM_OK);
+        assert_int_equal(tlm_decode(cz, toks, 5, true, &err), TLM_OK);
+        for (int i = 0; i < 5; i++) {
+            const float *a = tlm_get_logits(cr, i), *b = tlm_get_logits(cz, i);
+            for (int v = 0; v < V; v++) assert_float_equal(a[v], b[v], 1e-5f);
+        }
+        assert_int_equal(tlm_decode(cr, toks + 5, 1, false, &err), TLM_OK);
+        assert_int_equal(tlm_decode(cz, toks + 5, 1, false, &err), TLM_OK);
+        const float *a = tlm_get_logits(cr, -1), *b = tlm_get_logits(cz, -1);
+        for (int v = 0; v < V; v++) assert_float_equal(a[v], b[v], 1e-5f);
+        tlm_context_free(cr);
+        tlm_context_free(cz);
+    }
+    tlm_model_free(removed);
+    tlm_model_free(zeroed);
+}
+
+static void test_removed_attention(void **state) {
+    (void)state;
+    check_removed_equals_zeroed(true);
+}
+
+static void test_removed_mlp(void **state) {
+    (void)state;
+    check_removed_equals_zeroed(false);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_kept_logits),
         cmocka_unit_test(test_errors_leave_state),
         cmocka_unit_test(test_reset_and_chunking),
+        cmocka_unit_test(test_removed_attention),
+        cmocka_unit_test(test_removed_mlp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -87,5 +87,8 @@ char *cli_read_file(const char *path, size_t *len, tlm_error *err);
 int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -6,10 +6,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `tools/install-deps.sh --cross-arm`: instead, what tools/cross-neon.sh needs
+# to cross-compile the kernel tests for aarch64 and run them under qemu: the
+# cross compiler and C library, qemu's user-mode emulator, and cmocka for
+# arm64 (a multiarch package, so dpkg learns the arm64 architecture first).
+install_cross_arm() {
+  local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  local pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcmocka-dev:arm64)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+  fi
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+if [ "${1:-}" = "--cross-arm" ]; then
+  install_cross_arm
+  exit 0
+fi
+
 APT_PKGS=(
   build-essential cmake pkg-config
   libgomp1 libdnnl-dev libmimalloc-dev libcjson-dev libpcre2-dev
-  libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev
+  libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev libxxhash-dev
   python3 python3-venv
   clang libclang-rt-14-dev libomp-14-dev # tools/fuzz.sh: libFuzzer, sanitizers, OpenMP for clang
 )

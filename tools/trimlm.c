@@ -15,6 +15,9 @@ static const subcommand subcommands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"eval", cmd_eval, "measure perplexity on a text file (--ppl)"},
     {"pull", cmd_pull, "download a model into the cache"},
+    {"convert", cmd_convert, "write a model as a .tlm file (--type f32|f16|bf16)"},
+    {"info", cmd_info, "describe a model (graph, types, size) [--verify]; --system"},
+    {"bench", cmd_bench, "measure prefill and decode speed (tokens/s)"},
 };
 
 static void print_help(FILE *out) {
@@ -26,11 +29,11 @@ static void print_help(FILE *out) {
             "commands:\n",
             TLM_VERSION_STRING);
     for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-        fprintf(out, "  %-6s %s\n", subcommands[i].name, subcommands[i].summary);
+        fprintf(out, "  %-8s %s\n", subcommands[i].name, subcommands[i].summary);
     fprintf(out,
-            "  help   this help (trimlm <command> --help for a command's options)\n"
+            "  help     this help (trimlm <command> --help for a command's options)\n"
             "\n"
-            "MODEL arguments (-m) take a GGUF file, a Hugging Face directory, a registry\n"
+            "MODEL arguments (-m) take a .tlm or GGUF file, a Hugging Face directory, a registry\n"
             "name (trimlm pull --list) or a URL of a .gguf file; names and URLs are\n"
             "downloaded into ${XDG_CACHE_HOME:-$HOME/.cache}/trimlm/models when missing.\n"
             "\n"

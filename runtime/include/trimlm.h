@@ -65,7 +65,8 @@ typedef struct tlm_model_info {
     float rms_eps;
     bool tied_embeddings;
     int64_t n_params;          /* parameters actually held */
-    const char *source_format; /* "gguf" or "safetensors" */
+    int64_t weight_bytes;      /* bytes of the weights held in memory (f32 today: n_params x 4) */
+    const char *source_format; /* "gguf", "safetensors" or "tlm" */
 } tlm_model_info;
 
 void tlm_model_get_info(const tlm_model *m, tlm_model_info *out);
@@ -171,6 +172,96 @@ int32_t tlm_sampler_sample(tlm_sampler *s, const float *logits);
 /* Records a token (prompt or generated) for the repetition penalty. */
 void tlm_sampler_accept(tlm_sampler *s, int32_t tok);
 void tlm_sampler_reset(tlm_sampler *s);
+
+/* ----------------------------------------------- model files (.tlm) */
+
+/* trimlm's own model file: see runtime/tlm_format.h for the layout. */
+
+/* Storage types of tensors in a .tlm file. */
+typedef enum tlm_tensor_type {
+    TLM_TYPE_F32 = 0,
+    TLM_TYPE_F16 = 1,
+    TLM_TYPE_BF16 = 2,
+    /* 16..31 are reserved for the quantized types (int8, int4). */
+} tlm_tensor_type;
+
+/* "f32", "f16", "bf16"; "unknown" otherwise. */
+const char *tlm_tensor_type_name(int32_t type);
+/* The type called name, or -1. */
+int32_t tlm_tensor_type_from_name(const char *name);
+
+/* Progress of a long operation: stage ("load", "write", "verify"), done of
+ * total units (bytes for "write" and "verify"). Returning false cancels the operation, which then
+ * cleans up and fails. May be NULL. */
+typedef bool (*tlm_progress_fn)(void *user, const char *stage, uint64_t done, uint64_t total);
+
+typedef struct tlm_convert_params {
+    int32_t type;          /* tlm_tensor_type of the matrices (default f16) */
+    const char *keep_wide; /* comma-separated tensors kept f32: a full name
+                              ("output.weight"), or a name without ".weight"
+                              and "blk.N." ("output", "token_embd", "attn_q");
+                              NULL = none. Vectors (norms, biases) are always f32. */
+} tlm_convert_params;
+
+tlm_convert_params tlm_convert_default_params(void);
+
+/* Converts src (anything tlm_model_load accepts, .tlm included) into a .tlm
+ * file at dst: written to a temporary file in dst's directory, fsync'd, then
+ * renamed, so dst is either untouched or complete. Refuses to overwrite src
+ * (or a file of a source directory). On any failure or cancellation the
+ * temporary file is removed. progress is called with stage "write" and done 0
+ * before the temporary file is created. */
+tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_params *p,
+                       tlm_progress_fn progress, void *user, tlm_error *err);
+
+/* Verifies every checksum of a .tlm file (header, sections, each tensor, the
+ * whole file). TLM_OK when intact; otherwise err names the first problem
+ * (e.g. the damaged tensor). */
+tlm_status tlm_file_verify(const char *path, tlm_progress_fn progress, void *user,
+                           tlm_error *err);
+
+/* A description of a model file for `trimlm info`, read without converting
+ * any weight when it is a .tlm file. For GGUF and Hugging Face sources the
+ * model is loaded; file-level fields that do not apply are 0 / NULL. */
+typedef struct tlm_tensor_desc {
+    const char *name;       /* as stored in the file */
+    const char *type;       /* "f32", "f16", "bf16", "q4_1", ... */
+    int32_t n_dims;
+    int64_t rows, cols;     /* cols = the contiguous dimension; rows = 1 for vectors */
+    uint64_t offset;        /* .tlm: from the start of the file; else 0 */
+    uint64_t bytes;         /* stored bytes */
+} tlm_tensor_desc;
+
+typedef struct tlm_sublayer_desc {
+    const char *kind;       /* "attn" or "mlp" */
+    int32_t layer;          /* original layer index */
+    bool has_score;
+    float score;            /* importance (1 - cos), when has_score */
+    int32_t n_tensors;
+    int64_t n_params;
+} tlm_sublayer_desc;
+
+typedef struct tlm_file_desc {
+    const char *path;
+    const char *format;         /* "tlm", "gguf", "safetensors" */
+    uint32_t format_version;    /* .tlm / GGUF version; 0 for safetensors */
+    uint64_t file_bytes;        /* the file, or every file of a directory */
+    uint64_t tensor_bytes;      /* stored bytes of all tensors */
+    int64_t n_weights;          /* elements of all tensors */
+    tlm_model_info info;
+    const char *source;         /* .tlm: the file it was converted from */
+    const char *convert_type;   /* .tlm: --type it was converted with */
+    bool has_chat_template;
+    int32_t n_tensors;
+    const tlm_tensor_desc *tensors;
+    int32_t n_sublayers;        /* kept sublayers, in execution order */
+    const tlm_sublayer_desc *sublayers;
+    int32_t n_attn_sublayers;
+    uint64_t file_checksum;     /* .tlm: the stored XXH3-64 */
+} tlm_file_desc;
+
+tlm_file_desc *tlm_file_describe(const char *path, tlm_error *err);
+void tlm_file_desc_free(tlm_file_desc *d);
 
 /* --------------------------------------------------------------- system */
 

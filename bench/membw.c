@@ -1,0 +1,182 @@
+/*
+ * membw.c — `trimlm-membw`: memory read bandwidth, the ceiling of decode speed.
+ *
+ * Decoding one token reads every weight once, so tokens/s can be at most
+ * bandwidth / bytes-per-token. This tool measures that bandwidth the way a
+ * GEMV sees it: a sequential read of a buffer far larger than any cache
+ * (default 1 GiB), split into one contiguous slice per OpenMP thread, repeated
+ * over several passes. Each pass is timed; best and median GB/s (1e9 bytes/s)
+ * are printed per thread count as one JSON object on stdout.
+ *
+ *   trimlm-membw [--size-mib 1024] [--passes 10] [-t 1,2]
+ */
+#include <errno.h>
+#include <omp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------ options */
+
+#define MEMBW_MAX_THREAD_COUNTS 16
+
+typedef struct membw_options {
+    int64_t size_mib;                         /* buffer size in MiB */
+    int64_t passes;                           /* timed reads of the whole buffer */
+    int threads[MEMBW_MAX_THREAD_COUNTS];     /* thread counts to measure */
+    int n_threads;
+} membw_options;
+
+static const char membw_usage[] =
+    "usage: trimlm-membw [--size-mib N] [--passes N] [-t LIST]\n"
+    "\n"
+    "Measures memory read bandwidth (GB/s = 1e9 bytes/s) over one buffer and\n"
+    "prints it as JSON.\n"
+    "\n"
+    "  --size-mib N   buffer size in MiB (default 1024, at least 64)\n"
+    "  --passes N     timed passes over the buffer per thread count (default 10)\n"
+    "  -t LIST        comma-separated thread counts (default: 1 and the OpenMP maximum)\n"
+    "  -h, --help     this help\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "trimlm-membw: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    return 2;
+}
+
+static bool parse_int(const char *text, int64_t lo, int64_t hi, int64_t *out) {
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+/* Returns -1 to go on, else an exit code. */
+static int parse_membw_args(int argc, char **argv, membw_options *o) {
+    *o = (membw_options){.size_mib = 1024, .passes = 10};
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i];
+        if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
+            fputs(membw_usage, stdout);
+            return 0;
+        }
+        bool known = strcmp(flag, "--size-mib") == 0 || strcmp(flag, "--passes") == 0 ||
+                     strcmp(flag, "-t") == 0 || strcmp(flag, "--threads") == 0;
+        if (!known) return usage_error("unknown option '%s' (see trimlm-membw --help)", flag);
+        if (i + 1 >= argc) return usage_error("missing value for %s", flag);
+        const char *val = argv[++i];
+        if (strcmp(flag, "--size-mib") == 0) {
+            if (!parse_int(val, 64, 1 << 20, &o->size_mib))
+                return usage_error("invalid value '%s' for --size-mib (expected an integer >= 64)", val);
+        } else if (strcmp(flag, "--passes") == 0) {
+            if (!parse_int(val, 1, 100000, &o->passes))
+                return usage_error("invalid value '%s' for --passes (expected a positive integer)", val);
+        } else {
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", val);
+            o->n_threads = 0;
+            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+                int64_t t;
+                if (o->n_threads == MEMBW_MAX_THREAD_COUNTS || !parse_int(tok, 1, 4096, &t))
+                    return usage_error("invalid value '%s' for -t (expected a comma-separated "
+                                       "list of at most 16 positive integers)", val);
+                o->threads[o->n_threads++] = (int)t;
+            }
+            if (o->n_threads == 0)
+                return usage_error("invalid value '%s' for -t (expected a comma-separated list "
+                                   "of positive integers)", val);
+        }
+    }
+    if (o->n_threads == 0) {
+        o->threads[o->n_threads++] = 1;
+        if (omp_get_max_threads() > 1) o->threads[o->n_threads++] = omp_get_max_threads();
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Sum of every word of buf[0..n): every byte is loaded, and the result is
+ * used (printed), so the compiler cannot drop the reads. The slice split
+ * matches how the runtime gives each thread its own rows of a matrix. */
+static uint64_t read_buffer(const uint64_t *buf, size_t n, int threads) {
+    uint64_t acc = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : acc)
+    {
+        int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        size_t i0 = n * (size_t)ith / (size_t)nth, i1 = n * (size_t)(ith + 1) / (size_t)nth;
+        uint64_t local = 0;
+#pragma omp simd reduction(+ : local)
+        for (size_t i = i0; i < i1; i++) local += buf[i];
+        acc += local;
+    }
+    return acc;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* -------------------------------------------------------------- main */
+
+int main(int argc, char **argv) {
+    membw_options o;
+    int rc = parse_membw_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+
+    size_t bytes = (size_t)o.size_mib << 20;
+    size_t n_words = bytes / sizeof(uint64_t);
+    uint64_t *buf = NULL;
+    if (posix_memalign((void **)&buf, 4096, bytes) != 0) {
+        fprintf(stderr, "trimlm-membw: cannot allocate a buffer of %lld MiB\n", (long long)o.size_mib);
+        return 1;
+    }
+    /* Written by all threads, each its own slice, so that the pages are
+     * mapped (and on a NUMA machine placed) before any timing. */
+    int max_threads = 1;
+    for (int t = 0; t < o.n_threads; t++)
+        if (o.threads[t] > max_threads) max_threads = o.threads[t];
+#pragma omp parallel num_threads(max_threads)
+    {
+        int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        size_t i0 = n_words * (size_t)ith / (size_t)nth, i1 = n_words * (size_t)(ith + 1) / (size_t)nth;
+        for (size_t i = i0; i < i1; i++) buf[i] = i * 0x9E3779B97F4A7C15ull;
+    }
+
+    double *gbps = malloc((size_t)o.passes * sizeof *gbps);
+    if (!gbps) { free(buf); fprintf(stderr, "trimlm-membw: out of memory\n"); return 1; }
+    uint64_t checksum = 0;
+    printf("{\"buffer_bytes\": %zu, \"passes\": %lld, \"results\": [", bytes, (long long)o.passes);
+    for (int t = 0; t < o.n_threads; t++) {
+        checksum += read_buffer(buf, n_words, o.threads[t]); /* warm-up: threads started */
+        for (int64_t p = 0; p < o.passes; p++) {
+            double t0 = now_seconds();
+            checksum += read_buffer(buf, n_words, o.threads[t]);
+            double seconds = now_seconds() - t0;
+            gbps[p] = (double)bytes / seconds / 1e9;
+        }
+        qsort(gbps, (size_t)o.passes, sizeof *gbps, compare_doubles);
+        double median = o.passes % 2 ? gbps[o.passes / 2]
+                                     : 0.5 * (gbps[o.passes / 2 - 1] + gbps[o.passes / 2]);
+        printf("%s\n  {\"threads\": %d, \"best_gb_per_s\": %.2f, \"median_gb_per_s\": %.2f, "
+               "\"worst_gb_per_s\": %.2f}",
+               t ? "," : "", o.threads[t], gbps[o.passes - 1], median, gbps[0]);
+    }
+    printf("\n], \"checksum\": \"%016llx\"}\n", (unsigned long long)checksum);
+    free(gbps);
+    free(buf);
+    return 0;
+}
