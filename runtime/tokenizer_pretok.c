@@ -9,7 +9,8 @@
  * that is not valid UTF-8, so the pieces must be: the input was repaired
  * first, the loaders accept only UTF-8 strings for the steps to insert,
  * \C (one byte, even inside a character) is refused at compile time, and
- * split_piece() checks each piece once before the per-match check is skipped.
+ * tok_pretok_run() checks each piece once before the per-match check is
+ * skipped.
  */
 #include <string.h>
 

@@ -4,7 +4,8 @@
  * round trip of valid UTF-8), the U+FFFD repair of invalid UTF-8 (expected
  * strings from Python's bytes.decode('utf-8', 'replace')), the output-buffer
  * contract, tokenizer_config.json, and damaged files that must fail with a
- * message naming the file.
+ * message naming the file. Vocabularies built with the internal builder
+ * stand in for GGUF files whose strings are not valid UTF-8.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -402,6 +403,208 @@ static void test_bad_json(void **state) {
     assert_int_equal(err.code, TLM_ERR_ARG);
 }
 
+/* ------------------------------------------------------ strings that are not UTF-8 */
+
+static const char *const SMALL_MODEL = "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1}}";
+
+/* {<field>, SMALL_MODEL} */
+static void expect_failure_with(const char *name, const char *field, const char *needle) {
+    strbuf b = {0};
+    sb_str(&b, "{");
+    sb_str(&b, field);
+    sb_str(&b, ",");
+    sb_str(&b, SMALL_MODEL);
+    sb_str(&b, "}");
+    expect_failure(name, b.s, needle);
+    free(b.s);
+}
+
+static void test_invalid_utf8_strings(void **state) {
+    (void)state;
+    expect_failure_with("tok_bad_utf8_replace.json",
+                        "\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"\xF0\"}",
+                        "Replace normalizer's \"content\" is not valid UTF-8");
+    expect_failure_with("tok_bad_utf8_replace_from.json",
+                        "\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"String\":\"\xC3(\"},\"content\":\"a\"}",
+                        "Replace normalizer's \"pattern\" is not valid UTF-8");
+    expect_failure_with("tok_bad_utf8_prepend.json",
+                        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},"
+                        "{\"type\":\"Prepend\",\"prepend\":\"x\xE2\x96\"}]}",
+                        "Prepend normalizer's \"prepend\" is not valid UTF-8 (bad byte 0xE2 at offset 1)");
+    expect_failure_with("tok_bad_utf8_metaspace.json",
+                        "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\xED\xA0\x80\"}",
+                        "Metaspace pre_tokenizer's \"replacement\" is not valid UTF-8");
+    expect_failure_with("tok_bad_utf8_split.json",
+                        "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"\xFF\"},"
+                        "\"behavior\":\"Isolated\"}",
+                        "Split pre_tokenizer's \"pattern\" is not valid UTF-8");
+    expect_failure_with("tok_bad_utf8_added.json",
+                        "\"added_tokens\":[{\"id\":2,\"content\":\"<ok>\"},{\"id\":3,\"content\":\"\xA9<x>\"}]",
+                        "\"content\" of added token 3 is not valid UTF-8");
+    /* \C matches one byte, even inside a character */
+    expect_failure_with("tok_bad_backslash_c.json",
+                        "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\\\\C\"},"
+                        "\"behavior\":\"Isolated\"}",
+                        "\\C");
+}
+
+/* A byte-level vocabulary built the way the GGUF loader builds one: the 256
+ * mapped bytes (ids 0..255), then extra[i] with attribute attr[i] (id
+ * 256 + i), the GPT-2 pre-tokenizer regex. */
+static tlm_tokenizer *build_byte_level(const char *const *extra, const uint8_t *attr, int n_extra) {
+    tok_builder b;
+    tlm_error err = {0};
+    assert_int_equal(tok_builder_init(&b, TLM_TOK_BYTE_BPE, 256 + n_extra, "unit.gguf", &err), 0);
+    for (int byte = 0; byte < 256; byte++) {
+        char u[4];
+        size_t n = tok_utf8_put(tok_byte_to_cp((uint8_t)byte), u);
+        assert_int_equal(tok_strtab_set(&b.t->text, byte, u, n), 0);
+    }
+    for (int i = 0; i < n_extra; i++) {
+        assert_int_equal(tok_strtab_set(&b.t->text, 256 + i, extra[i], strlen(extra[i])), 0);
+        b.t->attr[256 + i] = attr[i];
+    }
+    assert_int_equal(tok_pretok_add_split(&b.t->pretok, TOK_RE_GPT2, strlen(TOK_RE_GPT2), false,
+                                          TOK_SPLIT_ISOLATED, "unit.gguf", &err), 0);
+    tlm_tokenizer *t = tok_builder_finish(&b, &err);
+    if (!t) fail_msg("%s", err.msg);
+    return t;
+}
+
+/* Added tokens that begin with a continuation byte (GGUF can hold them):
+ * never matched, so no character of the text is cut in half. */
+static void test_added_token_continuation_byte(void **state) {
+    (void)state;
+    static const char *const extra[] = {"\xA9", "\x80<|x|>", "<|x|>", "\xC3\xA9"};
+    static const uint8_t attr[] = {TOK_ATTR_USER, TOK_ATTR_CONTROL, TOK_ATTR_CONTROL, TOK_ATTR_USER};
+    tlm_tokenizer *t = build_byte_level(extra, attr, 4);
+    /* U+0080 (C2 80) right before <|x|>: matching "\x80<|x|>" there would
+     * leave a lone C2 for the pre-tokenizer */
+    const char *s = "caf\xC3\xA9 \xC2\x80<|x|> \xC2\xA9";
+    int32_t ids[64];
+    char dec[256];
+    for (int special = 0; special <= 1; special++) {
+        int32_t n = encode_all(t, s, strlen(s), false, special, ids, 64);
+        for (int32_t i = 0; i < n; i++) {
+            assert_int_not_equal(ids[i], 256);
+            assert_int_not_equal(ids[i], 257);
+        }
+        size_t dl = decode_all(t, ids, n, dec);
+        assert_int_equal(dl, strlen(s));
+        assert_memory_equal(dec, s, dl);
+        /* the valid added tokens still match: é always, <|x|> when special */
+        bool saw_e = false, saw_x = false;
+        for (int32_t i = 0; i < n; i++) {
+            saw_e |= ids[i] == 259;
+            saw_x |= ids[i] == 258;
+        }
+        assert_true(saw_e);
+        assert_int_equal(saw_x, special);
+    }
+    /* the unmatched tokens stay in the vocabulary and decode to their bytes */
+    size_t len;
+    const char *b = tokenizer_token_bytes(t, 256, true, &len);
+    assert_int_equal(len, 1);
+    assert_int_equal((unsigned char)b[0], 0xA9);
+    tokenizer_free(t);
+
+    /* random text around them, with and without specials: decodes back */
+    static const char *const pieces[] = {"\xC2\x80", "\xC2\xA9", "\xC3\xA9", "<|x|>", "a", " "};
+    t = build_byte_level(extra, attr, 4);
+    char text[256];
+    int32_t many[256];
+    for (int iter = 0; iter < 500; iter++) {
+        size_t n = 0;
+        while (n < 200) {
+            const char *piece = pieces[rnd() % (sizeof pieces / sizeof *pieces)];
+            memcpy(text + n, piece, strlen(piece));
+            n += strlen(piece);
+        }
+        int32_t c = encode_all(t, text, n, false, rnd() & 1, many, 256);
+        size_t dl = decode_all(t, many, c, dec);
+        assert_int_equal(dl, n);
+        assert_memory_equal(dec, text, n);
+    }
+    tokenizer_free(t);
+}
+
+/* A pre-tokenizer step that inserts bytes that are not UTF-8 (the loaders
+ * refuse them; this is the check behind them): encoding fails cleanly. */
+static void test_pretok_invalid_piece(void **state) {
+    (void)state;
+    tok_builder b;
+    tlm_error err = {0};
+    assert_int_equal(tok_builder_init(&b, TLM_TOK_BYTE_BPE, 256, "unit.gguf", &err), 0);
+    for (int byte = 0; byte < 256; byte++) {
+        char u[4];
+        size_t n = tok_utf8_put(tok_byte_to_cp((uint8_t)byte), u);
+        assert_int_equal(tok_strtab_set(&b.t->text, byte, u, n), 0);
+    }
+    assert_int_equal(tok_pretok_add_replace(&b.t->pretok, "a", 1, "\xF0", 1, &err), 0);
+    assert_int_equal(tok_pretok_add_split(&b.t->pretok, TOK_RE_GPT2, strlen(TOK_RE_GPT2), false,
+                                          TOK_SPLIT_ISOLATED, "unit.gguf", &err), 0);
+    /* \C is refused with a message that says so */
+    assert_int_equal(tok_pretok_add_split(&b.t->pretok, "x\\C", 3, false, TOK_SPLIT_ISOLATED,
+                                          "unit.gguf", &err), TLM_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "unit.gguf"));
+    assert_non_null(strstr(err.msg, "\\C"));
+    tlm_tokenizer *t = tok_builder_finish(&b, &err);
+    assert_non_null(t);
+    int32_t ids[16];
+    assert_int_equal(tokenizer_encode(t, "bab", 3, false, false, ids, 16, &err), -1);
+    assert_int_equal(err.code, TLM_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "not valid UTF-8"));
+    assert_int_equal(tokenizer_encode(t, "bcd", 3, false, false, ids, 16, &err), 3);
+    tokenizer_free(t);
+}
+
+/* tok_builder_add_merge keeps exactly the bytes it is given, NULs included. */
+static void test_merge_with_nul(void **state) {
+    (void)state;
+    tok_builder b;
+    tlm_error err = {0};
+    assert_int_equal(tok_builder_init(&b, TLM_TOK_SPM_BPE, 3, "unit.gguf", &err), 0);
+    assert_int_equal(tok_strtab_set(&b.t->text, 0, "a\0c", 3), 0);
+    assert_int_equal(tok_strtab_set(&b.t->text, 1, "b", 1), 0);
+    assert_int_equal(tok_strtab_set(&b.t->text, 2, "a\0cb", 4), 0);
+    assert_int_equal(tok_builder_add_merge(&b, "a\0c", 3, "b", 1, &err), 0);
+    tlm_tokenizer *t = tok_builder_finish(&b, &err);
+    if (!t) fail_msg("%s", err.msg);
+    const tok_merge_slot *m = tok_merge_find(t, 0, 1);
+    assert_non_null(m);
+    assert_int_equal(m->merged_id, 2);
+    assert_int_equal(m->rank, 0);
+    tokenizer_free(t);
+}
+
+/* (NULL, 0) is the empty text; NULL with a length is an argument error. */
+static void test_encode_null_text(void **state) {
+    (void)state;
+    tlm_tokenizer *t = load_byte_level();
+    tlm_error err = {0};
+    int32_t ids[4] = {-7, -7, -7, -7};
+    assert_int_equal(tokenizer_encode(t, NULL, 0, false, true, ids, 4, &err), 0);
+    assert_int_equal(tokenizer_encode(t, NULL, 0, false, false, NULL, 0, &err), 0);
+    assert_int_equal(ids[0], -7);
+    assert_int_equal(tokenizer_encode(t, NULL, 1, false, true, ids, 4, &err), -1);
+    assert_int_equal(err.code, TLM_ERR_ARG);
+    tokenizer_free(t);
+
+    /* with a BOS to add: just the BOS */
+    char *json = byte_level_json(NULL, NULL);
+    const char *path = write_file("tok_unit_null_text.json", json, strlen(json));
+    char tok_path[1200];
+    snprintf(tok_path, sizeof tok_path, "%s", path);
+    free(json);
+    const char *cfg = "{\"add_bos_token\":true,\"bos_token\":\"<|end|>\"}";
+    const char *cfg_path = write_file("tok_unit_null_text_cfg.json", cfg, strlen(cfg));
+    t = tokenizer_from_hf(tok_path, cfg_path, &err);
+    assert_non_null(t);
+    assert_int_equal(tokenizer_encode(t, NULL, 0, true, true, ids, 4, &err), 1);
+    assert_int_equal(ids[0], 259);
+    tokenizer_free(t);
+}
+
 /* Every truncation and a few byte flips of a valid file: never a crash. */
 static void test_damaged_json(void **state) {
     (void)state;
@@ -443,6 +646,11 @@ int main(void) {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_damaged_json),
+        cmocka_unit_test(test_invalid_utf8_strings),
+        cmocka_unit_test(test_added_token_continuation_byte),
+        cmocka_unit_test(test_pretok_invalid_piece),
+        cmocka_unit_test(test_merge_with_nul),
+        cmocka_unit_test(test_encode_null_text),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
