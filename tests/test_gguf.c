@@ -514,7 +514,7 @@ static void test_random_byte_flips(void **state) {
 
 int main(void) {
     const char *dir = getenv("TLM_TEST_OUT");
-    snprintf(test_path, sizeof test_path, "%s/gguf-reader-test-%ld.gguf", dir ? dir : ".",
+    snprintf(test_path, sizeof test_path, "%s/gguf-reader-test-%ld.gguf", dir && *dir ? dir : P_tmpdir,
              (long)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_v3),

@@ -524,7 +524,7 @@ static void remove_tree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH
 
 int main(void) {
     const char *out = getenv("TLM_TEST_OUT");
-    if (!out || !*out) out = ".";
+    if (!out || !*out) out = P_tmpdir;
     snprintf(g_dir, sizeof g_dir, "%s/safetensors-XXXXXX", out);
     if (!mkdtemp(g_dir)) {
         fprintf(stderr, "cannot create a scratch directory under %s: %s\n", out, strerror(errno));

@@ -124,7 +124,7 @@ static size_t decode_all(const tlm_tokenizer *t, const int32_t *ids, int32_t n, 
 static int setup(void **state) {
     (void)state;
     const char *dir = getenv("TLM_TEST_OUT");
-    snprintf(out_dir, sizeof out_dir, "%s", dir && *dir ? dir : ".");
+    snprintf(out_dir, sizeof out_dir, "%s", dir && *dir ? dir : P_tmpdir);
     return 0;
 }
 
