@@ -152,16 +152,18 @@ def test_errors(model):
 # ----------------------------------------------------------------- membw
 
 def test_membw(membw):
-    rc, out, err = run([membw, "--size-mib", "64", "--passes", "2", "-t", "1,2"])
-    try:
-        doc = json.loads(out)
-        res = doc["results"]
-        ok = rc == 0 and doc["buffer_bytes"] == 64 << 20 and [r["threads"] for r in res] == [1, 2] \
-            and all(r["best_gb_per_s"] >= r["median_gb_per_s"] >= r["worst_gb_per_s"] > 0 for r in res)
-    except (ValueError, KeyError, TypeError) as e:
-        ok, err = False, f"{e} {err}"
-    check("membw: JSON with best >= median >= worst > 0 per thread count", ok,
-          f"rc={rc} out={out!r} err={err!r}")
+    for extra, huge in (([], True), (["--small-pages"], False)):
+        rc, out, err = run([membw, "--size-mib", "64", "--passes", "2", "-t", "1,2"] + extra)
+        try:
+            doc = json.loads(out)
+            res = doc["results"]
+            ok = rc == 0 and doc["buffer_bytes"] == 64 << 20 and doc["huge_pages_requested"] is huge \
+                and [r["threads"] for r in res] == [1, 2] \
+                and all(r["best_gb_per_s"] >= r["median_gb_per_s"] >= r["worst_gb_per_s"] > 0 for r in res)
+        except (ValueError, KeyError, TypeError) as e:
+            ok, err = False, f"{e} {err}"
+        check(f"membw {' '.join(extra)}: JSON with best >= median >= worst > 0 per thread count", ok,
+              f"rc={rc} out={out!r} err={err!r}")
     rc, out, err = run([membw, "--size-mib", "1"])
     check("membw: a too-small buffer is a usage error", rc == 2 and "--size-mib" in err,
           f"rc={rc} {err!r}")
