@@ -15,6 +15,24 @@
  *    element-wise stages in one OpenMP region each;
  *  - decode (n = 1): one OpenMP region for the whole token, each thread taking
  *    a slice of every matrix-vector product, barriers between stages.
+ *
+ * Weight matrices are f32 or quantized (q8_g32_r16 / q4_g32_r16, see
+ * quant/qformat.h; model.h's tlm_matrix). Quantized ones are used so:
+ *  - decode: the input vector is quantized to int8 per group of 32
+ *    (quantize_act_q8_g32) and the int8 GEMV kernels run over whole 16-row
+ *    tiles. Each thread quantizes the vector into its own buffer (as it
+ *    normalises its own copy of the residual stream): a 576..1536-float
+ *    quantization costs less than the barrier that sharing one would need.
+ *    One quantized vector serves every matrix with that input (xn for
+ *    q/k/v and for gate/up; the attention output for Wo; the SwiGLU output
+ *    for Wd; the final xn for the output head), so the result does not
+ *    depend on the thread count.
+ *  - prefill: the matrix is dequantized to f32, one panel of rows at a time
+ *    into a per-thread buffer, and multiplied by the f32 activations with
+ *    sgemm (C[:, panel] = A panel^T): the same weights as decode, without
+ *    the activation rounding. The last row's logits of a prefill that keeps
+ *    only those go through the decode GEMV (one vector: no panels).
+ * A quantized token-embedding table is dequantized one looked-up row at a time.
  * Every buffer is allocated in tlm_context_new; nothing is allocated per token
  * (except the logits buffer, grown when a call asks for more rows than ever).
  */
@@ -28,11 +46,15 @@
 #include "error.h"
 #include "kernels.h"
 #include "model.h"
+#include "qformat.h"
 #include "trimlm.h"
 
 #define TLM_DEFAULT_N_CTX 4096
 #define TLM_DEFAULT_N_BATCH 512
 #define TLM_MAX_THREADS 1024
+/* Rows of a quantized matrix dequantized at once for a prefill product: a
+ * multiple of 16 (whole tiles); 256 x 1536 floats = 1.5 MB stays in L2. */
+#define PANEL_ROWS 256
 
 struct tlm_context {
     const struct tlm_model *model;
@@ -67,6 +89,13 @@ struct tlm_context {
     double *rope_inv_freq; /* (rope_dim/2) radians per position, scaling applied */
     float *scores; /* (n_threads, n_ctx) attention weights, one row per thread */
 
+    /* Quantized weights only (NULL for an all-f32 model). */
+    uint8_t *xq;       /* (n_threads, xq_stride) decode: each thread's int8 activation,
+                          tlm_block_q8_g32_act per 32 inputs */
+    size_t xq_stride;  /* bytes per thread: blocks of the widest matrix input */
+    float *panel;      /* (n_threads, PANEL_ROWS * panel_cols) prefill: dequantized rows */
+    int64_t panel_cols; /* the widest matrix input */
+
     /* Logits of the last tlm_decode call. */
     float *logits;        /* (logits_rows_cap, n_vocab) */
     size_t logits_rows_cap;
@@ -84,6 +113,75 @@ static inline void thread_slice(int64_t n, int ith, int nth, int64_t *r0, int64_
     int64_t a = (int64_t)ith * per, b = a + per;
     *r0 = a < n ? a : n;
     *r1 = b < n ? b : n;
+}
+
+/* Rows [r0, r1) of matrix W for thread ith of nth: whole 16-row tiles for a
+ * quantized matrix, as thread_slice for an f32 one. */
+static inline void matrix_slice(const tlm_matrix *W, int ith, int nth, int64_t *r0, int64_t *r1) {
+    if (W->type == TLM_W_F32) {
+        thread_slice(W->rows, ith, nth, r0, r1);
+        return;
+    }
+    int64_t tiles = (W->rows + TLM_QROWS - 1) / TLM_QROWS;
+    int64_t per = (tiles + nth - 1) / nth * TLM_QROWS;
+    int64_t a = (int64_t)ith * per, b = a + per;
+    *r0 = a < W->rows ? a : W->rows;
+    *r1 = b < W->rows ? b : W->rows;
+}
+
+/* y[r] = (W x)[r] for r in [r0, r1); xq is x quantized by quantize_act_q8_g32
+ * (read only when W is quantized). y is the whole output vector. */
+static inline void matvec_rows(const tlm_kernels *kern, const tlm_matrix *W, const float *x,
+                               const void *xq, float *y, int64_t r0, int64_t r1) {
+    switch (W->type) {
+    case TLM_W_F32: kern->gemv_f32(W->data, x, y, W->cols, r0, r1); break;
+    case TLM_W_Q8_G32_R16: kern->gemv_q8_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
+    case TLM_W_Q4_G32_R16: kern->gemv_q4_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
+    }
+}
+
+/* Rows [r0, r1) of a quantized matrix to f32: out[(r - r0) * cols + i]. */
+static inline void dequant_rows(const tlm_kernels *kern, const tlm_matrix *W, float *out,
+                                int64_t r0, int64_t r1) {
+    if (W->type == TLM_W_Q8_G32_R16) kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
+    else kern->dequant_q4_g32_r16(W->data, out, W->cols, r0, r1);
+}
+
+static inline bool is_quant(const tlm_matrix *W) { return W->type != TLM_W_F32; }
+
+/* The layer's matrices as tlm_matrix views (f32 or quantized). */
+typedef struct layer_mats {
+    tlm_matrix q, k, v, o, gate, up, down;
+} layer_mats;
+
+static layer_mats layer_matrices(const struct tlm_model *m, const tlm_layer *L) {
+    const tlm_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, F = hp->n_ff, q_dim = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    return (layer_mats){
+        .q = model_matrix(&L->wq_q, L->wq, q_dim, E),
+        .k = model_matrix(&L->wk_q, L->wk, kv_dim, E),
+        .v = model_matrix(&L->wv_q, L->wv, kv_dim, E),
+        .o = model_matrix(&L->wo_q, L->wo, E, q_dim),
+        .gate = model_matrix(&L->w_gate_q, L->w_gate, F, E),
+        .up = model_matrix(&L->w_up_q, L->w_up, F, E),
+        .down = model_matrix(&L->w_down_q, L->w_down, E, F),
+    };
+}
+
+static tlm_matrix output_matrix(const struct tlm_model *m) {
+    return model_matrix(&m->output_q, m->output, m->hp.n_vocab, m->hp.n_embd);
+}
+
+static bool model_has_quant(const struct tlm_model *m) {
+    if (m->output_q.data || m->tok_embd_q.data) return true;
+    for (int32_t l = 0; l < m->hp.n_layer; l++) {
+        const tlm_layer *L = &m->layers[l];
+        if (L->wq_q.data || L->wk_q.data || L->wv_q.data || L->wo_q.data || L->w_gate_q.data ||
+            L->w_up_q.data || L->w_down_q.data)
+            return true;
+    }
+    return false;
 }
 
 /* Work items [i0, i1) of n for thread ith of nth (no rounding). */
@@ -249,6 +347,38 @@ static tlm_status sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, cons
     return TLM_OK;
 }
 
+/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A quantized W is
+ * dequantized in panels of at most PANEL_ROWS rows (a multiple of 16, at least
+ * one per thread), each thread dequantizing a panel into its own buffer and
+ * multiplying it on its own (oneDNN runs one thread inside a parallel region). */
+static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_matrix *W, const float *A,
+                         float beta, float *C, int64_t ldc, tlm_error *err) {
+    if (W->type == TLM_W_F32) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
+    const int64_t N = W->rows, K = W->cols, nth = c->n_threads;
+    int64_t n_panels = (N + PANEL_ROWS - 1) / PANEL_ROWS;
+    if (n_panels < nth) n_panels = nth;
+    n_panels = (n_panels + nth - 1) / nth * nth;
+    int64_t prow = (N + n_panels - 1) / n_panels;
+    prow = (prow + TLM_QROWS - 1) / TLM_QROWS * TLM_QROWS;
+    n_panels = (N + prow - 1) / prow;
+    int failed = 0;
+#pragma omp parallel for num_threads(c->n_threads) schedule(static, 1)
+    for (int64_t pi = 0; pi < n_panels; pi++) {
+        int64_t p0 = pi * prow, p1 = p0 + prow < N ? p0 + prow : N;
+        float *buf = c->panel + (size_t)omp_get_thread_num() * PANEL_ROWS * (size_t)c->panel_cols;
+        dequant_rows(c->kern, W, buf, p0, p1);
+        if (dnnl_sgemm('N', 'T', M, p1 - p0, K, 1.0f, A, K, buf, K, beta, C + p0, ldc) !=
+            dnnl_success) {
+#pragma omp atomic write
+            failed = 1;
+        }
+    }
+    if (failed)
+        return tlm_seterr(err, TLM_ERR_NOMEM, "matrix product %lldx%lldx%lld failed (oneDNN)",
+                          (long long)M, (long long)N, (long long)K);
+    return TLM_OK;
+}
+
 #define PARALLEL_STAGE(c, call)                                                   \
     _Pragma("omp parallel num_threads((c)->n_threads)") {                        \
         int ith = omp_get_thread_num(), nth = omp_get_num_threads();             \
@@ -267,30 +397,30 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
     tlm_status st;
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const tlm_layer *L = &m->layers[l];
+        const layer_mats W = layer_matrices(m, L);
         if (L->has_attn) {
             PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
-            if ((st = sgemm_wt(n, q_dim, E, c->xn, L->wq, 0.0f, c->q, q_dim, err)) ||
-                (st = sgemm_wt(n, kv_dim, E, c->xn, L->wk, 0.0f, c->k, kv_dim, err)) ||
-                (st = sgemm_wt(n, kv_dim, E, c->xn, L->wv, 0.0f, c->v, kv_dim, err)))
+            if ((st = matmul(c, n, &W.q, c->xn, 0.0f, c->q, q_dim, err)) ||
+                (st = matmul(c, n, &W.k, c->xn, 0.0f, c->k, kv_dim, err)) ||
+                (st = matmul(c, n, &W.v, c->xn, 0.0f, c->v, kv_dim, err)))
                 return st;
             PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
             PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
-            if ((st = sgemm_wt(n, E, q_dim, c->attn, L->wo, 1.0f, c->x, E, err))) return st;
+            if ((st = matmul(c, n, &W.o, c->attn, 1.0f, c->x, E, err))) return st;
         }
         if (!L->has_mlp) continue;
 
         PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->ffn_norm, n, ith, nth));
-        if ((st = sgemm_wt(n, F, E, c->xn, L->w_gate, 0.0f, c->gate, F, err)) ||
-            (st = sgemm_wt(n, F, E, c->xn, L->w_up, 0.0f, c->up, F, err)))
+        if ((st = matmul(c, n, &W.gate, c->xn, 0.0f, c->gate, F, err)) ||
+            (st = matmul(c, n, &W.up, c->xn, 0.0f, c->up, F, err)))
             return st;
         PARALLEL_STAGE(c, stage_silu_mul(c, n, ith, nth));
-        if ((st = sgemm_wt(n, E, F, c->gate, L->w_down, 1.0f, c->x, E, err))) return st;
+        if ((st = matmul(c, n, &W.down, c->gate, 1.0f, c->x, E, err))) return st;
     }
     if (logits_out) {
+        const tlm_matrix out = output_matrix(m);
         PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, m->out_norm, n, ith, nth));
-        if ((st = sgemm_wt(n, hp->n_vocab, E, c->xn, m->output, 0.0f, logits_out, hp->n_vocab,
-                           err)))
-            return st;
+        if ((st = matmul(c, n, &out, c->xn, 0.0f, logits_out, hp->n_vocab, err))) return st;
     }
     return TLM_OK;
 }
@@ -299,31 +429,32 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
 static void logits_of_row(struct tlm_context *c, const float *row, float *logits_out) {
     const struct tlm_model *m = c->model;
     const tlm_hparams *hp = &m->hp;
+    const tlm_matrix out = output_matrix(m);
     c->kern->rmsnorm_f32(c->xn, row, m->out_norm, hp->n_embd, hp->rms_eps);
+    if (is_quant(&out)) c->kern->quantize_act_q8_g32(c->xn, c->xq, hp->n_embd);
 #pragma omp parallel num_threads(c->n_threads)
     {
         int64_t r0, r1;
-        thread_slice(hp->n_vocab, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        if (r1 > r0) c->kern->gemv_f32(m->output, c->xn, logits_out, hp->n_embd, r0, r1);
+        matrix_slice(&out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        if (r1 > r0) matvec_rows(c->kern, &out, c->xn, c->xq, logits_out, r0, r1);
     }
 }
 
 /* ---------------------------------------------------- decode (n = 1) */
 
-/* y = W x for rows of thread ith; W is (rows, n_in). */
-static inline void gemv_slice(const tlm_kernels *kern, const float *W, const float *xv, float *y,
-                              int64_t rows, int64_t n_in, int ith, int nth) {
-    int64_t r0, r1;
-    thread_slice(rows, ith, nth, &r0, &r1);
-    if (r1 > r0) kern->gemv_f32(W, xv, y, n_in, r0, r1);
+/* This thread's int8 activation buffer. */
+static inline void *thread_xq(const struct tlm_context *c, int ith) {
+    return c->xq ? c->xq + (size_t)ith * c->xq_stride : NULL;
 }
 
 /* Decode Q/K/V by head: the (n_head + 2 n_head_kv) head-sized blocks of rows
  * are split among threads, and a thread finishes its own heads (bias, RoPE,
  * KV-cache store) without waiting for the others. xn: this thread's
- * normalised input (n_embd). */
-static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const float *xn, int ith,
-                             int nth) {
+ * normalised input (n_embd); xq: the same quantized (when a matrix is).
+ * A quantized matrix writes its head's rows into the step buffers (q, k, v)
+ * and the head is copied into the cache from there. */
+static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const layer_mats *W,
+                             const float *xn, const void *xq, int ith, int nth) {
     const tlm_hparams *hp = &c->model->hp;
     const tlm_layer *L = &c->model->layers[layer];
     const tlm_kernels *kern = c->kern;
@@ -334,21 +465,34 @@ static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const float *
         if (u < hp->n_head) {
             int32_t h = (int32_t)u;
             float *qh = c->q + (size_t)h * hd;
-            kern->gemv_f32(L->wq + (size_t)h * hd * E, xn, qh, E, 0, hd);
+            if (is_quant(&W->q))
+                matvec_rows(kern, &W->q, xn, xq, c->q, (int64_t)h * hd, (int64_t)(h + 1) * hd);
+            else
+                kern->gemv_f32(L->wq + (size_t)h * hd * E, xn, qh, E, 0, hd);
             if (L->bq)
                 for (int32_t d = 0; d < hd; d++) qh[d] += L->bq[h * hd + d];
             rope_apply(c, qh, 0);
         } else if (u < hp->n_head + hp->n_head_kv) {
             int32_t g = (int32_t)u - hp->n_head;
             float *kh = c->k_cache + kv_offset(c, layer, g, c->pos);
-            kern->gemv_f32(L->wk + (size_t)g * hd * E, xn, kh, E, 0, hd);
+            if (is_quant(&W->k)) {
+                matvec_rows(kern, &W->k, xn, xq, c->k, (int64_t)g * hd, (int64_t)(g + 1) * hd);
+                memcpy(kh, c->k + (size_t)g * hd, (size_t)hd * sizeof(float));
+            } else {
+                kern->gemv_f32(L->wk + (size_t)g * hd * E, xn, kh, E, 0, hd);
+            }
             if (L->bk)
                 for (int32_t d = 0; d < hd; d++) kh[d] += L->bk[g * hd + d];
             rope_apply(c, kh, 0);
         } else {
             int32_t g = (int32_t)u - hp->n_head - hp->n_head_kv;
             float *vh = c->v_cache + kv_offset(c, layer, g, c->pos);
-            kern->gemv_f32(L->wv + (size_t)g * hd * E, xn, vh, E, 0, hd);
+            if (is_quant(&W->v)) {
+                matvec_rows(kern, &W->v, xn, xq, c->v, (int64_t)g * hd, (int64_t)(g + 1) * hd);
+                memcpy(vh, c->v + (size_t)g * hd, (size_t)hd * sizeof(float));
+            } else {
+                kern->gemv_f32(L->wv + (size_t)g * hd * E, xn, vh, E, 0, hd);
+            }
             if (L->bv)
                 for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
         }
@@ -370,41 +514,53 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
     {
         int ith = omp_get_thread_num(), nth = omp_get_num_threads();
         float *xn = c->xn_thread + (size_t)ith * (size_t)E;
+        void *xq = thread_xq(c, ith);
         int64_t r0, r1;
         for (int32_t l = 0; l < hp->n_layer; l++) {
             const tlm_layer *L = &m->layers[l];
+            const layer_mats W = layer_matrices(m, L);
             if (L->has_attn) {
                 kern->rmsnorm_f32(xn, c->x, L->attn_norm, E, hp->rms_eps);
-                decode_qkv_heads(c, l, xn, ith, nth);
+                if (is_quant(&W.q) || is_quant(&W.k) || is_quant(&W.v))
+                    kern->quantize_act_q8_g32(xn, xq, E);
+                decode_qkv_heads(c, l, &W, xn, xq, ith, nth);
 #pragma omp barrier
                 stage_attention(c, l, 1, ith, nth);
 #pragma omp barrier
-                thread_slice(E, ith, nth, &r0, &r1);
+                if (is_quant(&W.o)) kern->quantize_act_q8_g32(c->attn, xq, q_dim);
+                matrix_slice(&W.o, ith, nth, &r0, &r1);
                 if (r1 > r0) {
-                    kern->gemv_f32(L->wo, c->attn, c->proj, q_dim, r0, r1);
+                    matvec_rows(kern, &W.o, c->attn, xq, c->proj, r0, r1);
                     for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
                 }
 #pragma omp barrier
             }
             if (!L->has_mlp) continue;
             kern->rmsnorm_f32(xn, c->x, L->ffn_norm, E, hp->rms_eps);
-            thread_slice(F, ith, nth, &r0, &r1);
+            if (is_quant(&W.gate) || is_quant(&W.up)) kern->quantize_act_q8_g32(xn, xq, E);
+            /* gate and up share the slice, so that SwiGLU runs on own rows:
+             * whole tiles when either is quantized */
+            matrix_slice(is_quant(&W.gate) ? &W.gate : &W.up, ith, nth, &r0, &r1);
             if (r1 > r0) {
-                kern->gemv_f32(L->w_gate, xn, c->gate, E, r0, r1);
-                kern->gemv_f32(L->w_up, xn, c->up, E, r0, r1);
+                matvec_rows(kern, &W.gate, xn, xq, c->gate, r0, r1);
+                matvec_rows(kern, &W.up, xn, xq, c->up, r0, r1);
                 kern->silu_mul_f32(c->gate + r0, c->up + r0, r1 - r0);
             }
 #pragma omp barrier
-            thread_slice(E, ith, nth, &r0, &r1);
+            if (is_quant(&W.down)) kern->quantize_act_q8_g32(c->gate, xq, F);
+            matrix_slice(&W.down, ith, nth, &r0, &r1);
             if (r1 > r0) {
-                kern->gemv_f32(L->w_down, c->gate, c->proj, F, r0, r1);
+                matvec_rows(kern, &W.down, c->gate, xq, c->proj, r0, r1);
                 for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
             }
 #pragma omp barrier
         }
         if (logits_out) {
+            const tlm_matrix out = output_matrix(m);
             kern->rmsnorm_f32(xn, c->x, m->out_norm, E, hp->rms_eps);
-            gemv_slice(kern, m->output, xn, logits_out, hp->n_vocab, E, ith, nth);
+            if (is_quant(&out)) kern->quantize_act_q8_g32(xn, xq, E);
+            matrix_slice(&out, ith, nth, &r0, &r1);
+            if (r1 > r0) matvec_rows(kern, &out, xn, xq, logits_out, r0, r1);
         }
     }
 }
@@ -434,6 +590,8 @@ void tlm_context_free(tlm_context *c) {
     tlm_free(c->rope_sin);
     tlm_free(c->rope_inv_freq);
     tlm_free(c->scores);
+    tlm_free(c->xq);
+    tlm_free(c->panel);
     tlm_free(c->logits);
     tlm_free(c);
 }
@@ -545,6 +703,20 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
         tlm_context_free(c);
         return NULL;
     }
+    if (model_has_quant(m)) {
+        /* every matrix input is n_embd, q_dim or n_ff wide */
+        size_t widest = E > q_dim ? E : q_dim;
+        if (F > widest) widest = F;
+        size_t blocks = (widest + TLM_QGROUP - 1) / TLM_QGROUP;
+        c->xq_stride = (blocks * sizeof(tlm_block_q8_g32_act) + 63) / 64 * 64;
+        c->panel_cols = (int64_t)widest;
+        if (!(c->xq = alloc_floats((size_t)n_threads, c->xq_stride, 1, "quantized activations", err)) ||
+            !(c->panel = alloc_floats((size_t)n_threads * PANEL_ROWS, widest, sizeof(float),
+                                      "dequantized weight panels", err))) {
+            tlm_context_free(c);
+            return NULL;
+        }
+    }
     c->logits_rows_cap = 1;
     c->n_kv_slots = 0;
     for (int32_t l = 0; l < hp->n_layer; l++)
@@ -575,9 +747,15 @@ static tlm_status ensure_logits_rows(struct tlm_context *c, size_t rows, tlm_err
 }
 
 static void embed_tokens(struct tlm_context *c, const int32_t *tokens, int32_t n) {
-    size_t E = (size_t)c->model->hp.n_embd;
-    for (int32_t i = 0; i < n; i++)
-        memcpy(c->x + (size_t)i * E, c->model->tok_embd + (size_t)tokens[i] * E, E * sizeof(float));
+    const struct tlm_model *m = c->model;
+    size_t E = (size_t)m->hp.n_embd;
+    const tlm_matrix emb = model_matrix(&m->tok_embd_q, m->tok_embd, m->hp.n_vocab, m->hp.n_embd);
+    for (int32_t i = 0; i < n; i++) {
+        if (is_quant(&emb))
+            dequant_rows(c->kern, &emb, c->x + (size_t)i * E, tokens[i], tokens[i] + 1);
+        else
+            memcpy(c->x + (size_t)i * E, m->tok_embd + (size_t)tokens[i] * E, E * sizeof(float));
+    }
 }
 
 tlm_status tlm_decode(tlm_context *c, const int32_t *tokens, int32_t n, bool all_logits,

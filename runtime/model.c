@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "alloc.h"
@@ -114,6 +115,7 @@ void tlm_model_free(tlm_model *m) {
     tlm_free(m->arch_name);
     tlm_free(m->name);
     tlm_free(m->chat_template);
+    if (m->map) munmap((void *)m->map, m->map_bytes);
     tlm_free(m);
 }
 
@@ -134,8 +136,8 @@ void tlm_model_get_info(const tlm_model *m, tlm_model_info *out) {
         .rms_eps = hp->rms_eps,
         .tied_embeddings = hp->tied_embeddings,
         .n_params = m->n_params,
-        /* every weight is an f32 array from model_alloc_weight */
-        .weight_bytes = m->n_params * (int64_t)sizeof(float),
+        /* f32 arrays from model_alloc_weight, plus the mapped quantized ones */
+        .weight_bytes = (m->n_params - m->quant_params) * (int64_t)sizeof(float) + m->quant_bytes,
         .source_format = m->source_format,
     };
 }

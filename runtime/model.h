@@ -1,5 +1,5 @@
 /*
- * model.h — the in-memory model: hyper-parameters, f32 weights, tokenizer.
+ * model.h — the in-memory model: hyper-parameters, weights, tokenizer.
  *
  * Matrices are row-major (out_features, in_features): row r holds the weights
  * producing output r, the layout of both GGUF (ne[0] = in) and safetensors.
@@ -55,6 +55,23 @@ typedef struct tlm_hparams {
     bool qkv_bias;
 } tlm_hparams;
 
+/* Storage of a weight matrix the forward pass reads. Values are the .tlm
+ * tensor types (tlm_format.h), so a mapped tensor's type is used as it is. */
+typedef enum tlm_wtype {
+    TLM_W_F32 = 0,
+    TLM_W_Q8_G32_R16 = 16, /* quant/qformat.h packed q8_g32_r16 (= TLM_Q8_G32) */
+    TLM_W_Q4_G32_R16 = 17, /* quant/qformat.h packed q4_g32_r16 (= TLM_Q4_G32) */
+} tlm_wtype;
+
+/* A (rows, cols) matrix, row r producing output r; cols % 32 == 0 for the
+ * quantized types. data is read-only: an f32 array of the model, or the
+ * packed bytes inside the mapped .tlm file. */
+typedef struct tlm_matrix {
+    tlm_wtype type;
+    int64_t rows, cols;
+    const void *data;
+} tlm_matrix;
+
 /* A layer is two sublayers, attention and MLP. A model converted with some
  * sublayers removed (.tlm) lacks them: has_attn / has_mlp is false and that
  * sublayer's pointers are NULL; the forward pass skips it. */
@@ -73,6 +90,11 @@ typedef struct tlm_layer {
     float *w_gate;    /* (n_ff, n_embd) */
     float *w_up;      /* (n_ff, n_embd) */
     float *w_down;    /* (n_embd, n_ff) */
+    /* The same seven matrices when stored quantized (.tlm int8/int4): then
+     * .data is set and the f32 pointer above is NULL. The loaders of GGUF and
+     * Hugging Face checkpoints fill only the f32 pointers; the forward pass
+     * reads every matrix through model_matrix(), which picks whichever is set. */
+    tlm_matrix wq_q, wk_q, wv_q, wo_q, w_gate_q, w_up_q, w_down_q;
 } tlm_layer;
 
 struct tlm_model {
@@ -84,6 +106,9 @@ struct tlm_model {
     float *tok_embd;     /* (n_vocab, n_embd) */
     float *out_norm;     /* (n_embd) */
     float *output;       /* (n_vocab, n_embd); == tok_embd when tied */
+    /* tok_embd / output stored quantized (NULL f32 pointer, as for layers).
+     * A quantized embedding table is dequantized one looked-up row at a time. */
+    tlm_matrix tok_embd_q, output_q;
     tlm_layer *layers;   /* n_layer */
     tlm_tokenizer *tok;
     int64_t n_params;
@@ -91,7 +116,21 @@ struct tlm_model {
      * here so that freeing is one loop. */
     float **owned;
     int32_t n_owned, cap_owned;
+    /* Quantized matrices point into this read-only mapping of the .tlm file,
+     * kept for the model's lifetime (NULL when nothing is mapped). */
+    const void *map;
+    size_t map_bytes;
+    int64_t quant_bytes; /* stored bytes of the quantized matrices */
+    int64_t quant_params; /* their elements (also counted in n_params) */
 };
+
+/* The matrix to compute with: q when it holds data, else the f32 array f32
+ * (rows, cols). */
+static inline tlm_matrix model_matrix(const tlm_matrix *q, const float *f32, int64_t rows,
+                                      int64_t cols) {
+    if (q->data) return *q;
+    return (tlm_matrix){.type = TLM_W_F32, .rows = rows, .cols = cols, .data = f32};
+}
 
 /* Allocates an f32 weight array of n floats owned by the model. */
 float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err);

@@ -9,7 +9,9 @@
  * bounds-checked against the data section; so a damaged or truncated file
  * fails with one line naming the problem and never crashes. Damage inside
  * tensor data is found by tlm_file_verify (per-tensor checksums), which
- * loading does not run: later versions map the weights instead of reading them.
+ * loading does not run. Float tensors are converted to f32 arrays; quantized
+ * matrices (q8_g32 / q4_g32) are used where they lie in the mapping, which
+ * the model then keeps open (read-only) until tlm_model_free.
  */
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -32,6 +34,7 @@
 #include "ggml_types.h"
 #include "gguf.h"
 #include "model.h"
+#include "qformat.h"
 #include "safetensors.h"
 #include "tlm_format.h"
 
@@ -175,15 +178,28 @@ static tlm_status check_directory(tlm_reader *r) {
             return tlm_seterr(r->err, TLM_ERR_FORMAT, "%s: tensor directory entry %" PRIu32
                               " has an invalid name", r->path, i);
         uint32_t eb = tlm_dtype_float_bytes(e->dtype);
-        if (!eb)
+        const bool quant = tlm_dtype_is_quant(e->dtype);
+        if (!eb && !quant)
             return tlm_seterr(r->err, TLM_ERR_UNSUPPORTED,
                               "%s: tensor '%s' has type %" PRIu32 ", which this trimlm cannot read",
                               r->path, e->name, e->dtype);
         uint64_t n, bytes, end;
-        if (e->n_dims < 1 || e->n_dims > 2 || e->rows == 0 || e->cols == 0 ||
-            (e->n_dims == 1 && e->rows != 1) || e->quant_group != 0 || e->flags != 0 ||
-            e->reserved != 0 || __builtin_mul_overflow(e->rows, e->cols, &n) ||
-            __builtin_mul_overflow(n, (uint64_t)eb, &bytes) || bytes != e->bytes)
+        bool shape_ok = e->n_dims >= 1 && e->n_dims <= 2 && e->rows > 0 && e->cols > 0 &&
+                        !(e->n_dims == 1 && e->rows != 1) && e->flags == 0 && e->reserved == 0 &&
+                        !__builtin_mul_overflow(e->rows, e->cols, &n);
+        if (shape_ok && quant) {
+            /* packed 16-row tiles (qformat.h); the size bound keeps the
+             * int64 arithmetic of tlm_qpacked_bytes exact */
+            shape_ok = e->n_dims == 2 && e->quant_group == TLM_QGROUP && e->cols % TLM_QGROUP == 0 &&
+                       e->rows < ((uint64_t)1 << 40) && e->cols < ((uint64_t)1 << 40) &&
+                       n < ((uint64_t)1 << 56) &&
+                       tlm_qpacked_bytes((tlm_qtype)e->dtype, (int64_t)e->rows, (int64_t)e->cols) ==
+                           e->bytes;
+        } else if (shape_ok) {
+            shape_ok = e->quant_group == 0 && !__builtin_mul_overflow(n, (uint64_t)eb, &bytes) &&
+                       bytes == e->bytes;
+        }
+        if (!shape_ok)
             return tlm_seterr(r->err, TLM_ERR_FORMAT,
                               "%s: tensor '%s': shape, type and size disagree", r->path, e->name);
         if (e->offset % TLM_DATA_ALIGN != 0 || e->offset < prev_end ||
@@ -410,12 +426,15 @@ typedef struct tlm_loader {
     tlm_reader *r;
     struct tlm_model *m;
     bool *used; /* per directory entry */
+    bool mapped; /* a tensor points into the mapping */
 } tlm_loader;
 
 /* Converts the tensor called name, of shape (rows, cols) (rows == 0: a vector
- * of cols), to a new f32 array owned by the model. */
+ * of cols), to a new f32 array owned by the model; or, when it is stored
+ * quantized and q is given (a weight matrix), points *q at its mapped bytes
+ * and sets *out to NULL. */
 static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, uint64_t cols,
-                              float **out) {
+                              float **out, tlm_matrix *q) {
     tlm_reader *r = ld->r;
     uint32_t index;
     const tlm_tensor_entry *e = find_entry(r, name, &index);
@@ -429,6 +448,21 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
     if (ld->used[index])
         return tlm_seterr(r->err, TLM_ERR_FORMAT, "%s: tensor '%s' is used twice", r->path, name);
     ld->used[index] = true;
+    if (tlm_dtype_is_quant(e->dtype)) {
+        if (!q || !rows)
+            return tlm_seterr(r->err, TLM_ERR_FORMAT,
+                              "%s: tensor '%s' is stored as %s, which only weight matrices may be",
+                              r->path, name, tlm_dtype_name(e->dtype));
+        /* no copy: the mapping outlives the reader (load_model hands it over) */
+        *q = (tlm_matrix){.type = (tlm_wtype)e->dtype, .rows = (int64_t)rows, .cols = (int64_t)cols,
+                          .data = r->map + r->h.data_offset + e->offset};
+        ld->m->n_params += (int64_t)(rows * cols);
+        ld->m->quant_params += (int64_t)(rows * cols);
+        ld->m->quant_bytes += (int64_t)e->bytes;
+        ld->mapped = true;
+        *out = NULL;
+        return TLM_OK;
+    }
     float *w = model_alloc_weight(ld->m, want_rows * cols, r->err);
     if (!w) return r->err ? r->err->code : TLM_ERR_NOMEM;
     const uint8_t *src = r->map + r->h.data_offset + e->offset;
@@ -461,31 +495,33 @@ static tlm_status load_sublayer(tlm_loader *ld, const graph_node *node) {
     const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     char name[TLM_TENSOR_NAME_MAX];
     tlm_status st;
-#define LOAD(suffix, rows, cols, dst)                                           \
+#define LOAD_Q(suffix, rows, cols, dst, q)                                      \
     do {                                                                        \
         snprintf(name, sizeof name, "blk.%d.%s", (int)node->layer, suffix);    \
-        if ((st = load_tensor(ld, name, rows, cols, dst))) return st;           \
+        if ((st = load_tensor(ld, name, rows, cols, dst, q))) return st;        \
     } while (0)
+#define LOAD(suffix, rows, cols, dst) LOAD_Q(suffix, rows, cols, dst, NULL)
     if (node->is_attn) {
         L->has_attn = true;
         LOAD("attn_norm.weight", 0, E, &L->attn_norm);
-        LOAD("attn_q.weight", q_dim, E, &L->wq);
-        LOAD("attn_k.weight", kv_dim, E, &L->wk);
-        LOAD("attn_v.weight", kv_dim, E, &L->wv);
+        LOAD_Q("attn_q.weight", q_dim, E, &L->wq, &L->wq_q);
+        LOAD_Q("attn_k.weight", kv_dim, E, &L->wk, &L->wk_q);
+        LOAD_Q("attn_v.weight", kv_dim, E, &L->wv, &L->wv_q);
         if (hp->qkv_bias) {
             LOAD("attn_q.bias", 0, q_dim, &L->bq);
             LOAD("attn_k.bias", 0, kv_dim, &L->bk);
             LOAD("attn_v.bias", 0, kv_dim, &L->bv);
         }
-        LOAD("attn_output.weight", E, q_dim, &L->wo);
+        LOAD_Q("attn_output.weight", E, q_dim, &L->wo, &L->wo_q);
     } else {
         L->has_mlp = true;
         LOAD("ffn_norm.weight", 0, E, &L->ffn_norm);
-        LOAD("ffn_gate.weight", F, E, &L->w_gate);
-        LOAD("ffn_up.weight", F, E, &L->w_up);
-        LOAD("ffn_down.weight", E, F, &L->w_down);
+        LOAD_Q("ffn_gate.weight", F, E, &L->w_gate, &L->w_gate_q);
+        LOAD_Q("ffn_up.weight", F, E, &L->w_up, &L->w_up_q);
+        LOAD_Q("ffn_down.weight", E, F, &L->w_down, &L->w_down_q);
     }
 #undef LOAD
+#undef LOAD_Q
     return TLM_OK;
 }
 
@@ -564,11 +600,15 @@ static tlm_status load_model(tlm_reader *r, struct tlm_model *m) {
     }
     if ((st = read_graph(r, hp, nodes, &n_nodes))) goto done;
     const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
-    if ((st = load_tensor(&ld, "token_embd.weight", V, E, &m->tok_embd)) ||
-        (st = load_tensor(&ld, "output_norm.weight", 0, E, &m->out_norm)))
+    if ((st = load_tensor(&ld, "token_embd.weight", V, E, &m->tok_embd, &m->tok_embd_q)) ||
+        (st = load_tensor(&ld, "output_norm.weight", 0, E, &m->out_norm, NULL)))
         goto done;
-    if (hp->tied_embeddings) m->output = m->tok_embd;
-    else if ((st = load_tensor(&ld, "output.weight", V, E, &m->output))) goto done;
+    if (hp->tied_embeddings) {
+        m->output = m->tok_embd;
+        m->output_q = m->tok_embd_q;
+    } else if ((st = load_tensor(&ld, "output.weight", V, E, &m->output, &m->output_q))) {
+        goto done;
+    }
     for (int32_t i = 0; i < n_nodes; i++)
         if ((st = load_sublayer(&ld, &nodes[i]))) goto done;
     for (uint32_t i = 0; i < r->h.n_tensors; i++)
@@ -577,6 +617,11 @@ static tlm_status load_model(tlm_reader *r, struct tlm_model *m) {
                             r->path, r->entries[i].name);
             goto done;
         }
+    if (ld.mapped) { /* the model keeps the mapping; reader_close leaves it */
+        m->map = r->map;
+        m->map_bytes = r->size;
+        r->map = NULL;
+    }
 done:
     tlm_free(nodes);
     tlm_free(ld.used);
@@ -759,6 +804,9 @@ static tlm_status describe_tlm(desc_impl *d, const char *path, tlm_error *err) {
             .offset = r.h.data_offset + e->offset, .bytes = e->bytes};
         pub->tensor_bytes += e->bytes;
         pub->n_weights += (int64_t)(e->rows * e->cols);
+        /* once loaded: quantized tensors stay as stored, the others become f32 */
+        pub->info.weight_bytes += tlm_dtype_is_quant(e->dtype) ? (int64_t)e->bytes
+                                                                : (int64_t)(e->rows * e->cols) * 4;
     }
     pub->n_tensors = (int32_t)r.h.n_tensors;
     for (int32_t i = 0; i < n_nodes; i++) {
@@ -915,8 +963,9 @@ tlm_file_desc *tlm_file_describe(const char *path, tlm_error *err) {
     else st = describe_loaded(d, path, S_ISDIR(s.st_mode), &local);
     if (!st && d->oom) st = tlm_seterr(&local, TLM_ERR_NOMEM, "%s: out of memory", path);
     if (!st) {
-        /* what tlm_model_get_info reports once loaded: f32 weights today */
-        d->pub.info.weight_bytes = d->pub.info.n_params * (int64_t)sizeof(float);
+        /* what tlm_model_get_info reports once loaded (.tlm: set by describe_tlm) */
+        if (strcmp(d->pub.format, "tlm") != 0)
+            d->pub.info.weight_bytes = d->pub.info.n_params * (int64_t)sizeof(float);
         d->pub.tensors = d->tensors;
         d->pub.sublayers = d->subs;
         return &d->pub;

@@ -63,48 +63,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qformat.h"
 #include "trimlm.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the .tlm reader and writer assume a little-endian host"
-/* ------------------------------------- reader and writer entry points */
-
-struct tlm_model;
-
-/* The tokenizer section: the source's own tokenizer bytes (see above). */
-#define TLM_TOK_MAX_PARTS 2
-typedef struct tlm_tokenizer_blob {
-    char format[16]; /* "gguf-kv" | "hf-json" */
-    int n_parts;
-    char part_name[TLM_TOK_MAX_PARTS][32];
-    uint8_t *part_data[TLM_TOK_MAX_PARTS]; /* tlm_malloc'd */
-    uint64_t part_bytes[TLM_TOK_MAX_PARTS];
-} tlm_tokenizer_blob;
-
-void tlm_tokenizer_blob_free(tlm_tokenizer_blob *b);
-/* The tokenizer of a model source: a GGUF file's tokenizer.* metadata, a
- * Hugging Face directory's tokenizer files, or a .tlm file's section. */
-tlm_status tlm_tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *out,
-                                          tlm_error *err);
-/* model_tlm.c: a copy of a .tlm file's tokenizer section. */
-tlm_status tlm_read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tlm_error *err);
-
-typedef struct tlm_write_options {
-    uint32_t dtype;                      /* of the matrices; vectors are f32 */
-    const char *keep_wide;               /* tensors kept f32 (tlm_convert_params) */
-    const bool *drop_attn, *drop_mlp;    /* n_layer flags each; NULL = keep all */
-    const float *attn_score, *mlp_score; /* n_layer importances; NULL = none */
-    const char *source_file, *source_format;
-    const tlm_tokenizer_blob *tokenizer;
-    tlm_progress_fn progress;
-    void *user;
-} tlm_write_options;
-
-/* Writes m (minus dropped sublayers) to dst through a temporary file in the
- * same directory, fsync and rename (tlm_writer.c). */
-tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
-                           tlm_error *err);
-
 #endif
 
 #define TLM_MAGIC "TRIMLM\0\x1a" /* 8 bytes; \0 stops C strings, \x1a stops `type` */
@@ -156,13 +119,22 @@ typedef enum tlm_dtype {
     /* 16..31: quantized formats of quant/qformat.h (int8, int4 with group
      * scales, repacked layouts). A reader refuses a type it does not know. */
     TLM_DTYPE_QUANT_FIRST = 16,
+    /* A matrix packed as quant/qformat.h's q8_g32_r16 / q4_g32_r16: bytes =
+     * tlm_qpacked_bytes(type, rows, cols), quant_group = 32, cols % 32 == 0;
+     * never a vector. */
+    TLM_DTYPE_Q8_G32 = 16,
+    TLM_DTYPE_Q4_G32 = 17,
     TLM_DTYPE_QUANT_LAST = 31,
 } tlm_dtype;
 
 /* The public tlm_tensor_type (trimlm.h) uses the same numbers. */
 _Static_assert((int)TLM_DTYPE_F32 == (int)TLM_TYPE_F32 && (int)TLM_DTYPE_F16 == (int)TLM_TYPE_F16 &&
-                   (int)TLM_DTYPE_BF16 == (int)TLM_TYPE_BF16,
+                   (int)TLM_DTYPE_BF16 == (int)TLM_TYPE_BF16 &&
+                   (int)TLM_DTYPE_Q8_G32 == (int)TLM_TYPE_Q8_G32 &&
+                   (int)TLM_DTYPE_Q4_G32 == (int)TLM_TYPE_Q4_G32,
                "file and API type numbers agree");
+_Static_assert((int)TLM_DTYPE_Q8_G32 == (int)TLM_Q8_G32 && (int)TLM_DTYPE_Q4_G32 == (int)TLM_Q4_G32,
+               "file and quant/qformat.h type numbers agree");
 
 typedef struct tlm_tensor_entry {
     char name[TLM_TENSOR_NAME_MAX]; /*   0: NUL-terminated, NUL-padded */
@@ -171,9 +143,11 @@ typedef struct tlm_tensor_entry {
     uint64_t rows;                  /*  72: out features; 1 for a vector */
     uint64_t cols;                  /*  80: in features, the contiguous dimension */
     uint64_t offset;                /*  88: from data_offset; multiple of TLM_DATA_ALIGN */
-    uint64_t bytes;                 /*  96: stored bytes (rows x row bytes of dtype) */
+    uint64_t bytes;                 /*  96: stored bytes (rows x row bytes of a float
+                                               dtype; tlm_qpacked_bytes for a quantized one) */
     uint64_t checksum;              /* 104: XXH3-64 of the stored bytes */
-    uint32_t quant_group;           /* 112: elements per scale group; 0 for float types */
+    uint32_t quant_group;           /* 112: elements per scale group: 32 for q8_g32 and
+                                               q4_g32; 0 for float types */
     uint32_t flags;                 /* 116: 0 (reserved) */
     uint64_t reserved;              /* 120: 0 */
 } tlm_tensor_entry;
@@ -190,11 +164,17 @@ static inline uint32_t tlm_dtype_float_bytes(uint32_t dtype) {
     }
 }
 
+static inline bool tlm_dtype_is_quant(uint32_t dtype) {
+    return dtype == TLM_DTYPE_Q8_G32 || dtype == TLM_DTYPE_Q4_G32;
+}
+
 static inline const char *tlm_dtype_name(uint32_t dtype) {
     switch (dtype) {
     case TLM_DTYPE_F32: return "f32";
     case TLM_DTYPE_F16: return "f16";
     case TLM_DTYPE_BF16: return "bf16";
+    case TLM_DTYPE_Q8_G32: return "q8_g32";
+    case TLM_DTYPE_Q4_G32: return "q4_g32";
     default: return "unknown";
     }
 }
@@ -222,7 +202,8 @@ tlm_status tlm_tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *o
 tlm_status tlm_read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tlm_error *err);
 
 typedef struct tlm_write_options {
-    uint32_t dtype;                      /* of the matrices; vectors are f32 */
+    uint32_t dtype;                      /* of the matrices; vectors are f32. With
+                                            q4_g32, token_embd and output are q8_g32 */
     const char *keep_wide;               /* tensors kept f32 (tlm_convert_params) */
     const bool *drop_attn, *drop_mlp;    /* n_layer flags each; NULL = keep all */
     const float *attn_score, *mlp_score; /* n_layer importances; NULL = none */

@@ -29,6 +29,7 @@
 #include "f16.h"
 #include "gguf.h"
 #include "model.h"
+#include "qformat.h"
 #include "tlm_format.h"
 
 #define OUT_BUFFER_BYTES ((size_t)4 << 20) /* write(2) granularity */
@@ -44,6 +45,8 @@ int32_t tlm_tensor_type_from_name(const char *name) {
     if (!name) return -1;
     for (int32_t t = TLM_DTYPE_F32; t <= TLM_DTYPE_BF16; t++)
         if (strcmp(name, tlm_dtype_name((uint32_t)t)) == 0) return t;
+    if (strcmp(name, "int8") == 0 || strcmp(name, "q8_g32") == 0) return TLM_DTYPE_Q8_G32;
+    if (strcmp(name, "int4") == 0 || strcmp(name, "q4_g32") == 0) return TLM_DTYPE_Q4_G32;
     return -1;
 }
 
@@ -234,7 +237,8 @@ tlm_status tlm_tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *o
 
 typedef struct plan_tensor {
     char name[TLM_TENSOR_NAME_MAX];
-    const float *src;   /* rows x cols f32 values of the model */
+    const float *src;   /* rows x cols f32 values of the model, or NULL and: */
+    const tlm_matrix *qsrc; /* the model's quantized matrix (a .tlm source) */
     uint64_t rows, cols;
     uint32_t n_dims, dtype;
     uint64_t offset;    /* from data_offset */
@@ -309,20 +313,43 @@ static tlm_status parse_patterns(plan *p) {
     return TLM_OK;
 }
 
-static uint32_t choose_dtype(plan *p, const char *name, uint32_t n_dims) {
+static uint32_t choose_dtype(plan *p, const char *name, uint32_t n_dims, uint64_t cols) {
     bool wide = n_dims == 1; /* norms and biases: tiny, and precision-critical */
     for (int32_t i = 0; i < p->n_patterns; i++)
         if (pattern_matches(p->patterns[i], name)) {
             p->pattern_used[i] = true;
             wide = true;
         }
-    return wide ? TLM_DTYPE_F32 : p->o->dtype;
+    uint32_t dtype = p->o->dtype;
+    if (wide) return TLM_DTYPE_F32;
+    if (!tlm_dtype_is_quant(dtype)) return dtype;
+    /* the packed layouts need whole groups of 32 inputs; a tile must fit
+     * one conversion chunk */
+    size_t tile = tlm_qpacked_tile_bytes((tlm_qtype)dtype, (int64_t)cols);
+    if (cols % TLM_QGROUP != 0 || tile == 0 || tile > CHUNK_BYTES) return TLM_DTYPE_F32;
+    /* The embedding / output matrix is the most sensitive one (every logit
+     * goes through it): int4 files keep it int8, as llama.cpp's Q4_0 files
+     * keep it at Q6_K or Q8_0. */
+    if (dtype == TLM_DTYPE_Q4_G32 &&
+        (strcmp(name, "token_embd.weight") == 0 || strcmp(name, "output.weight") == 0))
+        return TLM_DTYPE_Q8_G32;
+    return dtype;
 }
 
-/* rows == 0: a vector of cols. */
-static tlm_status plan_add(plan *p, const char *name, const float *src, uint64_t rows,
-                           uint64_t cols) {
-    if (!src) return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
+/* Stored bytes of a (rows, cols) tensor of dtype. */
+static uint64_t tensor_bytes(uint32_t dtype, uint64_t rows, uint64_t cols) {
+    if (tlm_dtype_is_quant(dtype))
+        return tlm_qpacked_bytes((tlm_qtype)dtype, (int64_t)rows, (int64_t)cols);
+    return rows * cols * tlm_dtype_float_bytes(dtype); /* < 2^62 (hparams) */
+}
+
+/* rows == 0: a vector of cols. src: f32 values, or NULL and q: a quantized
+ * matrix, which is copied when it keeps its type (re-quantizing a quantized
+ * model would compound the rounding: convert from the original instead). */
+static tlm_status plan_add_q(plan *p, const char *name, const float *src, const tlm_matrix *q,
+                             uint64_t rows, uint64_t cols) {
+    if (!src && !(q && q->data))
+        return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
     if (p->n_tensors == p->cap_tensors) {
         int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
         plan_tensor *grown = tlm_realloc(p->tensors, (size_t)cap * sizeof *grown);
@@ -334,12 +361,24 @@ static tlm_status plan_add(plan *p, const char *name, const float *src, uint64_t
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->src = src;
+    t->qsrc = src ? NULL : q;
     t->n_dims = rows ? 2 : 1;
     t->rows = rows ? rows : 1;
     t->cols = cols;
-    t->dtype = choose_dtype(p, name, t->n_dims);
-    t->bytes = t->rows * t->cols * tlm_dtype_float_bytes(t->dtype); /* < 2^62 (hparams) */
+    t->dtype = choose_dtype(p, name, t->n_dims, cols);
+    if (t->qsrc && t->dtype != (uint32_t)t->qsrc->type)
+        return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
+                          "%s: tensor '%s' of the source is stored %s and cannot be rewritten as %s "
+                          "(convert from the original model instead)",
+                          p->dst, name, tlm_dtype_name((uint32_t)t->qsrc->type),
+                          tlm_dtype_name(t->dtype));
+    t->bytes = tensor_bytes(t->dtype, t->rows, t->cols);
     return TLM_OK;
+}
+
+static tlm_status plan_add(plan *p, const char *name, const float *src, uint64_t rows,
+                           uint64_t cols) {
+    return plan_add_q(p, name, src, NULL, rows, cols);
 }
 
 static tlm_status plan_layer(plan *p, int32_t il) {
@@ -352,11 +391,12 @@ static tlm_status plan_layer(plan *p, int32_t il) {
     const tlm_write_options *o = p->o;
     char name[TLM_TENSOR_NAME_MAX];
     tlm_status st;
-#define ADD(suffix, ptr, rows, cols)                                   \
-    do {                                                               \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);    \
-        if ((st = plan_add(p, name, ptr, rows, cols))) return st;      \
+#define ADD_Q(suffix, ptr, q, rows, cols)                               \
+    do {                                                                \
+        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);     \
+        if ((st = plan_add_q(p, name, ptr, q, rows, cols))) return st;  \
     } while (0)
+#define ADD(suffix, ptr, rows, cols) ADD_Q(suffix, ptr, NULL, rows, cols)
     for (int kind = 0; kind < 2; kind++) {
         const bool is_attn = kind == 0;
         const bool present = is_attn ? L->has_attn : L->has_mlp;
@@ -373,24 +413,25 @@ static tlm_status plan_layer(plan *p, int32_t il) {
         }
         if (is_attn) {
             ADD("attn_norm.weight", L->attn_norm, 0, E);
-            ADD("attn_q.weight", L->wq, q_dim, E);
-            ADD("attn_k.weight", L->wk, kv_dim, E);
-            ADD("attn_v.weight", L->wv, kv_dim, E);
+            ADD_Q("attn_q.weight", L->wq, &L->wq_q, q_dim, E);
+            ADD_Q("attn_k.weight", L->wk, &L->wk_q, kv_dim, E);
+            ADD_Q("attn_v.weight", L->wv, &L->wv_q, kv_dim, E);
             if (hp->qkv_bias) {
                 ADD("attn_q.bias", L->bq, 0, q_dim);
                 ADD("attn_k.bias", L->bk, 0, kv_dim);
                 ADD("attn_v.bias", L->bv, 0, kv_dim);
             }
-            ADD("attn_output.weight", L->wo, E, q_dim);
+            ADD_Q("attn_output.weight", L->wo, &L->wo_q, E, q_dim);
         } else {
             ADD("ffn_norm.weight", L->ffn_norm, 0, E);
-            ADD("ffn_gate.weight", L->w_gate, F, E);
-            ADD("ffn_up.weight", L->w_up, F, E);
-            ADD("ffn_down.weight", L->w_down, E, F);
+            ADD_Q("ffn_gate.weight", L->w_gate, &L->w_gate_q, F, E);
+            ADD_Q("ffn_up.weight", L->w_up, &L->w_up_q, F, E);
+            ADD_Q("ffn_down.weight", L->w_down, &L->w_down_q, E, F);
         }
         s->count = p->n_tensors - s->first;
     }
 #undef ADD
+#undef ADD_Q
     return TLM_OK;
 }
 
@@ -402,10 +443,12 @@ static tlm_status plan_build(plan *p) {
     if ((st = parse_patterns(p))) return st;
     p->subs = tlm_calloc((size_t)hp->n_layer * 2, sizeof *p->subs);
     if (!p->subs) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-    if ((st = plan_add(p, "token_embd.weight", m->tok_embd, V, E)) ||
+    if ((st = plan_add_q(p, "token_embd.weight", m->tok_embd, &m->tok_embd_q, V, E)) ||
         (st = plan_add(p, "output_norm.weight", m->out_norm, 0, E)))
         return st;
-    if (!hp->tied_embeddings && (st = plan_add(p, "output.weight", m->output, V, E))) return st;
+    if (!hp->tied_embeddings &&
+        (st = plan_add_q(p, "output.weight", m->output, &m->output_q, V, E)))
+        return st;
     for (int32_t il = 0; il < hp->n_layer; il++)
         if ((st = plan_layer(p, il))) return st;
     for (int32_t i = 0; i < p->n_patterns; i++)
@@ -678,10 +721,39 @@ static tlm_status out_commit(out_file *o, const tlm_file_header *h) {
     return TLM_OK;
 }
 
+/* Quantizes (or copies, from a quantized source) and writes one packed
+ * matrix, whole 16-row tiles at a time: the packed layout of a matrix is its
+ * tiles in order, so packing it chunk by chunk gives the same bytes. */
+static tlm_status write_quant_tensor(out_file *o, plan_tensor *t, uint8_t *scratch,
+                                     XXH3_state_t *hash) {
+    const tlm_qtype qt = (tlm_qtype)t->dtype;
+    const size_t tile = tlm_qpacked_tile_bytes(qt, (int64_t)t->cols); /* <= CHUNK_BYTES */
+    const uint64_t rows_per_chunk = (uint64_t)(CHUNK_BYTES / tile) * TLM_QROWS;
+    for (uint64_t r = 0; r < t->rows; r += rows_per_chunk) {
+        const uint64_t nr = t->rows - r < rows_per_chunk ? t->rows - r : rows_per_chunk;
+        const size_t bytes = tlm_qpacked_bytes(qt, (int64_t)nr, (int64_t)t->cols);
+        const uint8_t *chunk = scratch;
+        if (t->qsrc)
+            chunk = (const uint8_t *)t->qsrc->data + (size_t)(r / TLM_QROWS) * tile;
+        else if (!tlm_qquantize_pack(qt, t->src + r * t->cols, (int64_t)nr, (int64_t)t->cols, scratch))
+            return tlm_seterr(o->err, TLM_ERR_ARG, "%s: tensor '%s' cannot be quantized", o->dst,
+                              t->name);
+        XXH3_64bits_update(hash, chunk, bytes);
+        tlm_status st = out_put(o, chunk, bytes, true);
+        if (st) return st;
+    }
+    return TLM_OK;
+}
+
 /* Converts and writes one tensor, hashing it. */
 static tlm_status write_tensor(out_file *o, plan_tensor *t, uint8_t *scratch) {
     XXH3_state_t hash;
     XXH3_64bits_reset(&hash);
+    if (tlm_dtype_is_quant(t->dtype)) {
+        tlm_status st = write_quant_tensor(o, t, scratch, &hash);
+        t->checksum = XXH3_64bits_digest(&hash);
+        return st;
+    }
     const uint32_t eb = tlm_dtype_float_bytes(t->dtype);
     const uint64_t row_bytes = t->cols * eb;
     uint64_t rows_per_chunk = row_bytes >= CHUNK_BYTES ? 1 : CHUNK_BYTES / row_bytes;
@@ -767,6 +839,7 @@ static tlm_status write_file(plan *p, out_file *o, const char *meta, size_t meta
         e.offset = t->offset;
         e.bytes = t->bytes;
         e.checksum = t->checksum;
+        e.quant_group = tlm_dtype_is_quant(t->dtype) ? TLM_QGROUP : 0;
         XXH3_64bits_update(&dir_hash, &e, sizeof e);
         if ((st = out_put(o, &e, sizeof e, true))) return st;
     }
@@ -784,8 +857,8 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
                            tlm_error *err) {
     if (!m || !dst || !*dst || !wo || !wo->tokenizer)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_write_model: missing argument");
-    if (!tlm_dtype_float_bytes(wo->dtype))
-        return tlm_seterr(err, TLM_ERR_UNSUPPORTED, "%s: tensor type %u cannot be written yet",
+    if (!tlm_dtype_float_bytes(wo->dtype) && !tlm_dtype_is_quant(wo->dtype))
+        return tlm_seterr(err, TLM_ERR_UNSUPPORTED, "%s: tensor type %u cannot be written",
                           dst, wo->dtype);
     if ((uint64_t)m->hp.n_layer > TLM_MAX_TENSORS / 16)
         return tlm_seterr(err, TLM_ERR_ARG, "%s: too many layers (%d)", dst, m->hp.n_layer);
@@ -862,9 +935,10 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
     if (!src || !*src || !dst || !*dst)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert: missing source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
-    if (p.type < 0 || !tlm_dtype_float_bytes((uint32_t)p.type))
+    if (p.type < 0 || (!tlm_dtype_float_bytes((uint32_t)p.type) && !tlm_dtype_is_quant((uint32_t)p.type)))
         return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
-                          "tensor type %d is not supported by convert (f32, f16, bf16)", p.type);
+                          "tensor type %d is not supported by convert (f32, f16, bf16, q8_g32, q4_g32)",
+                          p.type);
     tlm_status st = check_destination(src, dst, &local);
     if (st) goto fail;
     if (progress && !progress(user, "load", 0, 1)) {

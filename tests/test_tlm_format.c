@@ -545,7 +545,7 @@ static void test_convert_destinations(void **state) {
     assert_non_null(strstr(err.msg, "is a directory"));
     assert_int_not_equal(tlm_convert(src, path_in_dir("no/such/dir.tlm"), &p, NULL, NULL, &err), TLM_OK);
     assert_non_null(strstr(err.msg, "no/such/dir.tlm"));
-    p.type = 17; /* a reserved quantized type */
+    p.type = 20; /* a reserved quantized type */
     assert_int_equal(tlm_convert(src, path_in_dir("q.tlm"), &p, NULL, NULL, &err), TLM_ERR_UNSUPPORTED);
 }
 

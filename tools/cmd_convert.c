@@ -7,7 +7,7 @@
 #include "model_registry.h"
 
 static const char convert_usage[] =
-    "usage: trimlm convert SRC -o OUT.tlm [--type f32|f16|bf16] [--keep-wide NAMES]\n"
+    "usage: trimlm convert SRC -o OUT.tlm [--type int8|int4|f16|bf16|f32] [--keep-wide NAMES]\n"
     "\n"
     "Writes the model SRC (GGUF file, Hugging Face directory, .tlm file, registry\n"
     "name or URL) as a .tlm file: weights in the chosen type, the tokenizer, the chat\n"
@@ -15,7 +15,14 @@ static const char convert_usage[] =
     "\n"
     "  -o, --output OUT.tlm    the file to write (never the input); written to a\n"
     "                          temporary file next to it and renamed when complete\n"
-    "      --type T            storage type of the weight matrices: f32, f16 (default), bf16\n"
+    "      --type T            storage type of the weight matrices:\n"
+    "                            int8  8.5 bits/weight (q8_g32: int8, f16 scale per 32)\n"
+    "                            int4  4.5 bits/weight (q4_g32: int4, f16 scale per 32);\n"
+    "                                  token_embd / output are stored int8 (they set\n"
+    "                                  every logit; llama.cpp's Q4_0 keeps them at 6-8 bits)\n"
+    "                            f16 (default), bf16, f32\n"
+    "                          int8/int4 use round-to-nearest; a matrix whose input\n"
+    "                          size is not a multiple of 32 stays f32\n"
     "      --keep-wide NAMES   comma-separated tensors kept f32, e.g. token_embd,output\n"
     "                          or blk.0.attn_q.weight (norms and biases are always f32)\n"
     "  -h, --help              this help\n";
@@ -85,7 +92,8 @@ int cmd_convert(int argc, char **argv) {
     tlm_convert_params params = tlm_convert_default_params();
     params.type = tlm_tensor_type_from_name(type);
     if (params.type < 0)
-        return cli_usage_error("convert", "invalid value '%s' for --type (expected f32, f16 or bf16)",
+        return cli_usage_error("convert",
+                               "invalid value '%s' for --type (expected int8, int4, f16, bf16 or f32)",
                                type);
     params.keep_wide = keep_wide;
 

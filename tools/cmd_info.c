@@ -34,6 +34,7 @@ typedef struct type_count {
     const char *type;
     int32_t count;
     uint64_t bytes;
+    int64_t weights;
 } type_count;
 
 /* Distinct tensor types in order of first appearance (at most 16). */
@@ -44,10 +45,11 @@ static int count_types(const tlm_file_desc *d, type_count out[16]) {
         while (k < n && strcmp(out[k].type, d->tensors[i].type) != 0) k++;
         if (k == n) {
             if (n == 16) continue;
-            out[n++] = (type_count){d->tensors[i].type, 0, 0};
+            out[n++] = (type_count){d->tensors[i].type, 0, 0, 0};
         }
         out[k].count++;
         out[k].bytes += d->tensors[i].bytes;
+        out[k].weights += d->tensors[i].rows * d->tensors[i].cols;
     }
     return n;
 }
@@ -85,7 +87,9 @@ static void print_text(const tlm_file_desc *d, bool tensors) {
     int n_types = count_types(d, types);
     printf("tensors        %d:", d->n_tensors);
     for (int k = 0; k < n_types; k++)
-        printf("%s %d %s (%.2f MB)", k ? "," : "", types[k].count, types[k].type, types[k].bytes / 1e6);
+        printf("%s %d %s (%.2f MB, %.2f bits/weight)", k ? "," : "", types[k].count, types[k].type,
+               types[k].bytes / 1e6,
+               types[k].weights ? (double)types[k].bytes * 8.0 / (double)types[k].weights : 0.0);
     printf("\nbits/weight    %.3f (%llu tensor bytes / %lld weights)\n", bits_per_weight(d),
            (unsigned long long)d->tensor_bytes, (long long)d->n_weights);
     printf("KV cache       %llu bytes per token of context (%s: 2 x %d attention sublayers x "
@@ -159,6 +163,9 @@ static cJSON *describe_json(const tlm_file_desc *d) {
         cJSON *t = cJSON_AddObjectToObject(tt, types[k].type);
         cJSON_AddNumberToObject(t, "count", types[k].count);
         cJSON_AddNumberToObject(t, "bytes", (double)types[k].bytes);
+        cJSON_AddNumberToObject(t, "bits_per_weight",
+                                types[k].weights ? (double)types[k].bytes * 8.0 / (double)types[k].weights
+                                                 : 0.0);
     }
     cJSON *graph = cJSON_AddArrayToObject(root, "graph");
     for (int32_t i = 0; i < d->n_sublayers; i++) {

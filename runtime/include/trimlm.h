@@ -65,7 +65,8 @@ typedef struct tlm_model_info {
     float rms_eps;
     bool tied_embeddings;
     int64_t n_params;          /* parameters actually held */
-    int64_t weight_bytes;      /* bytes of the weights held in memory (f32 today: n_params x 4) */
+    int64_t weight_bytes;      /* bytes of the weights held in memory: f32 arrays, plus
+                                  quantized .tlm matrices at their stored size */
     const char *source_format; /* "gguf", "safetensors" or "tlm" */
 } tlm_model_info;
 
@@ -182,12 +183,14 @@ typedef enum tlm_tensor_type {
     TLM_TYPE_F32 = 0,
     TLM_TYPE_F16 = 1,
     TLM_TYPE_BF16 = 2,
-    /* 16..31 are reserved for the quantized types (int8, int4). */
+    /* 16..31: quantized types, packed 16 rows at a time (quant/qformat.h) */
+    TLM_TYPE_Q8_G32 = 16, /* "q8_g32", `--type int8`: int8, f16 scale per 32 inputs, 8.5 bits */
+    TLM_TYPE_Q4_G32 = 17, /* "q4_g32", `--type int4`: int4, f16 scale per 32 inputs, 4.5 bits */
 } tlm_tensor_type;
 
-/* "f32", "f16", "bf16"; "unknown" otherwise. */
+/* "f32", "f16", "bf16", "q8_g32", "q4_g32"; "unknown" otherwise. */
 const char *tlm_tensor_type_name(int32_t type);
-/* The type called name, or -1. */
+/* The type called name ("int8" and "int4" name q8_g32 and q4_g32), or -1. */
 int32_t tlm_tensor_type_from_name(const char *name);
 
 /* Progress of a long operation: stage ("load", "write", "verify"), done of
@@ -196,7 +199,11 @@ int32_t tlm_tensor_type_from_name(const char *name);
 typedef bool (*tlm_progress_fn)(void *user, const char *stage, uint64_t done, uint64_t total);
 
 typedef struct tlm_convert_params {
-    int32_t type;          /* tlm_tensor_type of the matrices (default f16) */
+    int32_t type;          /* tlm_tensor_type of the matrices (default f16). With
+                              q4_g32 the token embedding and output matrices are
+                              stored q8_g32 (as llama.cpp's Q4_0 files keep them
+                              at 6-8 bits); a matrix whose input size is not a
+                              multiple of 32 is stored f32. */
     const char *keep_wide; /* comma-separated tensors kept f32: a full name
                               ("output.weight"), or a name without ".weight"
                               and "blk.N." ("output", "token_embd", "attn_q");
