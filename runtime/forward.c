@@ -728,6 +728,12 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
 int32_t tlm_context_n_ctx(const tlm_context *c) { return c ? c->n_ctx : 0; }
 int32_t tlm_context_pos(const tlm_context *c) { return c ? c->pos : 0; }
 
+int64_t tlm_context_kv_bytes_per_token(const tlm_context *c) {
+    if (!c) return 0;
+    const tlm_hparams *hp = &c->model->hp;
+    return 2 * (int64_t)c->n_kv_slots * hp->n_head_kv * hp->head_dim * (int64_t)sizeof(float);
+}
+
 void tlm_context_reset(tlm_context *c) {
     if (!c) return;
     c->pos = 0;

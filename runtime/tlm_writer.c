@@ -13,6 +13,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -721,6 +722,14 @@ static tlm_status out_commit(out_file *o, const tlm_file_header *h) {
     return TLM_OK;
 }
 
+/* A damaged source can carry NaN or infinity, whose conversion to an integer
+ * quant is undefined: refuse it instead of writing garbage. */
+static bool all_finite(const float *x, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return false;
+    return true;
+}
+
 /* Quantizes (or copies, from a quantized source) and writes one packed
  * matrix, whole 16-row tiles at a time: the packed layout of a matrix is its
  * tiles in order, so packing it chunk by chunk gives the same bytes. */
@@ -735,6 +744,12 @@ static tlm_status write_quant_tensor(out_file *o, plan_tensor *t, uint8_t *scrat
         const uint8_t *chunk = scratch;
         if (t->qsrc)
             chunk = (const uint8_t *)t->qsrc->data + (size_t)(r / TLM_QROWS) * tile;
+        else if (!all_finite(t->src + r * t->cols, nr * t->cols))
+            return tlm_seterr(o->err, TLM_ERR_FORMAT,
+                              "%s: tensor '%s' of the source holds NaN or infinity (rows %llu..%llu); "
+                              "it cannot be quantized",
+                              o->dst, t->name, (unsigned long long)r,
+                              (unsigned long long)(r + nr - 1));
         else if (!tlm_qquantize_pack(qt, t->src + r * t->cols, (int64_t)nr, (int64_t)t->cols, scratch))
             return tlm_seterr(o->err, TLM_ERR_ARG, "%s: tensor '%s' cannot be quantized", o->dst,
                               t->name);

@@ -75,8 +75,11 @@ static void quantize_act_q8_g32_scalar(const float *x, void *xq, int64_t n) {
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         int32_t sum = 0;
         for (int j = 0; j < TLM_QGROUP; j++) {
-            /* nearbyintf: half to even in the default mode, as cvtps2dq / fcvtns */
-            int32_t q = (int32_t)nearbyintf(v[j] * id);
+            /* nearbyintf: half to even in the default mode, as cvtps2dq / fcvtns.
+             * Finite inputs give |r| <= 127; a NaN or infinite activation
+             * (from extreme weights) becomes 0 rather than an undefined cast. */
+            float r = nearbyintf(v[j] * id);
+            int32_t q = r >= -127.0f && r <= 127.0f ? (int32_t)r : 0;
             out[g].qs[j] = (int8_t)q;
             sum += q;
         }

@@ -212,6 +212,10 @@ static void check_removed_equals_zeroed(bool attn) {
     for (int threads = 1; threads <= 2; threads++) {
         tlm_context *cr = new_ctx(removed, 16, 4, threads), *cz = new_ctx(zeroed, 16, 4, threads);
         tlm_error err;
+        /* keys + values of 1 KV head x 4 floats per attention sublayer held */
+        int64_t per_layer = 2 * 1 * HD * (int64_t)sizeof(float);
+        assert_int_equal(tlm_context_kv_bytes_per_token(cz), 2 * per_layer);
+        assert_int_equal(tlm_context_kv_bytes_per_token(cr), attn ? per_layer : 2 * per_layer);
         /* 5 tokens in one call (prefill chunks of 4 + 1), then one decode */
         assert_int_equal(tlm_decode(cr, toks, 5, true, &err), TLM_OK);
         assert_int_equal(tlm_decode(cz, toks, 5, true, &err), TLM_OK);

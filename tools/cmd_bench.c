@@ -330,9 +330,6 @@ static bool print_json(const bench_result *rs, int n, const bench_summary *s) {
 
 /* ------------------------------------------------------------ command */
 
-/* The KV cache of runtime/forward.c holds keys and values in f32. */
-#define KV_CACHE_BYTES_PER_ELEMENT 4
-
 int cmd_bench(int argc, char **argv) {
     bench_options o;
     bool done = false;
@@ -390,6 +387,7 @@ int cmd_bench(int argc, char **argv) {
 
     /* ---- one context per thread count, big enough for every test */
     uint64_t rng = (uint64_t)o.seed;
+    int64_t kv_bytes_per_token = 0;
     for (int t = 0; t < o.threads.n; t++) {
         tlm_context_params cp = tlm_context_default_params();
         cp.n_ctx = max_tokens;
@@ -397,6 +395,7 @@ int cmd_bench(int argc, char **argv) {
         cp.n_threads = (int32_t)o.threads.v[t];
         ctx = tlm_context_new(model, &cp, &err);
         if (!ctx) { cli_fail_err(&err); goto out; }
+        kv_bytes_per_token = tlm_context_kv_bytes_per_token(ctx);
         for (int i = 0; i < n_results; i++) {
             if (results[i].threads != cp.n_threads || results[i].n_samples > 0) continue;
             if (measure(ctx, model, info.n_vocab, &o, &results[i], tokens, &rng, &err) != TLM_OK) {
@@ -418,8 +417,7 @@ int cmd_bench(int argc, char **argv) {
         .isa = tlm_isa_name(),
         .load_seconds = load_seconds,
         .peak_rss_bytes = peak_rss_bytes(),
-        .kv_bytes_per_token = 2 * (int64_t)info.n_layer * info.n_head_kv * info.head_dim *
-                              KV_CACHE_BYTES_PER_ELEMENT,
+        .kv_bytes_per_token = kv_bytes_per_token,
         .warmup = o.warmup,
     };
     if (o.format == FORMAT_MD) print_md(results, n_results, &s);

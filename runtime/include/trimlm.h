@@ -137,6 +137,9 @@ void tlm_context_free(tlm_context *c);
 
 int32_t tlm_context_n_ctx(const tlm_context *c);
 int32_t tlm_context_pos(const tlm_context *c); /* tokens in the KV cache */
+/* Bytes of KV cache one token of context takes: keys and values of every
+ * attention sublayer the model holds (removed ones take none). */
+int64_t tlm_context_kv_bytes_per_token(const tlm_context *c);
 void tlm_context_reset(tlm_context *c);        /* empties the KV cache */
 
 /* Runs tokens[0..n) at positions pos..pos+n-1, appending them to the KV
