@@ -21,6 +21,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fileio.h"
 #include "safetensors.h"
 
 /* config.json files are a few KB. */
@@ -29,23 +30,6 @@
 #define HF_SUPPORTED "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"
 
 /* ------------------------------------------------------------ files */
-
-static char *join_path(const char *dir, const char *name) {
-    size_t ld = strlen(dir), ln = strlen(name);
-    bool slash = ld > 0 && dir[ld - 1] == '/';
-    char *p = tlm_malloc(ld + ln + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, ld);
-    size_t at = ld;
-    if (!slash) p[at++] = '/';
-    memcpy(p + at, name, ln + 1);
-    return p;
-}
-
-static bool file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 /* The last path component of dir, trailing slashes ignored. */
 static char *dir_base_name(const char *dir) {
@@ -57,45 +41,13 @@ static char *dir_base_name(const char *dir) {
     return tlm_strndup(dir + begin, end - begin);
 }
 
-/* Parses a JSON file; the error names the file. */
+/* Parses a JSON object file; the error names the file. */
 static cJSON *read_json_file(const char *path, tlm_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 14, len = 0;
-    char *buf = tlm_malloc(cap + 1);
-    cJSON *root = NULL;
-    if (!buf) {
-        tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= HF_MAX_CONFIG_BYTES) {
-                tlm_seterr(err, TLM_ERR_FORMAT, "%s: larger than %u bytes, not a config file",
-                           path, HF_MAX_CONFIG_BYTES);
-                goto done;
-            }
-            char *grown = tlm_realloc(buf, cap * 2 + 1);
-            if (!grown) {
-                tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    if (ferror(f)) {
-        tlm_seterr(err, TLM_ERR_IO, "%s: read error", path);
-        goto done;
-    }
-    buf[len] = '\0';
-    root = cJSON_ParseWithLength(buf, len + 1);
+    size_t len = 0;
+    char *buf = tlm_read_file(path, HF_MAX_CONFIG_BYTES, &len, err);
+    if (!buf) return NULL;
+    cJSON *root = cJSON_ParseWithLength(buf, len + 1);
+    tlm_free(buf);
     if (!root) {
         tlm_seterr(err, TLM_ERR_FORMAT, "%s: not valid JSON", path);
     } else if (!cJSON_IsObject(root)) {
@@ -103,9 +55,6 @@ static cJSON *read_json_file(const char *path, tlm_error *err) {
         cJSON_Delete(root);
         root = NULL;
     }
-done:
-    tlm_free(buf);
-    fclose(f);
     return root;
 }
 
@@ -440,14 +389,14 @@ struct tlm_model *model_load_hf(const char *dir, tlm_error *err) {
     struct tlm_model *m = NULL;
     st_set *set = NULL;
     cJSON *cfg = NULL;
-    char *config_path = join_path(dir, "config.json");
-    char *tok_path = join_path(dir, "tokenizer.json");
-    char *tok_cfg_path = join_path(dir, "tokenizer_config.json");
+    char *config_path = tlm_path_join(dir, "config.json");
+    char *tok_path = tlm_path_join(dir, "tokenizer.json");
+    char *tok_cfg_path = tlm_path_join(dir, "tokenizer_config.json");
     if (!config_path || !tok_path || !tok_cfg_path) {
         tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
     }
-    if (!file_exists(config_path)) {
+    if (!tlm_is_regular_file(config_path)) {
         tlm_seterr(err, TLM_ERR_IO, "%s: no config.json (not a Hugging Face model directory?)",
                    dir);
         goto fail;
@@ -474,11 +423,11 @@ struct tlm_model *model_load_hf(const char *dir, tlm_error *err) {
     }
 
     /* The tokenizer first: it is small and its errors are cheap to report. */
-    if (!file_exists(tok_path)) {
+    if (!tlm_is_regular_file(tok_path)) {
         tlm_seterr(err, TLM_ERR_IO, "%s: tokenizer.json is missing", dir);
         goto fail;
     }
-    m->tok = tokenizer_from_hf(tok_path, file_exists(tok_cfg_path) ? tok_cfg_path : NULL, err);
+    m->tok = tokenizer_from_hf(tok_path, tlm_is_regular_file(tok_cfg_path) ? tok_cfg_path : NULL, err);
     if (!m->tok) goto fail;
     int32_t tok_vocab = tokenizer_n_vocab(m->tok);
     /* Embedding tables are often padded past the tokenizer (Qwen2); the

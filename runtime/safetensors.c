@@ -25,6 +25,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fileio.h"
 #include "f16.h"
 
 /* Tensor data is little-endian on disk and copied as is. */
@@ -83,19 +84,6 @@ static const st_dtype_info st_dtypes[] = {
 
 /* ------------------------------------------------------------ paths, numbers, files */
 
-/* dir + "/" + name, without doubling a trailing slash of dir. */
-static char *path_join(const char *dir, const char *name) {
-    size_t ld = strlen(dir), ln = strlen(name);
-    bool slash = ld > 0 && dir[ld - 1] == '/';
-    char *p = tlm_malloc(ld + ln + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, ld);
-    size_t at = ld;
-    if (!slash) p[at++] = '/';
-    memcpy(p + at, name, ln + 1);
-    return p;
-}
-
 /* A JSON number that is a non-negative integer exactly representable. */
 static bool json_to_u64(const cJSON *item, uint64_t *out) {
     if (!cJSON_IsNumber(item)) return false;
@@ -103,56 +91,6 @@ static bool json_to_u64(const cJSON *item, uint64_t *out) {
     if (!(v >= 0 && v <= ST_MAX_JSON_INT) || v != (double)(uint64_t)v) return false;
     *out = (uint64_t)v;
     return true;
-}
-
-/* Reads a whole small file into a NUL-terminated buffer (cJSON is only safe
- * on terminated input). */
-static char *read_text_file(const char *path, size_t max_bytes, size_t *len_out,
-                            tlm_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, len = 0;
-    char *buf = tlm_malloc(cap + 1);
-    if (!buf) {
-        fclose(f);
-        tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading the file", path);
-        return NULL;
-    }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= max_bytes) {
-                tlm_seterr(err, TLM_ERR_FORMAT, "%s: file is larger than %zu bytes", path,
-                           max_bytes);
-                goto fail;
-            }
-            size_t ncap = cap * 2 > max_bytes ? max_bytes : cap * 2;
-            char *grown = tlm_realloc(buf, ncap + 1);
-            if (!grown) {
-                tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading the file", path);
-                goto fail;
-            }
-            buf = grown;
-            cap = ncap;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    if (ferror(f)) {
-        tlm_seterr(err, TLM_ERR_IO, "%s: read error", path);
-        goto fail;
-    }
-    fclose(f);
-    buf[len] = '\0';
-    *len_out = len;
-    return buf;
-fail:
-    fclose(f);
-    tlm_free(buf);
-    return NULL;
 }
 
 /* ------------------------------------------------------------ set building */
@@ -424,7 +362,7 @@ static int cstr_cmp(const void *a, const void *b) {
 
 static st_set *open_indexed(const char *dir, const char *index_path, tlm_error *err) {
     size_t len = 0;
-    char *text = read_text_file(index_path, ST_MAX_INDEX_BYTES, &len, err);
+    char *text = tlm_read_file(index_path, ST_MAX_INDEX_BYTES, &len, err);
     if (!text) return NULL;
     cJSON *root = cJSON_ParseWithLength(text, len + 1);
     st_set *s = NULL;
@@ -475,7 +413,7 @@ static st_set *open_indexed(const char *dir, const char *index_path, tlm_error *
     s = set_new(err);
     if (!s) goto fail;
     for (size_t j = 0; j < n_shards; j++) {
-        char *shard_path = path_join(dir, shards[j]);
+        char *shard_path = tlm_path_join(dir, shards[j]);
         if (!shard_path) {
             tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", index_path);
             goto fail;
@@ -535,8 +473,8 @@ st_set *st_open_dir(const char *dir, tlm_error *err) {
         tlm_seterr(err, TLM_ERR_IO, "%s: not a directory", dir);
         return NULL;
     }
-    char *index_path = path_join(dir, ST_INDEX_NAME);
-    char *single_path = path_join(dir, ST_SINGLE_NAME);
+    char *index_path = tlm_path_join(dir, ST_INDEX_NAME);
+    char *single_path = tlm_path_join(dir, ST_SINGLE_NAME);
     st_set *s = NULL;
     if (!index_path || !single_path) {
         tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dir);

@@ -15,60 +15,17 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "alloc.h"
 #include "error.h"
+#include "fileio.h"
 #include "tokenizer_internal.h"
 
 #define HF_MAX_JSON_BYTES ((size_t)1 << 30)
 
 /* ------------------------------------------------------ file and JSON access */
-
-/* Reads a whole file; NULL with err set. missing_ok: an absent file gives
- * NULL with err untouched and *missing set. */
-static char *read_file(const char *path, size_t *len, bool missing_ok, bool *missing,
-                       tlm_error *err) {
-    if (missing) *missing = false;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (missing_ok && errno == ENOENT) {
-            if (missing) *missing = true;
-            return NULL;
-        }
-        tlm_seterr(err, TLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file", path);
-        return NULL;
-    }
-    if ((uint64_t)st.st_size > HF_MAX_JSON_BYTES) {
-        fclose(f);
-        tlm_seterr(err, TLM_ERR_FORMAT, "%s: %lld bytes is too large for a tokenizer file", path,
-                   (long long)st.st_size);
-        return NULL;
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = tlm_malloc(n + 1);
-    if (!buf) {
-        fclose(f);
-        tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, n);
-        return NULL;
-    }
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        tlm_free(buf);
-        tlm_seterr(err, TLM_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
 
 static cJSON *parse_json(const char *path, const char *buf, size_t len, tlm_error *err) {
     const char *end = NULL;
@@ -267,10 +224,11 @@ static int apply_config_json(tlm_tokenizer *t, const char *path, const char *buf
                              tlm_error *err);
 
 static int apply_config(tlm_tokenizer *t, const char *path, tlm_error *err) {
+    /* an absent tokenizer_config.json is fine: it only adds settings */
+    if (access(path, F_OK) != 0 && errno == ENOENT) return 0;
     size_t len;
-    bool missing;
-    char *buf = read_file(path, &len, true, &missing, err);
-    if (!buf) return missing ? 0 : -1;
+    char *buf = tlm_read_file(path, HF_MAX_JSON_BYTES, &len, err);
+    if (!buf) return -1;
     int rc = apply_config_json(t, path, buf, len, err);
     tlm_free(buf);
     return rc;
@@ -478,7 +436,7 @@ tlm_tokenizer *tokenizer_from_hf(const char *tokenizer_json_path,
         return NULL;
     }
     size_t len;
-    char *buf = read_file(tokenizer_json_path, &len, false, NULL, err);
+    char *buf = tlm_read_file(tokenizer_json_path, HF_MAX_JSON_BYTES, &len, err);
     if (!buf) return NULL;
     cJSON *root = parse_json(tokenizer_json_path, buf, len, err);
     tlm_free(buf);

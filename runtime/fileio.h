@@ -1,0 +1,21 @@
+/* fileio.h — small-file reading and path joining shared by the loaders. */
+#ifndef TLM_FILEIO_H
+#define TLM_FILEIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "trimlm.h"
+
+/* dir + "/" + name (no doubled slash); tlm_malloc'd, NULL when out of memory. */
+char *tlm_path_join(const char *dir, const char *name);
+
+/* True when path names a regular file. */
+bool tlm_is_regular_file(const char *path);
+
+/* Reads a whole regular file of at most max_bytes into a NUL-terminated
+ * tlm_malloc'd buffer (cJSON is only safe on terminated text); *len gets the
+ * byte count without the NUL. NULL with err naming the file on failure. */
+char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err);
+
+#endif
