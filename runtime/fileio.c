@@ -2,10 +2,13 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -63,4 +66,33 @@ char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *
     buf[n] = '\0';
     *len = n;
     return buf;
+}
+
+tlm_status tlm_map_file(const char *path, const void **map, size_t *size, tlm_error *err) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return tlm_seterr(err, TLM_ERR_IO, "%s: cannot map the file: %s", path, strerror(e));
+        }
+        *map = m;
+        *size = (size_t)st.st_size;
+    }
+    close(fd);
+    return TLM_OK;
 }

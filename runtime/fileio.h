@@ -18,4 +18,9 @@ bool tlm_is_regular_file(const char *path);
  * byte count without the NUL. NULL with err naming the file on failure. */
 char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err);
 
+/* Maps a whole regular file read-only. An empty file gives *map = NULL and
+ * *size = 0. Opened non-blocking so that a FIFO named by mistake cannot hang
+ * the caller. Unmap with munmap(*map, *size). */
+tlm_status tlm_map_file(const char *path, const void **map, size_t *size, tlm_error *err);
+
 #endif

@@ -30,6 +30,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fileio.h"
 #include "ggml_types.h"
 
 #define GGUF_MAGIC "GGUF"
@@ -162,9 +163,7 @@ static bool cur_str(cursor *c, gguf_str *s) {
     return true;
 }
 
-/* Bytes of one scalar of a fixed-size value type; 0 for strings, arrays and
- * unknown types. */
-static uint32_t vtype_size(uint32_t t) {
+uint32_t gguf_vtype_size(uint32_t t) {
     switch (t) {
     case GGUF_VT_UINT8: case GGUF_VT_INT8: case GGUF_VT_BOOL: return 1;
     case GGUF_VT_UINT16: case GGUF_VT_INT16: return 2;
@@ -209,7 +208,7 @@ static tlm_status skip_array_body(parser *p, uint32_t elem_type, uint64_t count,
     if (!vtype_known(elem_type))
         return tlm_seterr(p->err, TLM_ERR_FORMAT, "%s: %s: unknown array element type %" PRIu32,
                           p->f->path, p->what, elem_type);
-    uint32_t size = vtype_size(elem_type);
+    uint32_t size = gguf_vtype_size(elem_type);
     if (size) {
         uint64_t bytes;
         if (__builtin_mul_overflow(count, (uint64_t)size, &bytes) || !cur_take(&p->c, bytes, &unused))
@@ -245,7 +244,7 @@ static tlm_status parse_kv_value(parser *p, gguf_kv *kv) {
         return cur_str(&p->c, &s) ? TLM_OK : truncated(p);
     }
     if (kv->type != GGUF_VT_ARRAY) {
-        uint32_t size = vtype_size(kv->type);
+        uint32_t size = gguf_vtype_size(kv->type);
         if (!size)
             return tlm_seterr(p->err, TLM_ERR_FORMAT, "%s: %s has unknown value type %" PRIu32,
                               p->f->path, p->what, kv->type);
@@ -465,30 +464,11 @@ static tlm_status parse_header(parser *p, uint64_t *n_tensors, uint64_t *n_kv) {
 /* --------------------------------------------------------- open / close */
 
 static tlm_status map_file(gguf_file *f, tlm_error *err) {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us */
-    if (fd < 0) return tlm_seterr(err, TLM_ERR_IO, "%s: %s", f->path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return tlm_seterr(err, TLM_ERR_IO, "%s: %s", f->path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file", f->path);
-    }
-    f->size = (size_t)st.st_size;
-    if (f->size > 0) {
-        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return tlm_seterr(err, TLM_ERR_IO, "%s: cannot map the file: %s", f->path, strerror(e));
-        }
-        madvise(m, f->size, MADV_SEQUENTIAL);
-        f->map = m;
-    }
-    close(fd);
+    const void *map;
+    tlm_status st = tlm_map_file(f->path, &map, &f->size, err);
+    if (st) return st;
+    if (map) madvise((void *)map, f->size, MADV_SEQUENTIAL);
+    f->map = map;
     return TLM_OK;
 }
 

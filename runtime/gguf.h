@@ -77,4 +77,8 @@ bool gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
 
 bool gguf_str_eq(gguf_str s, const char *c);
 
+/* Bytes of one scalar of a fixed-size value type; 0 for strings, arrays and
+ * unknown types. */
+uint32_t gguf_vtype_size(uint32_t t);
+
 #endif

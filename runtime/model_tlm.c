@@ -30,6 +30,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fileio.h"
 #include "f16.h"
 #include "ggml_types.h"
 #include "gguf.h"
@@ -72,28 +73,6 @@ bool model_is_tlm_file(const char *path) {
     ssize_t n = read(fd, magic, sizeof magic);
     close(fd);
     return n == (ssize_t)sizeof magic && memcmp(magic, TLM_MAGIC, TLM_MAGIC_BYTES) == 0;
-}
-
-static tlm_status map_file(tlm_reader *r) {
-    int fd = open(r->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return tlm_seterr(r->err, TLM_ERR_IO, "%s: %s", r->path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return tlm_seterr(r->err, TLM_ERR_IO, "%s: not a regular file", r->path);
-    }
-    r->size = (size_t)st.st_size;
-    if (r->size > 0) {
-        void *m = mmap(NULL, r->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return tlm_seterr(r->err, TLM_ERR_IO, "%s: cannot map the file: %s", r->path, strerror(e));
-        }
-        r->map = m;
-    }
-    close(fd);
-    return TLM_OK;
 }
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -223,7 +202,10 @@ static tlm_status reader_open(tlm_reader *r, const char *path, tlm_error *err) {
     r->path = path;
     r->err = err;
     tlm_status st;
-    if ((st = map_file(r)) || (st = check_header(r))) return st;
+    const void *map;
+    if ((st = tlm_map_file(r->path, &map, &r->size, r->err))) return st;
+    r->map = map;
+    if ((st = check_header(r))) return st;
     const tlm_file_header *h = &r->h;
     if (XXH3_64bits(r->map + h->meta_offset, (size_t)h->meta_bytes) != h->meta_checksum)
         return tlm_seterr(err, TLM_ERR_FORMAT, "%s: the metadata section is damaged (checksum mismatch)", path);

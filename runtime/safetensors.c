@@ -218,31 +218,15 @@ static tlm_status set_add_file(st_set *s, const char *path, tlm_error *err) {
     if (!f->path) return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
     s->n_files++; /* from here on st_close releases it */
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file", path);
-    }
-    if (st.st_size < 8) {
-        close(fd);
-        return tlm_seterr(err, TLM_ERR_FORMAT,
-                          "%s: file of %lld bytes is too short for a safetensors header", path,
-                          (long long)st.st_size);
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return tlm_seterr(err, TLM_ERR_IO, "%s: mmap: %s", path, strerror(map_errno));
+    const void *map;
+    size_t size;
+    tlm_status st = tlm_map_file(path, &map, &size, err);
+    if (st) return st;
     f->map = map;
-    f->size = (size_t)st.st_size;
+    f->size = size;
+    if (size < 8)
+        return tlm_seterr(err, TLM_ERR_FORMAT,
+                          "%s: file of %zu bytes is too short for a safetensors header", path, size);
 
     uint64_t header_len = 0;
     for (int i = 0; i < 8; i++) header_len |= (uint64_t)f->map[i] << (8 * i);

@@ -108,21 +108,11 @@ static void buf_put(byte_buf *b, const void *src, size_t n) {
 static void buf_u32(byte_buf *b, uint32_t v) { buf_put(b, &v, 4); }
 static void buf_u64(byte_buf *b, uint64_t v) { buf_put(b, &v, 8); }
 
-static uint32_t gguf_scalar_bytes(uint32_t t) {
-    switch (t) {
-    case GGUF_VT_UINT8: case GGUF_VT_INT8: case GGUF_VT_BOOL: return 1;
-    case GGUF_VT_UINT16: case GGUF_VT_INT16: return 2;
-    case GGUF_VT_UINT32: case GGUF_VT_INT32: case GGUF_VT_FLOAT32: return 4;
-    case GGUF_VT_UINT64: case GGUF_VT_INT64: case GGUF_VT_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 /* Appends one key-value in GGUF encoding; false for nested arrays, which no
  * tokenizer key uses (the key is then left out). */
 static bool gguf_put_kv(byte_buf *b, const gguf_kv *kv) {
     if (kv->type == GGUF_VT_ARRAY && kv->arr_type != GGUF_VT_STRING &&
-        !gguf_scalar_bytes(kv->arr_type))
+        !gguf_vtype_size(kv->arr_type))
         return false;
     buf_u64(b, kv->key.len);
     buf_put(b, kv->key.ptr, (size_t)kv->key.len);
@@ -140,10 +130,10 @@ static bool gguf_put_kv(byte_buf *b, const gguf_kv *kv) {
                 buf_put(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
             }
         } else {
-            buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_scalar_bytes(kv->arr_type)));
+            buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
         }
     } else {
-        buf_put(b, kv->data, gguf_scalar_bytes(kv->type));
+        buf_put(b, kv->data, gguf_vtype_size(kv->type));
     }
     return true;
 }
