@@ -27,12 +27,27 @@
  *    q/k/v and for gate/up; the attention output for Wo; the SwiGLU output
  *    for Wd; the final xn for the output head), so the result does not
  *    depend on the thread count.
- *  - prefill: the matrix is dequantized to f32, one panel of rows at a time
- *    into a per-thread buffer, and multiplied by the f32 activations with
- *    sgemm (C[:, panel] = A panel^T): the same weights as decode, without
- *    the activation rounding. The last row's logits of a prefill that keeps
- *    only those go through the decode GEMV (one vector: no panels).
+ *  - prefill of int8 (q8_g32_r16) weights, where the kernel table prefers
+ *    its int8 GEMM (AVX-512 VNNI): the activation rows are quantized as
+ *    decode quantizes its vector and multiplied by the packed tiles directly
+ *    (matmul_int8): each row's result is bit-identical to the decode GEMV's,
+ *    at ~1.6x the speed of the f32 path below. int4 weights stay on that
+ *    path: with them the activation rounding cost +0.5% perplexity;
+ *  - prefill elsewhere: the matrix is dequantized to f32, one panel of rows
+ *    at a time into a per-thread buffer, and multiplied by the f32
+ *    activations with sgemm (C[:, panel] = A panel^T): the same weights as
+ *    decode, without the activation rounding.
+ *    The last row's logits of a prefill that keeps only those go through the
+ *    decode GEMV (one vector: no panels).
  * A quantized token-embedding table is dequantized one looked-up row at a time.
+ *
+ * The KV cache stores keys (after RoPE) and values as f16 by default, as f32,
+ * or as int8 with one f32 scale per head vector per position (tlm_kv_type).
+ * Each head vector is computed in f32 and rounded once, when it is stored
+ * (kv_store); attention reads the compact form directly (the kernels'
+ * attn_scores_* / attn_values_*), so decode reads 1/2 (f16) or ~1/4 (int8)
+ * of the f32 cache's bytes per key.
+ *
  * Every buffer is allocated in tlm_context_new; nothing is allocated per token
  * (except the logits buffer, grown when a call asks for more rows than ever).
  */
@@ -44,6 +59,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "forward.h"
 #include "kernels.h"
 #include "model.h"
 #include "qformat.h"
@@ -67,9 +83,16 @@ struct tlm_context {
     /* KV cache: (n_kv_slots, n_head_kv, n_ctx, head_dim) each, so that one
      * head's keys over all positions are contiguous for attention. Only the
      * attention sublayers the model holds get a slot: kv_slot[layer] is that
-     * layer's slot, or -1 when its attention was removed. */
-    float *k_cache;
-    float *v_cache;
+     * layer's slot, or -1 when its attention was removed. Elements are
+     * kv_type (tlm_kv_type): f32, f16, or int8 with one f32 scale per head
+     * vector per position in k_scale / v_scale (n_kv_slots, n_head_kv, n_ctx);
+     * the kernels' kv_store_* write them (simd/kernels.h). */
+    void *k_cache;
+    void *v_cache;
+    float *k_scale;    /* int8 only, else NULL */
+    float *v_scale;
+    int32_t kv_type;
+    size_t kv_elem;    /* bytes per cached value: 4, 2 or 1 */
     int32_t *kv_slot;  /* (n_layer) */
     int32_t n_kv_slots;
 
@@ -94,6 +117,8 @@ struct tlm_context {
                           tlm_block_q8_g32_act per 32 inputs */
     size_t xq_stride;  /* bytes per thread: blocks of the widest matrix input */
     float *panel;      /* (n_threads, PANEL_ROWS * panel_cols) prefill: dequantized rows */
+    tlm_block_q8_g32_act *xq_rows; /* (n_batch, panel_cols / 32) prefill with the int8 GEMM:
+                                      the step's activation rows quantized */
     int64_t panel_cols; /* the widest matrix input */
 
     /* Logits of the last tlm_decode call. */
@@ -198,6 +223,62 @@ static size_t kv_offset(const struct tlm_context *c, int32_t layer, int32_t kv_h
            (size_t)hp->head_dim;
 }
 
+/* Stores one head vector x (head_dim floats) as the key (values = false) or
+ * value of kv_head at pos, in the cache's type. */
+static void kv_store(const struct tlm_context *c, bool values, int32_t layer, int32_t kv_head,
+                     int32_t pos, const float *x) {
+    int32_t hd = c->model->hp.head_dim;
+    size_t at = kv_offset(c, layer, kv_head, pos);
+    void *cache = values ? c->v_cache : c->k_cache;
+    switch (c->kv_type) {
+    case TLM_KV_F32: memcpy((float *)cache + at, x, (size_t)hd * sizeof(float)); break;
+    case TLM_KV_F16: c->kern->kv_store_f16(x, (uint16_t *)cache + at, hd); break;
+    default:
+        c->kern->kv_store_q8(x, (int8_t *)cache + at, (values ? c->v_scale : c->k_scale) + at / (size_t)hd,
+                             hd);
+        break;
+    }
+}
+
+/* scores[t] = scale * (K[t] . q) for the first n_keys cached keys of kv_head. */
+static void kv_scores(const struct tlm_context *c, int32_t layer, int32_t kv_head, const float *q,
+                      float *scores, int32_t n_keys, float scale) {
+    const tlm_kernels *kern = c->kern;
+    int32_t hd = c->model->hp.head_dim;
+    size_t at = kv_offset(c, layer, kv_head, 0);
+    switch (c->kv_type) {
+    case TLM_KV_F32:
+        kern->gemv_f32((const float *)c->k_cache + at, q, scores, hd, 0, n_keys);
+        for (int32_t t = 0; t < n_keys; t++) scores[t] *= scale;
+        break;
+    case TLM_KV_F16:
+        kern->attn_scores_f16((const uint16_t *)c->k_cache + at, q, scores, n_keys, hd, scale);
+        break;
+    default:
+        kern->attn_scores_q8((const int8_t *)c->k_cache + at, c->k_scale + at / (size_t)hd, q,
+                             scores, n_keys, hd, scale);
+        break;
+    }
+}
+
+/* out = V^T p over the first n_keys cached values of kv_head (head_dim floats). */
+static void kv_values(const struct tlm_context *c, int32_t layer, int32_t kv_head, const float *p,
+                      float *out, int32_t n_keys) {
+    const tlm_kernels *kern = c->kern;
+    int32_t hd = c->model->hp.head_dim;
+    size_t at = kv_offset(c, layer, kv_head, 0);
+    switch (c->kv_type) {
+    case TLM_KV_F32: kern->gemv_t_f32((const float *)c->v_cache + at, p, out, n_keys, hd); break;
+    case TLM_KV_F16:
+        kern->attn_values_f16((const uint16_t *)c->v_cache + at, p, out, n_keys, hd);
+        break;
+    default:
+        kern->attn_values_q8((const int8_t *)c->v_cache + at, c->v_scale + at / (size_t)hd, p, out,
+                             n_keys, hd);
+        break;
+    }
+}
+
 /* ------------------------------------------------------------- RoPE */
 
 /* Frequencies of the rotated pairs: theta^(-2j/rope_dim), then the scaling
@@ -297,9 +378,8 @@ static void stage_qkv_finish(struct tlm_context *c, int32_t layer, int32_t n, in
             if (L->bv)
                 for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
             rope_apply(c, kh, i);
-            size_t at = kv_offset(c, layer, g, c->pos + i);
-            memcpy(c->k_cache + at, kh, (size_t)hd * sizeof(float));
-            memcpy(c->v_cache + at, vh, (size_t)hd * sizeof(float));
+            kv_store(c, false, layer, g, c->pos + i, kh);
+            kv_store(c, true, layer, g, c->pos + i, vh);
         }
     }
 }
@@ -320,12 +400,9 @@ static void stage_attention(struct tlm_context *c, int32_t layer, int32_t n, int
         int32_t i = (int32_t)(item / hp->n_head), h = (int32_t)(item % hp->n_head);
         int32_t g = h / group, n_keys = c->pos + i + 1;
         const float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
-        const float *keys = c->k_cache + kv_offset(c, layer, g, 0);
-        const float *vals = c->v_cache + kv_offset(c, layer, g, 0);
-        kern->gemv_f32(keys, qh, scores, hd, 0, n_keys);
-        for (int32_t t = 0; t < n_keys; t++) scores[t] *= scale;
+        kv_scores(c, layer, g, qh, scores, n_keys, scale);
         kern->softmax_f32(scores, n_keys);
-        kern->gemv_t_f32(vals, scores, c->attn + (size_t)i * q_dim + (size_t)h * hd, n_keys, hd);
+        kv_values(c, layer, g, scores, c->attn + (size_t)i * q_dim + (size_t)h * hd, n_keys);
     }
 }
 
@@ -347,13 +424,47 @@ static tlm_status sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, cons
     return TLM_OK;
 }
 
-/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A quantized W is
+/* C[M, 0:N] = A[M,K] W^T (+ C when accumulate) for a quantized W (N, K)
+ * through the int8 GEMM: the rows of A are quantized per group of 32 as
+ * decode quantizes its vector (split among threads), then each thread
+ * multiplies its whole 16-row tiles of W by all M rows. Row t of the result
+ * is bit-identical to the decode GEMV of row t. */
+static void matmul_int8(struct tlm_context *c, int64_t M, const tlm_matrix *W, const float *A,
+                        bool accumulate, float *C, int64_t ldc) {
+    const tlm_kernels *kern = c->kern;
+    const int64_t K = W->cols, ng = K / TLM_QGROUP;
+    tlm_block_q8_g32_act *xq = c->xq_rows;
+#pragma omp parallel num_threads(c->n_threads)
+    {
+        int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t i0, i1, r0, r1;
+        item_slice(M, ith, nth, &i0, &i1);
+        for (int64_t i = i0; i < i1; i++) kern->quantize_act_q8_g32(A + i * K, xq + i * ng, K);
+#pragma omp barrier
+        matrix_slice(W, ith, nth, &r0, &r1);
+        if (r1 > r0) {
+            if (W->type == TLM_W_Q8_G32_R16)
+                kern->gemm_q8_g32_r16(W->data, xq, C, ldc, M, K, r0, r1, accumulate);
+            else
+                kern->gemm_q4_g32_r16(W->data, xq, C, ldc, M, K, r0, r1, accumulate);
+        }
+    }
+}
+
+/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A quantized W goes
+ * through matmul_int8 where the kernel table prefers it; otherwise it is
  * dequantized in panels of at most PANEL_ROWS rows (a multiple of 16, at least
  * one per thread), each thread dequantizing a panel into its own buffer and
  * multiplying it on its own (oneDNN runs one thread inside a parallel region). */
 static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_matrix *W, const float *A,
                          float beta, float *C, int64_t ldc, tlm_error *err) {
     if (W->type == TLM_W_F32) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
+    /* int8 weights only: with int4 ones the int8 activations cost +0.5%
+     * perplexity on SmolLM2 against the f32 path (bench/README.md) */
+    if (c->kern->gemm_q_preferred && W->type == TLM_W_Q8_G32_R16) {
+        matmul_int8(c, M, W, A, beta != 0.0f, C, ldc);
+        return TLM_OK;
+    }
     const int64_t N = W->rows, K = W->cols, nth = c->n_threads;
     int64_t n_panels = (N + PANEL_ROWS - 1) / PANEL_ROWS;
     if (n_panels < nth) n_panels = nth;
@@ -385,6 +496,49 @@ static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_matrix *W, 
         call;                                                                     \
     }
 
+/* An observer call when there is an observer (forward.h): a NULL test per
+ * stage is all the inference path pays. */
+#define OBSERVE(obs, point, layer, act, n, cols) \
+    do { if (obs) (obs)->observe((obs)->user, point, layer, act, n, cols); } while (0)
+
+/* Layer l over n (2..n_batch) tokens whose residual stream is in c->x. */
+tlm_status forward_layer_batch(struct tlm_context *c, int32_t l, int32_t n,
+                               const forward_observer *obs, tlm_error *err) {
+    const struct tlm_model *m = c->model;
+    const tlm_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    const tlm_layer *L = &m->layers[l];
+    const layer_mats W = layer_matrices(m, L);
+    tlm_status st;
+    if (L->has_attn) {
+        OBSERVE(obs, FWD_ATTN_IN, l, c->x, n, E);
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
+        OBSERVE(obs, FWD_QKV_IN, l, c->xn, n, E);
+        if ((st = matmul(c, n, &W.q, c->xn, 0.0f, c->q, q_dim, err)) ||
+            (st = matmul(c, n, &W.k, c->xn, 0.0f, c->k, kv_dim, err)) ||
+            (st = matmul(c, n, &W.v, c->xn, 0.0f, c->v, kv_dim, err)))
+            return st;
+        PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
+        PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
+        OBSERVE(obs, FWD_ATTN_OUT, l, c->attn, n, q_dim);
+        if ((st = matmul(c, n, &W.o, c->attn, 1.0f, c->x, E, err))) return st;
+        OBSERVE(obs, FWD_ATTN_RESID, l, c->x, n, E);
+    }
+    if (!L->has_mlp) return TLM_OK;
+
+    PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->ffn_norm, n, ith, nth));
+    OBSERVE(obs, FWD_FFN_IN, l, c->xn, n, E);
+    if ((st = matmul(c, n, &W.gate, c->xn, 0.0f, c->gate, F, err)) ||
+        (st = matmul(c, n, &W.up, c->xn, 0.0f, c->up, F, err)))
+        return st;
+    PARALLEL_STAGE(c, stage_silu_mul(c, n, ith, nth));
+    OBSERVE(obs, FWD_DOWN_IN, l, c->gate, n, F);
+    if ((st = matmul(c, n, &W.down, c->gate, 1.0f, c->x, E, err))) return st;
+    OBSERVE(obs, FWD_MLP_RESID, l, c->x, n, E);
+    return TLM_OK;
+}
+
 /* Runs n (2..n_batch) tokens whose embeddings are in c->x. When logits_out is
  * not NULL, writes n rows of logits there (all_logits); otherwise leaves the
  * final hidden state in c->x for the caller. */
@@ -392,31 +546,9 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
                                 tlm_error *err) {
     const struct tlm_model *m = c->model;
     const tlm_hparams *hp = &m->hp;
-    int64_t E = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
-    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
     tlm_status st;
-    for (int32_t l = 0; l < hp->n_layer; l++) {
-        const tlm_layer *L = &m->layers[l];
-        const layer_mats W = layer_matrices(m, L);
-        if (L->has_attn) {
-            PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
-            if ((st = matmul(c, n, &W.q, c->xn, 0.0f, c->q, q_dim, err)) ||
-                (st = matmul(c, n, &W.k, c->xn, 0.0f, c->k, kv_dim, err)) ||
-                (st = matmul(c, n, &W.v, c->xn, 0.0f, c->v, kv_dim, err)))
-                return st;
-            PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
-            PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
-            if ((st = matmul(c, n, &W.o, c->attn, 1.0f, c->x, E, err))) return st;
-        }
-        if (!L->has_mlp) continue;
-
-        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->ffn_norm, n, ith, nth));
-        if ((st = matmul(c, n, &W.gate, c->xn, 0.0f, c->gate, F, err)) ||
-            (st = matmul(c, n, &W.up, c->xn, 0.0f, c->up, F, err)))
-            return st;
-        PARALLEL_STAGE(c, stage_silu_mul(c, n, ith, nth));
-        if ((st = matmul(c, n, &W.down, c->gate, 1.0f, c->x, E, err))) return st;
-    }
+    for (int32_t l = 0; l < hp->n_layer; l++)
+        if ((st = forward_layer_batch(c, l, n, NULL, err))) return st;
     if (logits_out) {
         const tlm_matrix out = output_matrix(m);
         PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, m->out_norm, n, ith, nth));
@@ -451,8 +583,8 @@ static inline void *thread_xq(const struct tlm_context *c, int ith) {
  * are split among threads, and a thread finishes its own heads (bias, RoPE,
  * KV-cache store) without waiting for the others. xn: this thread's
  * normalised input (n_embd); xq: the same quantized (when a matrix is).
- * A quantized matrix writes its head's rows into the step buffers (q, k, v)
- * and the head is copied into the cache from there. */
+ * Each head is computed into the step buffers (q, k, v), and keys and values
+ * are stored into the cache from there in the cache's type. */
 static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const layer_mats *W,
                              const float *xn, const void *xq, int ith, int nth) {
     const tlm_hparams *hp = &c->model->hp;
@@ -474,27 +606,25 @@ static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const layer_m
             rope_apply(c, qh, 0);
         } else if (u < hp->n_head + hp->n_head_kv) {
             int32_t g = (int32_t)u - hp->n_head;
-            float *kh = c->k_cache + kv_offset(c, layer, g, c->pos);
-            if (is_quant(&W->k)) {
+            float *kh = c->k + (size_t)g * hd;
+            if (is_quant(&W->k))
                 matvec_rows(kern, &W->k, xn, xq, c->k, (int64_t)g * hd, (int64_t)(g + 1) * hd);
-                memcpy(kh, c->k + (size_t)g * hd, (size_t)hd * sizeof(float));
-            } else {
+            else
                 kern->gemv_f32(L->wk + (size_t)g * hd * E, xn, kh, E, 0, hd);
-            }
             if (L->bk)
                 for (int32_t d = 0; d < hd; d++) kh[d] += L->bk[g * hd + d];
             rope_apply(c, kh, 0);
+            kv_store(c, false, layer, g, c->pos, kh);
         } else {
             int32_t g = (int32_t)u - hp->n_head - hp->n_head_kv;
-            float *vh = c->v_cache + kv_offset(c, layer, g, c->pos);
-            if (is_quant(&W->v)) {
+            float *vh = c->v + (size_t)g * hd;
+            if (is_quant(&W->v))
                 matvec_rows(kern, &W->v, xn, xq, c->v, (int64_t)g * hd, (int64_t)(g + 1) * hd);
-                memcpy(vh, c->v + (size_t)g * hd, (size_t)hd * sizeof(float));
-            } else {
+            else
                 kern->gemv_f32(L->wv + (size_t)g * hd * E, xn, vh, E, 0, hd);
-            }
             if (L->bv)
                 for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
+            kv_store(c, true, layer, g, c->pos, vh);
         }
     }
 }
@@ -568,13 +698,40 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
 /* ------------------------------------------------------------ context */
 
 tlm_context_params tlm_context_default_params(void) {
-    return (tlm_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 0};
+    return (tlm_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 0, .kv_type = TLM_KV_F16};
+}
+
+const char *tlm_kv_type_name(int32_t type) {
+    switch (type) {
+    case TLM_KV_F16: return "f16";
+    case TLM_KV_F32: return "f32";
+    case TLM_KV_INT8: return "int8";
+    default: return "unknown";
+    }
+}
+
+int32_t tlm_kv_type_from_name(const char *name) {
+    if (!name) return -1;
+    for (int32_t t = TLM_KV_F16; t <= TLM_KV_INT8; t++)
+        if (!strcmp(name, tlm_kv_type_name(t))) return t;
+    return -1;
+}
+
+/* Bytes of one cached head vector (keys or values) of head_dim values. */
+static size_t kv_row_bytes(int32_t kv_type, int32_t head_dim) {
+    switch (kv_type) {
+    case TLM_KV_F32: return (size_t)head_dim * sizeof(float);
+    case TLM_KV_F16: return (size_t)head_dim * sizeof(uint16_t);
+    default: return (size_t)head_dim + sizeof(float); /* int8 values + the f32 scale */
+    }
 }
 
 void tlm_context_free(tlm_context *c) {
     if (!c) return;
     tlm_free(c->k_cache);
     tlm_free(c->v_cache);
+    tlm_free(c->k_scale);
+    tlm_free(c->v_scale);
     tlm_free(c->kv_slot);
     tlm_free(c->x);
     tlm_free(c->xn);
@@ -592,6 +749,7 @@ void tlm_context_free(tlm_context *c) {
     tlm_free(c->scores);
     tlm_free(c->xq);
     tlm_free(c->panel);
+    tlm_free(c->xq_rows);
     tlm_free(c->logits);
     tlm_free(c);
 }
@@ -631,6 +789,11 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
                    TLM_MAX_THREADS);
         return NULL;
     }
+    if (prm.kv_type != TLM_KV_F16 && prm.kv_type != TLM_KV_F32 && prm.kv_type != TLM_KV_INT8) {
+        tlm_seterr(err, TLM_ERR_ARG, "context: unknown KV-cache type %d (f16, f32 or int8)",
+                   prm.kv_type);
+        return NULL;
+    }
     int32_t n_ctx = prm.n_ctx;
     if (n_ctx == 0) n_ctx = hp->n_ctx_train < TLM_DEFAULT_N_CTX ? hp->n_ctx_train : TLM_DEFAULT_N_CTX;
     if (n_ctx < 1) n_ctx = 1;
@@ -642,12 +805,13 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
     /* The KV cache is the big one: say its size when it cannot exist. */
     int32_t n_kv_slots = 0;
     for (int32_t l = 0; l < hp->n_layer; l++) n_kv_slots += m->layers[l].has_attn;
-    size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, kv_elems, kv_bytes;
-    if (tlm_mul_overflow((size_t)n_ctx, (size_t)(n_kv_slots ? n_kv_slots : 1), &kv_elems) ||
-        tlm_mul_overflow(kv_elems, kv_dim, &kv_elems) ||
-        tlm_mul_overflow(kv_elems, 2 * sizeof(float), &kv_bytes)) {
+    size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, kv_rows, kv_elems, kv_bytes;
+    if (tlm_mul_overflow((size_t)n_ctx, (size_t)(n_kv_slots ? n_kv_slots : 1), &kv_rows) ||
+        tlm_mul_overflow(kv_rows, (size_t)hp->n_head_kv, &kv_rows) ||
+        tlm_mul_overflow(kv_rows, (size_t)hp->head_dim, &kv_elems) ||
+        tlm_mul_overflow(kv_rows, 2 * kv_row_bytes(prm.kv_type, hp->head_dim), &kv_bytes)) {
         tlm_seterr(err, TLM_ERR_ARG,
-                   "context: a KV cache of %d tokens x %d layers x %zu floats x 2 overflows the address space",
+                   "context: a KV cache of %d tokens x %d layers x %zu values x 2 overflows the address space",
                    n_ctx, n_kv_slots, kv_dim);
         return NULL;
     }
@@ -673,12 +837,17 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
     c->n_ctx = n_ctx;
     c->n_batch = n_batch;
     c->n_threads = n_threads;
+    c->kv_type = prm.kv_type;
+    c->kv_elem = prm.kv_type == TLM_KV_F32 ? 4 : prm.kv_type == TLM_KV_F16 ? 2 : 1;
 
     size_t B = (size_t)n_batch, E = (size_t)hp->n_embd;
     size_t q_dim = (size_t)hp->n_head * (size_t)hp->head_dim, F = (size_t)hp->n_ff;
     size_t half = (size_t)hp->rope_dim / 2;
-    if (!(c->k_cache = alloc_floats(kv_elems, 1, sizeof(float), "key cache", err)) ||
-        !(c->v_cache = alloc_floats(kv_elems, 1, sizeof(float), "value cache", err)) ||
+    if (!(c->k_cache = alloc_floats(kv_elems, 1, c->kv_elem, "key cache", err)) ||
+        !(c->v_cache = alloc_floats(kv_elems, 1, c->kv_elem, "value cache", err)) ||
+        (c->kv_type == TLM_KV_INT8 &&
+         (!(c->k_scale = alloc_floats(kv_rows, 1, sizeof(float), "key-cache scales", err)) ||
+          !(c->v_scale = alloc_floats(kv_rows, 1, sizeof(float), "value-cache scales", err)))) ||
         !(c->kv_slot = alloc_floats((size_t)hp->n_layer, 1, sizeof(int32_t), "KV slot map", err)) ||
         !(c->x = alloc_floats(B, E, sizeof(float), "residual stream", err)) ||
         !(c->xn = alloc_floats(B, E, sizeof(float), "normalised activations", err)) ||
@@ -712,7 +881,9 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
         c->panel_cols = (int64_t)widest;
         if (!(c->xq = alloc_floats((size_t)n_threads, c->xq_stride, 1, "quantized activations", err)) ||
             !(c->panel = alloc_floats((size_t)n_threads * PANEL_ROWS, widest, sizeof(float),
-                                      "dequantized weight panels", err))) {
+                                      "dequantized weight panels", err)) ||
+            !(c->xq_rows = alloc_floats(B, blocks, sizeof(tlm_block_q8_g32_act),
+                                        "quantized activation rows", err))) {
             tlm_context_free(c);
             return NULL;
         }
@@ -731,12 +902,21 @@ int32_t tlm_context_pos(const tlm_context *c) { return c ? c->pos : 0; }
 int64_t tlm_context_kv_bytes_per_token(const tlm_context *c) {
     if (!c) return 0;
     const tlm_hparams *hp = &c->model->hp;
-    return 2 * (int64_t)c->n_kv_slots * hp->n_head_kv * hp->head_dim * (int64_t)sizeof(float);
+    return 2 * (int64_t)c->n_kv_slots * hp->n_head_kv *
+           (int64_t)kv_row_bytes(c->kv_type, hp->head_dim);
 }
+
+int32_t tlm_context_kv_type(const tlm_context *c) { return c ? c->kv_type : TLM_KV_F16; }
 
 void tlm_context_reset(tlm_context *c) {
     if (!c) return;
     c->pos = 0;
+    c->last_n = 0;
+}
+
+void tlm_context_truncate(tlm_context *c, int32_t n) {
+    if (!c || n < 0 || n >= c->pos) return;
+    c->pos = n;
     c->last_n = 0;
 }
 
@@ -822,3 +1002,13 @@ const float *tlm_get_logits(const tlm_context *c, int32_t i) {
     if (c->last_all) return c->logits + (size_t)i * (size_t)c->model->hp.n_vocab;
     return i == c->last_n - 1 ? c->logits : NULL;
 }
+
+/* ------------------------------------------- layer-major passes (forward.h) */
+
+float *forward_residual(tlm_context *c) { return c->x; }
+
+void forward_embed(tlm_context *c, const int32_t *tokens, int32_t n) { embed_tokens(c, tokens, n); }
+
+void forward_set_positions(tlm_context *c, int32_t n) { rope_fill_tables(c, c->pos, n); }
+
+int32_t forward_n_threads(const tlm_context *c) { return c->n_threads; }

@@ -100,8 +100,9 @@ tlm_model *tlm_model_load(const char *path, tlm_error *err) {
     if (!S_ISDIR(st.st_mode) && model_is_tlm_file(path)) return model_load_tlm(path, err);
     struct tlm_model *m = S_ISDIR(st.st_mode) ? model_load_hf(path, err)
                                               : model_load_gguf(path, err);
-    /* GGUF and Hugging Face checkpoints always hold every sublayer. */
-    for (int32_t il = 0; m && il < m->hp.n_layer; il++)
+    /* Hugging Face checkpoints always hold every sublayer; the GGUF loader
+     * sets them itself (a "deci" GGUF may lack some). */
+    for (int32_t il = 0; m && S_ISDIR(st.st_mode) && il < m->hp.n_layer; il++)
         m->layers[il].has_attn = m->layers[il].has_mlp = true;
     return m;
 }

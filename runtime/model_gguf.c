@@ -2,6 +2,10 @@
  * model_gguf.c — builds a tlm_model from a GGUF file: hyper-parameters from
  * the metadata, every weight dequantized to f32, the tokenizer from the
  * tokenizer.ggml.* metadata. The file is closed once everything is copied.
+ * Architectures: llama, qwen2, and deci (llama.cpp's form for models whose
+ * layers may lack attention or MLP, which `trimlm convert --to gguf` writes
+ * for pruned models; runtime/gguf_writer.h): its per-layer arrays set the
+ * layers' has_attn / has_mlp.
  *
  * GGUF stores a matrix with ne = [in, out]: out rows of in contiguous values,
  * which is the row-major (out, in) layout of model.h, so rows are converted
@@ -25,8 +29,12 @@
 typedef struct gguf_loader {
     gguf_file *f;
     const char *path;
-    const char *arch; /* "llama" or "qwen2", the metadata key prefix */
+    const char *arch; /* "llama", "qwen2" or "deci", the metadata key prefix */
     tlm_error *err;
+    /* per layer (n_layer): which sublayers the file holds. "deci" files
+     * (llama.cpp's form for models whose layers may lack attention or MLP,
+     * as trimlm exports pruned models) say so per layer; others hold all. */
+    bool *has_attn, *has_mlp;
 } gguf_loader;
 
 /* Reads "<arch>.<suffix>" as a non-negative int32. Absent: *out = dflt when
@@ -56,6 +64,109 @@ static tlm_status read_count(const gguf_loader *ld, const char *suffix, bool req
                           ld->path, key, v);
     *out = (int32_t)v;
     return TLM_OK;
+}
+
+/* Reads "<arch>.<suffix>" as one count for every layer or as an array of
+ * n_layer counts (deci: 0 = the layer lacks that part) into per_layer.
+ * Absent: dflt (n_layer values) when given, else an error. */
+static tlm_status read_layer_counts(const gguf_loader *ld, const char *suffix, int32_t n_layer,
+                                    const int32_t *dflt, int32_t *per_layer) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", ld->arch, suffix);
+    const gguf_kv *kv = gguf_find_kv(ld->f, key);
+    if (!kv && dflt) {
+        memcpy(per_layer, dflt, (size_t)n_layer * sizeof *per_layer);
+        return TLM_OK;
+    }
+    if (kv && kv->type == GGUF_VT_ARRAY) {
+        if ((kv->arr_type != GGUF_VT_INT32 && kv->arr_type != GGUF_VT_UINT32) ||
+            kv->arr_n != (uint64_t)n_layer)
+            return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                              "%s: metadata '%s' must be %d 32-bit integers (one per layer)",
+                              ld->path, key, (int)n_layer);
+        for (int32_t il = 0; il < n_layer; il++) {
+            uint32_t v;
+            memcpy(&v, kv->data + 4 * (size_t)il, 4);
+            if (v > INT32_MAX)
+                return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: metadata '%s'[%d] is out of range",
+                                  ld->path, key, (int)il);
+            per_layer[il] = (int32_t)v;
+        }
+        return TLM_OK;
+    }
+    int32_t v;
+    tlm_status st = read_count(ld, suffix, true, 0, &v);
+    for (int32_t il = 0; !st && il < n_layer; il++) per_layer[il] = v;
+    return st;
+}
+
+/* The value every layer that has the part shares (layers of 0 lack it);
+ * 0 when no layer has it. */
+static tlm_status common_count(const gguf_loader *ld, const char *what, const int32_t *per_layer,
+                               int32_t n_layer, int32_t *out) {
+    *out = 0;
+    for (int32_t il = 0; il < n_layer; il++) {
+        if (per_layer[il] == 0) continue;
+        if (*out && per_layer[il] != *out)
+            return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                              "%s: layers of different %s (%d in layer %d, %d before) are not "
+                              "supported", ld->path, what, per_layer[il], (int)il, *out);
+        *out = per_layer[il];
+    }
+    return TLM_OK;
+}
+
+/* deci: per-layer head counts and MLP widths; a layer with 0 heads has no
+ * attention, one with width 0 (or named in trimlm.removed_mlp, the zero
+ * placeholder trimlm's exporter writes) no MLP. */
+static tlm_status read_deci_layers(gguf_loader *ld, tlm_hparams *hp) {
+    const int32_t NL = hp->n_layer;
+    if (NL <= 0 || NL > 1 << 16)
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: block_count %d is out of range", ld->path,
+                          (int)NL);
+    int32_t *arr = tlm_malloc((size_t)NL * 3 * sizeof *arr);
+    ld->has_attn = tlm_calloc((size_t)NL, sizeof *ld->has_attn);
+    ld->has_mlp = tlm_calloc((size_t)NL, sizeof *ld->has_mlp);
+    if (!arr || !ld->has_attn || !ld->has_mlp) {
+        tlm_free(arr);
+        return tlm_seterr(ld->err, TLM_ERR_NOMEM, "%s: out of memory", ld->path);
+    }
+    int32_t *ff = arr, *heads = arr + NL, *heads_kv = arr + 2 * NL;
+    tlm_status st;
+    if ((st = read_layer_counts(ld, "feed_forward_length", NL, NULL, ff)) ||
+        (st = read_layer_counts(ld, "attention.head_count", NL, NULL, heads)) ||
+        (st = read_layer_counts(ld, "attention.head_count_kv", NL, heads, heads_kv)))
+        goto done;
+    const gguf_kv *removed = gguf_find_kv(ld->f, "trimlm.removed_mlp");
+    if (removed && (removed->type != GGUF_VT_ARRAY || removed->arr_type != GGUF_VT_BOOL ||
+                    removed->arr_n != (uint64_t)NL)) {
+        st = tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                        "%s: metadata 'trimlm.removed_mlp' must be %d booleans", ld->path, (int)NL);
+        goto done;
+    }
+    for (int32_t il = 0; il < NL; il++) {
+        if (heads[il] > 0 && heads_kv[il] == 0) {
+            st = tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                            "%s: layer %d has attention without key/value heads (deci \"linear "
+                            "attention\"), which is not supported", ld->path, (int)il);
+            goto done;
+        }
+        ld->has_attn[il] = heads[il] > 0;
+        ld->has_mlp[il] = ff[il] > 0 && !(removed && removed->data[il]);
+        if (!ld->has_attn[il]) heads_kv[il] = 0;
+        if (!ld->has_mlp[il]) ff[il] = 0;
+    }
+    if ((st = common_count(ld, "MLP widths", ff, NL, &hp->n_ff)) ||
+        (st = common_count(ld, "head counts", heads, NL, &hp->n_head)) ||
+        (st = common_count(ld, "key/value head counts", heads_kv, NL, &hp->n_head_kv)))
+        goto done;
+    if (!hp->n_head || !hp->n_ff)
+        st = tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
+                        "%s: no layer has %s; such a model is not supported", ld->path,
+                        hp->n_head ? "an MLP" : "attention");
+done:
+    tlm_free(arr);
+    return st;
 }
 
 /* Reads "<arch>.<suffix>" as a float; absent: dflt when !required. */
@@ -105,18 +216,24 @@ static tlm_status read_rope_scaling(const gguf_loader *ld, tlm_hparams *hp) {
 }
 
 /* Fills hp from the metadata; n_vocab comes from the token embedding. */
-static tlm_status read_hparams(const gguf_loader *ld, tlm_hparams *hp) {
+static tlm_status read_hparams(gguf_loader *ld, tlm_hparams *hp) {
     tlm_status st;
     memset(hp, 0, sizeof *hp);
+    const bool deci = strcmp(ld->arch, "deci") == 0;
     hp->arch = strcmp(ld->arch, "qwen2") == 0 ? TLM_ARCH_QWEN2 : TLM_ARCH_LLAMA;
     hp->rope_style = hp->arch == TLM_ARCH_QWEN2 ? TLM_ROPE_NEOX : TLM_ROPE_NORM;
     hp->qkv_bias = hp->arch == TLM_ARCH_QWEN2;
     if ((st = read_count(ld, "block_count", true, 0, &hp->n_layer)) ||
-        (st = read_count(ld, "embedding_length", true, 0, &hp->n_embd)) ||
-        (st = read_count(ld, "feed_forward_length", true, 0, &hp->n_ff)) ||
-        (st = read_count(ld, "attention.head_count", true, 0, &hp->n_head)) ||
-        (st = read_count(ld, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv)) ||
-        (st = read_count(ld, "attention.key_length", false,
+        (st = read_count(ld, "embedding_length", true, 0, &hp->n_embd)))
+        return st;
+    if (deci) {
+        if ((st = read_deci_layers(ld, hp))) return st;
+    } else if ((st = read_count(ld, "feed_forward_length", true, 0, &hp->n_ff)) ||
+               (st = read_count(ld, "attention.head_count", true, 0, &hp->n_head)) ||
+               (st = read_count(ld, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv))) {
+        return st;
+    }
+    if ((st = read_count(ld, "attention.key_length", false,
                          hp->n_head > 0 ? hp->n_embd / hp->n_head : 0, &hp->head_dim)) ||
         (st = read_count(ld, "context_length", true, 0, &hp->n_ctx_train)) ||
         (st = read_count(ld, "rope.dimension_count", false, hp->head_dim, &hp->rope_dim)) ||
@@ -280,6 +397,8 @@ static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const 
 static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t il) {
     const tlm_hparams *hp = &m->hp;
     tlm_layer *L = &m->layers[il];
+    L->has_attn = !ld->has_attn || ld->has_attn[il];
+    L->has_mlp = !ld->has_mlp || ld->has_mlp[il];
     const uint64_t n_embd = (uint64_t)hp->n_embd, n_ff = (uint64_t)hp->n_ff;
     const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
     const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
@@ -290,19 +409,23 @@ static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t
         snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);             \
         if ((st = load_weight(ld, m, name, rows, cols, required, dst))) return st; \
     } while (0)
-    LOAD("attn_norm.weight", 0, n_embd, true, &L->attn_norm);
-    LOAD("attn_q.weight", q_dim, n_embd, true, &L->wq);
-    LOAD("attn_k.weight", kv_dim, n_embd, true, &L->wk);
-    LOAD("attn_v.weight", kv_dim, n_embd, true, &L->wv);
-    LOAD("attn_output.weight", n_embd, q_dim, true, &L->wo);
-    /* qwen2 always has q/k/v biases; a llama file may carry them too */
-    LOAD("attn_q.bias", 0, q_dim, hp->qkv_bias, &L->bq);
-    LOAD("attn_k.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bk);
-    LOAD("attn_v.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bv);
-    LOAD("ffn_norm.weight", 0, n_embd, true, &L->ffn_norm);
-    LOAD("ffn_gate.weight", n_ff, n_embd, true, &L->w_gate);
-    LOAD("ffn_up.weight", n_ff, n_embd, true, &L->w_up);
-    LOAD("ffn_down.weight", n_embd, n_ff, true, &L->w_down);
+    if (L->has_attn) {
+        LOAD("attn_norm.weight", 0, n_embd, true, &L->attn_norm);
+        LOAD("attn_q.weight", q_dim, n_embd, true, &L->wq);
+        LOAD("attn_k.weight", kv_dim, n_embd, true, &L->wk);
+        LOAD("attn_v.weight", kv_dim, n_embd, true, &L->wv);
+        LOAD("attn_output.weight", n_embd, q_dim, true, &L->wo);
+        /* qwen2 always has q/k/v biases; a llama file may carry them too */
+        LOAD("attn_q.bias", 0, q_dim, hp->qkv_bias, &L->bq);
+        LOAD("attn_k.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bk);
+        LOAD("attn_v.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bv);
+    }
+    if (L->has_mlp) {
+        LOAD("ffn_norm.weight", 0, n_embd, true, &L->ffn_norm);
+        LOAD("ffn_gate.weight", n_ff, n_embd, true, &L->w_gate);
+        LOAD("ffn_up.weight", n_ff, n_embd, true, &L->w_up);
+        LOAD("ffn_down.weight", n_embd, n_ff, true, &L->w_down);
+    }
 #undef LOAD
     if (!L->bq && (L->bk || L->bv))
         return tlm_seterr(ld->err, TLM_ERR_FORMAT,
@@ -328,9 +451,13 @@ static tlm_status load_weights(const gguf_loader *ld, struct tlm_model *m) {
                           hp->n_layer);
     for (int32_t il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(ld, m, il))) return st;
-    if (hp->n_layer > 0 && m->layers[0].bq) hp->qkv_bias = true;
     for (int32_t il = 0; il < hp->n_layer; il++)
-        if ((m->layers[il].bq != NULL) != hp->qkv_bias)
+        if (m->layers[il].has_attn) { /* the first layer with attention decides */
+            if (m->layers[il].bq) hp->qkv_bias = true;
+            break;
+        }
+    for (int32_t il = 0; il < hp->n_layer; il++)
+        if (m->layers[il].has_attn && (m->layers[il].bq != NULL) != hp->qkv_bias)
             return tlm_seterr(ld->err, TLM_ERR_FORMAT,
                               "%s: q/k/v biases are present in some layers only (layer %d differs)",
                               ld->path, (int)il);
@@ -352,13 +479,15 @@ static tlm_status read_architecture(gguf_loader *ld) {
         ld->arch = "llama";
     } else if (gguf_str_eq(arch, "qwen2")) {
         ld->arch = "qwen2";
+    } else if (gguf_str_eq(arch, "deci")) {
+        ld->arch = "deci";
     } else {
         char shown[64];
         snprintf(shown, sizeof shown, "%.*s", (int)(arch.len < 40 ? arch.len : 40), arch.ptr);
         for (char *c = shown; *c; c++)
             if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) *c = '?';
         return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
-                          "%s: architecture '%s' is not supported (supported: llama, qwen2)",
+                          "%s: architecture '%s' is not supported (supported: llama, qwen2, deci)",
                           ld->path, shown);
     }
     return TLM_OK;
@@ -372,7 +501,8 @@ static tlm_status load_model(gguf_loader *ld, struct tlm_model *m) {
         return st;
     m->source_format = "gguf";
     gguf_str s;
-    if (!(m->arch_name = tlm_strdup(ld->arch)) ||
+    /* deci is llama with per-layer sublayers: it runs (and converts) as llama */
+    if (!(m->arch_name = tlm_strdup(strcmp(ld->arch, "deci") == 0 ? "llama" : ld->arch)) ||
         (gguf_get_str(ld->f, "general.name", &s) && !(m->name = dup_gguf_str(s))) ||
         (gguf_get_str(ld->f, "tokenizer.chat_template", &s) && !(m->chat_template = dup_gguf_str(s))))
         return tlm_seterr(ld->err, TLM_ERR_NOMEM, "%s: out of memory", ld->path);
@@ -402,6 +532,8 @@ struct tlm_model *model_load_gguf(const char *path, tlm_error *err) {
     tlm_clearerr(&local);
     gguf_loader ld = {.f = f, .path = path, .err = &local};
     tlm_status st = load_model(&ld, m);
+    tlm_free(ld.has_attn);
+    tlm_free(ld.has_mlp);
     gguf_close(f);
     if (st != TLM_OK) {
         if (err) *err = local;

@@ -707,6 +707,8 @@ typedef struct desc_impl {
     int32_t n_strings, cap_strings;
     tlm_tensor_desc *tensors;
     tlm_sublayer_desc *subs;
+    tlm_sublayer_desc *dropped;
+    float *scores; /* 3 x n_layer: attn, mlp, block */
     bool oom;
 } desc_impl;
 
@@ -734,6 +736,8 @@ void tlm_file_desc_free(tlm_file_desc *pub) {
     tlm_free(d->strings);
     tlm_free(d->tensors);
     tlm_free(d->subs);
+    tlm_free(d->dropped);
+    tlm_free(d->scores);
     tlm_free(d);
 }
 
@@ -748,6 +752,68 @@ static void fill_info(desc_impl *d, const tlm_hparams *hp, const char *arch, con
         .rms_eps = hp->rms_eps, .tied_embeddings = hp->tied_embeddings,
         .source_format = d->pub.format,
     };
+}
+
+/* The optional keys of a converted file (tlm_format.h): importance scores,
+ * dropped sublayers, calibration settings, quantization method. Files
+ * without them (or with malformed values) simply describe less. */
+static tlm_status describe_pruning(desc_impl *d, const tlm_reader *r, int32_t n_layer,
+                                   tlm_error *err) {
+    tlm_file_desc *pub = &d->pub;
+    const char *method = meta_str(jget(r->meta, "convert"), "quant_method");
+    pub->quant_method = method ? desc_str(d, method, strlen(method)) : NULL;
+    const cJSON *imp = jget(r->meta, "importance");
+    if (cJSON_IsObject(imp)) {
+        static const char *const keys[3] = {"attn", "mlp", "block"};
+        if (!(d->scores = tlm_malloc((size_t)n_layer * 3 * sizeof *d->scores)))
+            return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", r->path);
+        for (int k = 0; k < 3; k++) {
+            const cJSON *arr = jget(imp, keys[k]);
+            const bool ok = cJSON_IsArray(arr) && cJSON_GetArraySize(arr) == n_layer;
+            for (int32_t il = 0; il < n_layer; il++) {
+                const cJSON *v = ok ? cJSON_GetArrayItem(arr, il) : NULL;
+                d->scores[k * n_layer + il] = cJSON_IsNumber(v) ? (float)v->valuedouble : NAN;
+            }
+        }
+        pub->attn_scores = d->scores;
+        pub->mlp_scores = d->scores + n_layer;
+        pub->block_scores = d->scores + 2 * n_layer;
+    }
+    const cJSON *dropped = jget(r->meta, "dropped");
+    if (cJSON_IsArray(dropped) && cJSON_GetArraySize(dropped) > 0) {
+        const int n = cJSON_GetArraySize(dropped);
+        if (n > 2 * n_layer)
+            return tlm_seterr(err, TLM_ERR_FORMAT, "%s: metadata 'dropped' lists %d sublayers of %d",
+                              r->path, n, 2 * n_layer);
+        if (!(d->dropped = tlm_calloc((size_t)n, sizeof *d->dropped)))
+            return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", r->path);
+        const cJSON *item;
+        cJSON_ArrayForEach(item, dropped) {
+            const char *kind = meta_str(item, "kind");
+            const cJSON *layer = jget(item, "layer"), *score = jget(item, "score");
+            if (!kind || (strcmp(kind, "attn") != 0 && strcmp(kind, "mlp") != 0) ||
+                !cJSON_IsNumber(layer) || layer->valuedouble < 0 || layer->valuedouble >= n_layer)
+                return tlm_seterr(err, TLM_ERR_FORMAT, "%s: metadata 'dropped' entry %d is invalid",
+                                  r->path, pub->n_dropped);
+            tlm_sublayer_desc *s = &d->dropped[pub->n_dropped++];
+            s->kind = strcmp(kind, "attn") == 0 ? "attn" : "mlp";
+            s->layer = (int32_t)layer->valuedouble;
+            s->has_score = cJSON_IsNumber(score);
+            s->score = s->has_score ? (float)score->valuedouble : NAN;
+        }
+        pub->dropped = d->dropped;
+    }
+    const cJSON *cal = jget(r->meta, "calibration");
+    if (cJSON_IsObject(cal)) {
+        const char *text = meta_str(cal, "text");
+        const cJSON *tokens = jget(cal, "tokens"), *seq = jget(cal, "seq_len"),
+                    *secs = jget(cal, "seconds");
+        pub->calib_text = desc_str(d, text ? text : "?", text ? strlen(text) : 1);
+        pub->calib_tokens = cJSON_IsNumber(tokens) ? (int64_t)tokens->valuedouble : 0;
+        pub->calib_seq_len = cJSON_IsNumber(seq) ? (int32_t)seq->valuedouble : 0;
+        pub->calib_seconds = cJSON_IsNumber(secs) ? secs->valuedouble : 0.0;
+    }
+    return TLM_OK;
 }
 
 static tlm_status describe_tlm(desc_impl *d, const char *path, tlm_error *err) {
@@ -807,6 +873,7 @@ static tlm_status describe_tlm(desc_impl *d, const char *path, tlm_error *err) {
     }
     pub->n_sublayers = n_nodes;
     pub->info.n_params = pub->n_weights;
+    st = describe_pruning(d, &r, hp.n_layer, err);
 done:
     tlm_free(nodes);
     reader_close(&r);
@@ -821,16 +888,21 @@ static tlm_status describe_graph(desc_impl *d, const struct tlm_model *m, tlm_er
     const int64_t E = hp->n_embd, F = hp->n_ff;
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    int32_t n = 0, n_attn = 0; /* a pruned ("deci") GGUF lacks some sublayers */
     for (int32_t il = 0; il < hp->n_layer; il++) {
-        tlm_sublayer_desc *a = &d->subs[2 * il], *f = &d->subs[2 * il + 1];
-        *a = (tlm_sublayer_desc){.kind = "attn", .layer = il, .n_tensors = hp->qkv_bias ? 8 : 5,
-                                 .n_params = E + 2 * q_dim * E + 2 * kv_dim * E +
-                                             (hp->qkv_bias ? q_dim + 2 * kv_dim : 0)};
-        *f = (tlm_sublayer_desc){.kind = "mlp", .layer = il, .n_tensors = 4,
-                                 .n_params = E + 3 * F * E};
+        if (m->layers[il].has_attn) {
+            d->subs[n++] = (tlm_sublayer_desc){
+                .kind = "attn", .layer = il, .n_tensors = hp->qkv_bias ? 8 : 5,
+                .n_params = E + 2 * q_dim * E + 2 * kv_dim * E +
+                            (hp->qkv_bias ? q_dim + 2 * kv_dim : 0)};
+            n_attn++;
+        }
+        if (m->layers[il].has_mlp)
+            d->subs[n++] = (tlm_sublayer_desc){.kind = "mlp", .layer = il, .n_tensors = 4,
+                                               .n_params = E + 3 * F * E};
     }
-    d->pub.n_sublayers = 2 * hp->n_layer;
-    d->pub.n_attn_sublayers = hp->n_layer;
+    d->pub.n_sublayers = n;
+    d->pub.n_attn_sublayers = n_attn;
     return TLM_OK;
 }
 

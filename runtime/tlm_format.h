@@ -39,7 +39,15 @@
  *     "tensors": {"token_embd": name, "output_norm": name, "output": name (absent when tied)},
  *     "graph": [{"kind": "attn"|"mlp", "layer": original layer index,
  *                "score": number (optional), "tensors": [names]}, ...],
- *     "convert": {"type": "f16", "keep_wide": [patterns], "trimlm_version": "0.1.0"}
+ *     "convert": {"type": "f16", "keep_wide": [patterns], "trimlm_version": "0.1.0",
+ *                 "quant_method": "rtn" | "awq" (int8/int4 only, optional)},
+ *     optional, written when known (readers must accept their absence):
+ *     "importance": {"attn": [n_layer], "mlp": [n_layer], "block": [n_layer]}
+ *                   (number, or null where the source lacked the sublayer),
+ *     "dropped": [{"kind": "attn"|"mlp", "layer": n, "score": number|null}, ...],
+ *     "calibration": {"text": name, "tokens": n, "seq_len": n, "seconds": x},
+ *     "awq": {"alpha": [{"layer": n, "input": "attn_qkv"|"attn_out"|"ffn_gate_up"|
+ *             "ffn_down", "alpha": x}, ...]}
  *   }
  * The graph lists sublayers in execution order (layer ascending, attention
  * before MLP within a layer). A sublayer that was removed is simply absent:
@@ -207,6 +215,11 @@ typedef struct tlm_write_options {
     const char *keep_wide;               /* tensors kept f32 (tlm_convert_params) */
     const bool *drop_attn, *drop_mlp;    /* n_layer flags each; NULL = keep all */
     const float *attn_score, *mlp_score; /* n_layer importances; NULL = none */
+    const float *block_score;            /* n_layer block importances; NULL = none */
+    /* Activation statistics and scores of a calibration pass over m. When
+     * set, scores not given above come from it, and int8/int4 matrices are
+     * quantized activation-aware (quant/awq.h) instead of round-to-nearest. */
+    const struct tlm_calib *calib;
     const char *source_file, *source_format;
     const tlm_tokenizer_blob *tokenizer;
     tlm_progress_fn progress;

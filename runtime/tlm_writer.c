@@ -26,9 +26,11 @@
 #include <xxhash.h>
 
 #include "alloc.h"
+#include "awq.h"
 #include "error.h"
 #include "f16.h"
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "model.h"
 #include "qformat.h"
 #include "tlm_format.h"
@@ -235,6 +237,10 @@ typedef struct plan_tensor {
     uint64_t offset;    /* from data_offset */
     uint64_t bytes;
     uint64_t checksum;
+    int32_t layer;      /* blk.N: N; -1 for the others */
+    bool search;        /* quantize through awq.h's importance-weighted search */
+    const float *imp;   /* its per-input importance (cols values; NULL = all 1),
+                           set while the tensor's layer is prepared */
 } plan_tensor;
 
 typedef struct plan_sublayer {
@@ -244,6 +250,12 @@ typedef struct plan_sublayer {
     bool has_score;
     float score;
 } plan_sublayer;
+
+typedef struct plan_drop {
+    bool is_attn;
+    int32_t layer;
+    float score; /* NaN when unknown */
+} plan_drop;
 
 typedef struct plan {
     const struct tlm_model *m;
@@ -257,6 +269,13 @@ typedef struct plan {
     bool *pattern_used; /* per keep_wide pattern: matched at least one tensor */
     char **patterns;
     int32_t n_patterns;
+    float *scores;      /* 3 x n_layer importances (attn, mlp, block), NaN where
+                           unknown; NULL when no scores were given */
+    plan_drop *dropped; /* sublayers of the model left out */
+    int32_t n_dropped;
+    bool awq;           /* quantize activation-aware from o->calib */
+    float *alpha;       /* 4 x n_layer AWQ alphas per linear input, NaN = not scaled */
+    float *out_imp;     /* n_embd: importance of the output head's input */
 } plan;
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -353,6 +372,8 @@ static tlm_status plan_add_q(plan *p, const char *name, const float *src, const 
     snprintf(t->name, sizeof t->name, "%s", name);
     t->src = src;
     t->qsrc = src ? NULL : q;
+    t->layer = -1;
+    if (strncmp(name, "blk.", 4) == 0) t->layer = (int32_t)strtol(name + 4, NULL, 10);
     t->n_dims = rows ? 2 : 1;
     t->rows = rows ? rows : 1;
     t->cols = cols;
@@ -392,15 +413,17 @@ static tlm_status plan_layer(plan *p, int32_t il) {
         const bool is_attn = kind == 0;
         const bool present = is_attn ? L->has_attn : L->has_mlp;
         const bool *drop = is_attn ? o->drop_attn : o->drop_mlp;
+        const float score = p->scores ? p->scores[(is_attn ? 0 : 1) * hp->n_layer + il] : NAN;
+        if (present && drop && drop[il])
+            p->dropped[p->n_dropped++] = (plan_drop){is_attn, il, score};
         if (!present || (drop && drop[il])) continue;
         plan_sublayer *s = &p->subs[p->n_subs++];
         s->is_attn = is_attn;
         s->layer = il;
         s->first = p->n_tensors;
-        const float *score = is_attn ? o->attn_score : o->mlp_score;
-        if (score) {
+        if (isfinite(score)) {
             s->has_score = true;
-            s->score = score[il];
+            s->score = score;
         }
         if (is_attn) {
             ADD("attn_norm.weight", L->attn_norm, 0, E);
@@ -432,8 +455,32 @@ static tlm_status plan_build(plan *p) {
     const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
     tlm_status st;
     if ((st = parse_patterns(p))) return st;
-    p->subs = tlm_calloc((size_t)hp->n_layer * 2, sizeof *p->subs);
-    if (!p->subs) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+    const tlm_write_options *o = p->o;
+    const int32_t NL = hp->n_layer;
+    p->subs = tlm_calloc((size_t)NL * 2, sizeof *p->subs);
+    p->dropped = tlm_calloc((size_t)NL * 2, sizeof *p->dropped);
+    if (!p->subs || !p->dropped) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+    if (o->calib && tlm_calib_n_layer(o->calib) != NL)
+        return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the calibration has %d layers, the model %d",
+                          p->dst, (int)tlm_calib_n_layer(o->calib), (int)NL);
+    if (o->attn_score || o->mlp_score || o->block_score || o->calib) {
+        if (!(p->scores = tlm_malloc((size_t)NL * 3 * sizeof *p->scores)))
+            return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+        const float *given[3] = {o->attn_score, o->mlp_score, o->block_score};
+        static const tlm_sublayer_kind kinds[3] = {TLM_SUBLAYER_ATTN, TLM_SUBLAYER_MLP,
+                                                   TLM_SUBLAYER_BLOCK};
+        for (int k = 0; k < 3; k++)
+            for (int32_t il = 0; il < NL; il++)
+                p->scores[k * NL + il] = given[k]   ? given[k][il]
+                                         : o->calib ? tlm_calib_score(o->calib, kinds[k], il)
+                                                    : NAN;
+    }
+    p->awq = o->calib && tlm_dtype_is_quant(o->dtype);
+    if (p->awq) {
+        if (!(p->alpha = tlm_malloc((size_t)NL * 4 * sizeof *p->alpha)))
+            return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+        for (int32_t i = 0; i < NL * 4; i++) p->alpha[i] = NAN;
+    }
     if ((st = plan_add_q(p, "token_embd.weight", m->tok_embd, &m->tok_embd_q, V, E)) ||
         (st = plan_add(p, "output_norm.weight", m->out_norm, 0, E)))
         return st;
@@ -442,6 +489,26 @@ static tlm_status plan_build(plan *p) {
         return st;
     for (int32_t il = 0; il < hp->n_layer; il++)
         if ((st = plan_layer(p, il))) return st;
+    if (p->awq) {
+        /* the output head: the search weighted by its input's statistics; an
+         * untied embedding table (a lookup, not a product) with equal weights */
+        int64_t n = 0;
+        const float *st_out = tlm_calib_act_stats(o->calib, 0, TLM_INPUT_OUTPUT, &n);
+        if (st_out && n == (int64_t)E) {
+            if (!(p->out_imp = tlm_malloc((size_t)E * sizeof *p->out_imp)))
+                return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+            tlm_awq_importance(st_out, (int64_t)E, p->out_imp);
+        }
+        bool any = false;
+        for (int32_t i = 0; i < p->n_tensors; i++) {
+            plan_tensor *t = &p->tensors[i];
+            if (!tlm_dtype_is_quant(t->dtype) || t->qsrc) continue;
+            any = t->search = true;
+            if (strcmp(t->name, hp->tied_embeddings ? "token_embd.weight" : "output.weight") == 0)
+                t->imp = p->out_imp;
+        }
+        p->awq = any; /* all copied from a quantized source: nothing to do */
+    }
     for (int32_t i = 0; i < p->n_patterns; i++)
         if (!p->pattern_used[i])
             return tlm_seterr(p->err, TLM_ERR_ARG,
@@ -454,9 +521,216 @@ static tlm_status plan_build(plan *p) {
 static void plan_free(plan *p) {
     tlm_free(p->tensors);
     tlm_free(p->subs);
+    tlm_free(p->dropped);
+    tlm_free(p->scores);
+    tlm_free(p->alpha);
+    tlm_free(p->out_imp);
     for (int32_t i = 0; i < p->n_patterns; i++) tlm_free(p->patterns[i]);
     tlm_free(p->patterns);
     tlm_free(p->pattern_used);
+}
+
+/* ------------------------------------------ activation-aware quantization */
+
+/* The layer being written with AWQ (quant/awq.h): copies of its weights
+ * with the chosen per-channel scales folded in, and each matrix's input
+ * importance in the scaled units. One buffer, reused layer after layer. */
+typedef struct awq_layer {
+    float *buf;
+    size_t cap; /* floats */
+} awq_layer;
+
+enum { AWQ_QKV, AWQ_OUT, AWQ_GATE_UP, AWQ_DOWN, AWQ_N_INPUTS };
+static const char *const awq_input_names[AWQ_N_INPUTS] = {"attn_qkv", "attn_out", "ffn_gate_up",
+                                                          "ffn_down"};
+static const tlm_linear_input awq_inputs[AWQ_N_INPUTS] = {
+    TLM_INPUT_ATTN_QKV, TLM_INPUT_ATTN_OUT, TLM_INPUT_FFN_GATE_UP, TLM_INPUT_FFN_DOWN};
+
+static plan_tensor *layer_tensor(plan *p, int32_t first, int32_t end, const char *role) {
+    for (int32_t i = first; i < end; i++)
+        if (strcmp(tensor_role(p->tensors[i].name), role) == 0) return &p->tensors[i];
+    return NULL;
+}
+
+/* A group of matrices sharing one input of n_full channels, whose scales
+ * are n_small = n_head_kv * head_dim values shared by the n_head query heads
+ * of each KV head (identity: n_head = n_head_kv = 1, head_dim = n_full). */
+typedef struct awq_group {
+    const float *mats[3];
+    int64_t rows[3];
+    uint32_t dtype[3];
+    int n_mats;
+    int64_t n_full, head_dim;
+    int32_t n_head, n_head_kv;
+} awq_group;
+
+static void expand_scales(const awq_group *g, const float *s_small, float *s_full) {
+    const int32_t group = g->n_head / g->n_head_kv;
+    for (int32_t h = 0; h < g->n_head; h++)
+        for (int64_t d = 0; d < g->head_dim; d++)
+            s_full[(int64_t)h * g->head_dim + d] = s_small[(int64_t)(h / group) * g->head_dim + d];
+}
+
+/* The alpha of least weighted error (round-to-nearest on sampled rows; the
+ * quantized matrices of the group only); ties keep the smaller alpha. */
+static float awq_choose_alpha(const awq_group *g, const float *stat_small, const float *imp_full) {
+    const int64_t n_small = (int64_t)g->n_head_kv * g->head_dim;
+    double err[TLM_AWQ_ALPHA_STEPS];
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int a = 0; a < TLM_AWQ_ALPHA_STEPS; a++) {
+        float *s_small = tlm_malloc((size_t)(n_small + g->n_full) * sizeof(float));
+        err[a] = INFINITY;
+        if (!s_small) continue;
+        float *s_full = s_small + n_small;
+        tlm_awq_scales(stat_small, n_small, (float)a / (TLM_AWQ_ALPHA_STEPS - 1), s_small);
+        expand_scales(g, s_small, s_full);
+        double e = 0;
+        for (int k = 0; k < g->n_mats; k++) {
+            if (!tlm_dtype_is_quant(g->dtype[k])) continue;
+            const int64_t step = g->rows[k] > TLM_AWQ_SAMPLE_ROWS ? g->rows[k] / TLM_AWQ_SAMPLE_ROWS : 1;
+            e += tlm_awq_scaled_error((tlm_qtype)g->dtype[k], g->mats[k], g->rows[k], g->n_full,
+                                      imp_full, s_full, step, false);
+        }
+        err[a] = e;
+        tlm_free(s_small);
+    }
+    int best = 0;
+    for (int a = 1; a < TLM_AWQ_ALPHA_STEPS; a++)
+        if (err[a] < err[best]) best = a;
+    return (float)best / (TLM_AWQ_ALPHA_STEPS - 1);
+}
+
+/* Prepares layer il (plan tensors [first, end)): copies its float matrices,
+ * chooses (when *alpha is NaN) or reuses the alpha of each input, folds the
+ * scales in, and points the tensors at the copies and their importances. */
+static tlm_status awq_prepare_layer(plan *p, awq_layer *al, int32_t il, int32_t first,
+                                    int32_t end) {
+    const tlm_hparams *hp = &p->m->hp;
+    const int64_t E = hp->n_embd, F = hp->n_ff, HD = hp->head_dim;
+    const int64_t QD = (int64_t)hp->n_head * HD, KD = (int64_t)hp->n_head_kv * HD;
+    plan_tensor *an = layer_tensor(p, first, end, "attn_norm.weight"),
+                *tq = layer_tensor(p, first, end, "attn_q.weight"),
+                *tk = layer_tensor(p, first, end, "attn_k.weight"),
+                *tv = layer_tensor(p, first, end, "attn_v.weight"),
+                *tbv = layer_tensor(p, first, end, "attn_v.bias"),
+                *to = layer_tensor(p, first, end, "attn_output.weight"),
+                *fn = layer_tensor(p, first, end, "ffn_norm.weight"),
+                *tg = layer_tensor(p, first, end, "ffn_gate.weight"),
+                *tu = layer_tensor(p, first, end, "ffn_up.weight"),
+                *td = layer_tensor(p, first, end, "ffn_down.weight");
+    /* a sublayer copied from a quantized source cannot be rescaled */
+    const bool attn = an && tq && tk && tv && to && an->src && tq->src && tk->src && tv->src &&
+                      to->src && (!tbv || tbv->src);
+    const bool mlp = fn && tg && tu && td && fn->src && tg->src && tu->src && td->src;
+    const int64_t n_max = QD > F ? (QD > E ? QD : E) : (F > E ? F : E);
+    size_t need = (size_t)(2 * E + QD + F + 3 * n_max);
+    if (attn) need += (size_t)(E + 2 * QD * E + 2 * KD * E + KD);
+    if (mlp) need += (size_t)(E + 3 * F * E);
+    if (need > al->cap) {
+        tlm_free(al->buf);
+        al->cap = 0;
+        if (!(al->buf = tlm_malloc_aligned(need * sizeof(float))))
+            return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory for layer %d", p->dst, (int)il);
+        al->cap = need;
+    }
+    float *at = al->buf;
+#define TAKE(n) (at += (n), at - (n))
+#define COPY(t, n) (t ? memcpy(TAKE(n), t->src, (size_t)(n) * sizeof(float)) : NULL)
+    float *stat_small = TAKE(n_max), *s_small = TAKE(n_max), *s_full = TAKE(n_max);
+    const float *stat[AWQ_N_INPUTS];
+    const int64_t want_n[AWQ_N_INPUTS] = {E, QD, E, F};
+    for (int k = 0; k < AWQ_N_INPUTS; k++) {
+        int64_t n = 0;
+        stat[k] = tlm_calib_act_stats(p->o->calib, il, awq_inputs[k], &n);
+        if (n != want_n[k]) stat[k] = NULL;
+    }
+    float *imp[AWQ_N_INPUTS] = {TAKE(E), TAKE(QD), TAKE(E), TAKE(F)};
+    /* One input: importance, alpha, scales; the fold is left to the caller. */
+#define CHOOSE(k, grp)                                                                    \
+    do {                                                                                  \
+        const awq_group *g_ = (grp);                                                      \
+        const int64_t ns_ = (int64_t)g_->n_head_kv * g_->head_dim;                        \
+        tlm_awq_importance(stat[k], g_->n_full, imp[k]);                                  \
+        if (g_->n_head != g_->n_head_kv)                                                  \
+            tlm_awq_kv_stat(stat[k], g_->n_head, g_->n_head_kv, g_->head_dim, stat_small); \
+        else                                                                              \
+            memcpy(stat_small, stat[k], (size_t)ns_ * sizeof(float));                     \
+        float *alpha_ = &p->alpha[(size_t)il * AWQ_N_INPUTS + k];                         \
+        if (isnan(*alpha_)) *alpha_ = awq_choose_alpha(g_, stat_small, imp[k]);           \
+        tlm_awq_scales(stat_small, ns_, *alpha_, s_small);                                \
+        expand_scales(g_, s_small, s_full);                                               \
+        for (int64_t j = 0; j < g_->n_full; j++) imp[k][j] /= s_full[j] * s_full[j];      \
+    } while (0)
+    if (attn) {
+        float *norm = COPY(an, E), *wq = COPY(tq, QD * E), *wk = COPY(tk, KD * E),
+              *wv = COPY(tv, KD * E), *bv = COPY(tbv, KD), *wo = COPY(to, E * QD);
+        if (stat[AWQ_OUT]) { /* first: it rescales Wv, an input of the next group */
+            awq_group g = {{wo}, {E}, {to->dtype}, 1, QD, HD, hp->n_head, hp->n_head_kv};
+            CHOOSE(AWQ_OUT, &g);
+            tlm_awq_fold_rows(wv, bv, E, wo, E, hp->n_head, hp->n_head_kv, HD, s_small);
+            to->imp = imp[AWQ_OUT];
+        }
+        if (stat[AWQ_QKV]) {
+            awq_group g = {{wq, wk, wv}, {QD, KD, KD}, {tq->dtype, tk->dtype, tv->dtype}, 3, E, E, 1, 1};
+            CHOOSE(AWQ_QKV, &g);
+            float *mats[3] = {wq, wk, wv};
+            tlm_awq_fold_norm(norm, E, mats, g.rows, 3, s_full);
+            tq->imp = tk->imp = tv->imp = imp[AWQ_QKV];
+        }
+        an->src = norm, tq->src = wq, tk->src = wk, tv->src = wv, to->src = wo;
+        if (tbv) tbv->src = bv;
+    }
+    if (mlp) {
+        float *norm = COPY(fn, E), *wg = COPY(tg, F * E), *wu = COPY(tu, F * E), *wd = COPY(td, E * F);
+        if (stat[AWQ_DOWN]) {
+            awq_group g = {{wd}, {E}, {td->dtype}, 1, F, F, 1, 1};
+            CHOOSE(AWQ_DOWN, &g);
+            tlm_awq_fold_rows(wu, NULL, E, wd, E, 1, 1, F, s_small);
+            td->imp = imp[AWQ_DOWN];
+        }
+        if (stat[AWQ_GATE_UP]) {
+            awq_group g = {{wg, wu}, {F, F}, {tg->dtype, tu->dtype}, 2, E, E, 1, 1};
+            CHOOSE(AWQ_GATE_UP, &g);
+            float *mats[2] = {wg, wu};
+            tlm_awq_fold_norm(norm, E, mats, g.rows, 2, s_full);
+            tg->imp = tu->imp = imp[AWQ_GATE_UP];
+        }
+        fn->src = norm, tg->src = wg, tu->src = wu, td->src = wd;
+    }
+#undef CHOOSE
+#undef COPY
+#undef TAKE
+    return TLM_OK;
+}
+
+/* Chooses every layer's alphas before anything is written (they go into
+ * the metadata, which precedes the data); the writer then prepares each
+ * layer again with them. The tensors' sources are restored afterwards. */
+static tlm_status awq_choose_all(plan *p) {
+    if (!p->awq) return TLM_OK;
+    const tlm_write_options *o = p->o;
+    plan_tensor *saved = tlm_malloc((size_t)p->n_tensors * sizeof *saved);
+    if (!saved) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+    memcpy(saved, p->tensors, (size_t)p->n_tensors * sizeof *saved);
+    awq_layer al = {0};
+    tlm_status st = TLM_OK;
+    const int32_t NL = p->m->hp.n_layer;
+    for (int32_t i = 0; i < p->n_tensors && !st;) {
+        int32_t end = i + 1, il = p->tensors[i].layer;
+        while (end < p->n_tensors && il >= 0 && p->tensors[end].layer == il) end++;
+        if (il >= 0) {
+            if (o->progress && !o->progress(o->user, "awq", (uint64_t)il, (uint64_t)NL))
+                st = tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", p->dst);
+            if (!st) st = awq_prepare_layer(p, &al, il, i, end);
+        }
+        i = end;
+    }
+    if (!st && o->progress && !o->progress(o->user, "awq", (uint64_t)NL, (uint64_t)NL))
+        st = tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", p->dst);
+    memcpy(p->tensors, saved, (size_t)p->n_tensors * sizeof *saved);
+    tlm_free(saved);
+    tlm_free(al.buf);
+    return st;
 }
 
 /* ------------------------------------------------------------ metadata */
@@ -540,6 +814,68 @@ static bool add_str_or_null(cJSON *obj, const char *key, const char *s) {
     return s ? cJSON_AddStringToObject(obj, key, s) != NULL : cJSON_AddNullToObject(obj, key) != NULL;
 }
 
+static bool add_number_or_null(cJSON *arr, float v) {
+    cJSON *n = isfinite(v) ? cJSON_CreateNumber((double)v) : cJSON_CreateNull();
+    return n && cJSON_AddItemToArray(arr, n);
+}
+
+/* "importance", "dropped", "calibration" and "awq" (tlm_format.h). */
+static bool add_importance(cJSON *root, const plan *p) {
+    const int32_t NL = p->m->hp.n_layer;
+    const tlm_calib *c = p->o->calib;
+    if (p->scores) {
+        cJSON *imp = cJSON_AddObjectToObject(root, "importance");
+        static const char *const keys[3] = {"attn", "mlp", "block"};
+        for (int k = 0; imp && k < 3; k++) {
+            cJSON *arr = cJSON_AddArrayToObject(imp, keys[k]);
+            if (!arr) return false;
+            for (int32_t il = 0; il < NL; il++)
+                if (!add_number_or_null(arr, p->scores[k * NL + il])) return false;
+        }
+        if (!imp) return false;
+    }
+    if (p->n_dropped) {
+        cJSON *arr = cJSON_AddArrayToObject(root, "dropped");
+        if (!arr) return false;
+        for (int32_t i = 0; i < p->n_dropped; i++) {
+            const plan_drop *d = &p->dropped[i];
+            cJSON *e = cJSON_CreateObject();
+            if (!e || !cJSON_AddItemToArray(arr, e) ||
+                !cJSON_AddStringToObject(e, "kind", d->is_attn ? "attn" : "mlp") ||
+                !cJSON_AddNumberToObject(e, "layer", d->layer))
+                return false;
+            if (!(isfinite(d->score) ? cJSON_AddNumberToObject(e, "score", (double)d->score)
+                                     : cJSON_AddNullToObject(e, "score")))
+                return false;
+        }
+    }
+    if (c) {
+        cJSON *cal = cJSON_AddObjectToObject(root, "calibration");
+        const char *text = tlm_calib_text_name(c);
+        if (!cal || !add_str_or_null(cal, "text", text) ||
+            !cJSON_AddNumberToObject(cal, "tokens", (double)tlm_calib_n_tokens(c)) ||
+            !cJSON_AddNumberToObject(cal, "seq_len", tlm_calib_seq_len(c)) ||
+            !cJSON_AddNumberToObject(cal, "seconds", tlm_calib_seconds(c)))
+            return false;
+    }
+    if (p->awq) {
+        cJSON *awq = cJSON_AddObjectToObject(root, "awq"), *arr;
+        if (!awq || !(arr = cJSON_AddArrayToObject(awq, "alpha"))) return false;
+        for (int32_t il = 0; il < NL; il++)
+            for (int k = 0; k < AWQ_N_INPUTS; k++) {
+                const float a = p->alpha[il * AWQ_N_INPUTS + k];
+                if (isnan(a)) continue;
+                cJSON *e = cJSON_CreateObject();
+                if (!e || !cJSON_AddItemToArray(arr, e) ||
+                    !cJSON_AddNumberToObject(e, "layer", il) ||
+                    !cJSON_AddStringToObject(e, "input", awq_input_names[k]) ||
+                    !cJSON_AddNumberToObject(e, "alpha", (double)a))
+                    return false;
+            }
+    }
+    return true;
+}
+
 /* The metadata JSON (cJSON_malloc'd text) or NULL when out of memory. */
 static char *build_metadata(const plan *p) {
     const struct tlm_model *m = p->m;
@@ -562,7 +898,10 @@ static char *build_metadata(const plan *p) {
         !add_graph(root, p) || !(conv = cJSON_AddObjectToObject(root, "convert")) ||
         !cJSON_AddStringToObject(conv, "type", tlm_dtype_name(o->dtype)) ||
         !(wide = cJSON_AddArrayToObject(conv, "keep_wide")) ||
-        !cJSON_AddStringToObject(conv, "trimlm_version", TLM_VERSION_STRING))
+        !cJSON_AddStringToObject(conv, "trimlm_version", TLM_VERSION_STRING) ||
+        (tlm_dtype_is_quant(o->dtype) &&
+         !cJSON_AddStringToObject(conv, "quant_method", p->awq ? "awq" : "rtn")) ||
+        !add_importance(root, p))
         goto done;
     for (int32_t i = 0; i < p->n_patterns; i++) {
         cJSON *s = cJSON_CreateString(p->patterns[i]);
@@ -720,6 +1059,20 @@ static bool all_finite(const float *x, uint64_t n) {
     return true;
 }
 
+/* Activation-aware quantization of (rows, cols) into packed tiles, the
+ * tiles in parallel (each is independent). */
+static bool quantize_tiles_search(tlm_qtype qt, const float *w, int64_t rows, int64_t cols,
+                                  const float *imp, uint8_t *dst, size_t tile) {
+    const int64_t n_tiles = (rows + TLM_QROWS - 1) / TLM_QROWS;
+    int ok = 1;
+#pragma omp parallel for schedule(dynamic, 4) reduction(&& : ok)
+    for (int64_t i = 0; i < n_tiles; i++) {
+        const int64_t r0 = i * TLM_QROWS, nr = rows - r0 < TLM_QROWS ? rows - r0 : TLM_QROWS;
+        ok = tlm_awq_quantize_pack(qt, w + r0 * cols, nr, cols, imp, dst + (size_t)i * tile) && ok;
+    }
+    return ok;
+}
+
 /* Quantizes (or copies, from a quantized source) and writes one packed
  * matrix, whole 16-row tiles at a time: the packed layout of a matrix is its
  * tiles in order, so packing it chunk by chunk gives the same bytes. */
@@ -740,7 +1093,10 @@ static tlm_status write_quant_tensor(out_file *o, plan_tensor *t, uint8_t *scrat
                               "it cannot be quantized",
                               o->dst, t->name, (unsigned long long)r,
                               (unsigned long long)(r + nr - 1));
-        else if (!tlm_qquantize_pack(qt, t->src + r * t->cols, (int64_t)nr, (int64_t)t->cols, scratch))
+        else if (t->search ? !quantize_tiles_search(qt, t->src + r * t->cols, (int64_t)nr,
+                                                    (int64_t)t->cols, t->imp, scratch, tile)
+                           : !tlm_qquantize_pack(qt, t->src + r * t->cols, (int64_t)nr,
+                                                 (int64_t)t->cols, scratch))
             return tlm_seterr(o->err, TLM_ERR_ARG, "%s: tensor '%s' cannot be quantized", o->dst,
                               t->name);
         XXH3_64bits_update(hash, chunk, bytes);
@@ -823,10 +1179,19 @@ static tlm_status write_file(plan *p, out_file *o, const char *meta, size_t meta
 
     uint8_t *scratch = tlm_malloc_aligned(CHUNK_BYTES);
     if (!scratch) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", o->dst);
+    awq_layer al = {0};
     for (int32_t i = 0; i < p->n_tensors && !st; i++) {
+        const int32_t il = p->tensors[i].layer;
+        if (p->awq && il >= 0 && (i == 0 || p->tensors[i - 1].layer != il)) {
+            int32_t end = i + 1;
+            while (end < p->n_tensors && p->tensors[end].layer == il) end++;
+            st = awq_prepare_layer(p, &al, il, i, end);
+            if (st) break;
+        }
         st = out_pad_to(o, h.data_offset + p->tensors[i].offset);
         if (!st) st = write_tensor(o, &p->tensors[i], scratch);
     }
+    tlm_free(al.buf);
     tlm_free(scratch);
     if (st || (st = out_pad_to(o, h.dir_offset))) return st;
 
@@ -871,6 +1236,7 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
     out_file o = {.dst = dst, .fd = -1, .progress = wo->progress, .user = wo->user, .err = err};
     char *meta = NULL;
     tlm_status st = plan_build(&p);
+    if (!st) st = awq_choose_all(&p);
     if (!st && !(meta = build_metadata(&p)))
         st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory for the metadata", dst);
     if (!st && strlen(meta) > TLM_MAX_META_BYTES)
@@ -892,7 +1258,7 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
 /* ------------------------------------------------------------- convert */
 
 tlm_convert_params tlm_convert_default_params(void) {
-    return (tlm_convert_params){.type = TLM_TYPE_F16, .keep_wide = NULL};
+    return (tlm_convert_params){.type = TLM_TYPE_F16};
 }
 
 static const char *base_name(const char *path) {
@@ -932,6 +1298,59 @@ static tlm_status check_destination(const char *src, const char *dst, tlm_error 
     return TLM_OK;
 }
 
+static tlm_status check_convert_params(const tlm_convert_params *p, tlm_error *err) {
+    if (p->to && strcmp(p->to, "tlm") != 0 && strcmp(p->to, "gguf") != 0)
+        return tlm_seterr(err, TLM_ERR_ARG, "output format '%s' is not supported (tlm or gguf)", p->to);
+    if (p->type < 0 || (!tlm_dtype_float_bytes((uint32_t)p->type) && !tlm_dtype_is_quant((uint32_t)p->type)))
+        return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
+                          "tensor type %d is not supported by convert (f32, f16, bf16, q8_g32, q4_g32)",
+                          p->type);
+    return TLM_OK;
+}
+
+tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *dst,
+                             const tlm_convert_params *params, tlm_progress_fn progress, void *user,
+                             tlm_error *err) {
+    tlm_clearerr(err);
+    tlm_error local;
+    tlm_clearerr(&local);
+    if (!m || !src || !*src || !dst || !*dst)
+        return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert_model: missing model, source or destination");
+    tlm_convert_params p = params ? *params : tlm_convert_default_params();
+    tlm_status st = check_convert_params(&p, &local);
+    if (!st) st = check_destination(src, dst, &local);
+    /* a sublayer can only be dropped once: from the model that has it */
+    for (int32_t il = 0; !st && il < m->hp.n_layer; il++)
+        for (int kind = 0; kind < 2; kind++) {
+            const bool *drop = kind == 0 ? p.drop_attn : p.drop_mlp;
+            const bool has = kind == 0 ? m->layers[il].has_attn : m->layers[il].has_mlp;
+            if (drop && drop[il] && !has) {
+                st = tlm_seterr(&local, TLM_ERR_ARG,
+                                "%s: the %s sublayer of layer %d is already absent from the source; "
+                                "it cannot be dropped", src, kind == 0 ? "attention" : "MLP", (int)il);
+                break;
+            }
+        }
+    if (!st && p.calib && tlm_calib_n_layer(p.calib) != m->hp.n_layer)
+        st = tlm_seterr(&local, TLM_ERR_ARG, "%s: the calibration is of a model of %d layers, not %d",
+                        src, (int)tlm_calib_n_layer(p.calib), (int)m->hp.n_layer);
+    tlm_tokenizer_blob tb;
+    memset(&tb, 0, sizeof tb);
+    if (!st) st = tlm_tokenizer_blob_from_source(src, &tb, &local);
+    if (!st) {
+        tlm_write_options wo = {.dtype = (uint32_t)p.type, .keep_wide = p.keep_wide,
+                                .drop_attn = p.drop_attn, .drop_mlp = p.drop_mlp,
+                                .calib = p.calib, .source_file = base_name(src),
+                                .source_format = m->source_format, .tokenizer = &tb,
+                                .progress = progress, .user = user};
+        if (p.to && strcmp(p.to, "gguf") == 0) st = tlm_write_gguf(m, dst, &wo, &local);
+        else st = tlm_write_model(m, dst, &wo, &local);
+    }
+    tlm_tokenizer_blob_free(&tb);
+    if (st && err) *err = local;
+    return st;
+}
+
 tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_params *params,
                        tlm_progress_fn progress, void *user, tlm_error *err) {
     tlm_clearerr(err);
@@ -940,11 +1359,8 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
     if (!src || !*src || !dst || !*dst)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert: missing source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
-    if (p.type < 0 || (!tlm_dtype_float_bytes((uint32_t)p.type) && !tlm_dtype_is_quant((uint32_t)p.type)))
-        return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
-                          "tensor type %d is not supported by convert (f32, f16, bf16, q8_g32, q4_g32)",
-                          p.type);
-    tlm_status st = check_destination(src, dst, &local);
+    tlm_status st = check_convert_params(&p, &local);
+    if (!st) st = check_destination(src, dst, &local);
     if (st) goto fail;
     if (progress && !progress(user, "load", 0, 1)) {
         st = tlm_seterr(&local, TLM_ERR_ARG, "%s: cancelled; nothing was written", dst);
@@ -955,17 +1371,9 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
         st = local.code != TLM_OK ? local.code : TLM_ERR_FORMAT;
         goto fail;
     }
-    tlm_tokenizer_blob tb;
-    st = tlm_tokenizer_blob_from_source(src, &tb, &local);
-    if (!st && progress && !progress(user, "load", 1, 1))
+    if (progress && !progress(user, "load", 1, 1))
         st = tlm_seterr(&local, TLM_ERR_ARG, "%s: cancelled; nothing was written", dst);
-    if (!st) {
-        tlm_write_options wo = {.dtype = (uint32_t)p.type, .keep_wide = p.keep_wide,
-                                .source_file = base_name(src), .source_format = m->source_format,
-                                .tokenizer = &tb, .progress = progress, .user = user};
-        st = tlm_write_model(m, dst, &wo, &local);
-    }
-    tlm_tokenizer_blob_free(&tb);
+    if (!st) st = tlm_convert_model(m, src, dst, &p, progress, user, &local);
     tlm_model_free(m);
 fail:
     if (st && err) *err = local;

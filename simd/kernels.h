@@ -8,6 +8,7 @@
 #ifndef TLM_KERNELS_H
 #define TLM_KERNELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct tlm_kernels {
@@ -51,9 +52,52 @@ typedef struct tlm_kernels {
     void (*gemv_q4_g32_r16)(const void *w, const void *xq, float *y, int64_t n_in, int64_t r0,
                             int64_t r1);
     /* out[(r - r0) * n_in + i] = w[r][i] in f32 for r in [r0, r1): rows of a
-     * packed matrix back to row-major (prefill until a packed GEMM exists). */
+     * packed matrix back to row-major (prefill without the int8 GEMM below). */
     void (*dequant_q8_g32_r16)(const void *w, float *out, int64_t n_in, int64_t r0, int64_t r1);
     void (*dequant_q4_g32_r16)(const void *w, float *out, int64_t n_in, int64_t r0, int64_t r1);
+
+    /* ---- quantized prefill: the GEMV above for m activation rows at once.
+     * c[t * ldc + r] = (accumulate ? c[t * ldc + r] : 0) + y_t[r] for t in
+     * [0, m) and r in [r0, r1), y_t the GEMV of activation row t (xq holds
+     * m rows of n_in / 32 blocks, each from quantize_act_q8_g32): bit-identical
+     * to m GEMV calls on every table. A weight tile is read once for all m
+     * rows (from cache after the first), which is where the speed comes from.
+     * Slices as for the GEMV (whole tiles per thread). */
+    void (*gemm_q8_g32_r16)(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                            int64_t n_in, int64_t r0, int64_t r1, bool accumulate);
+    void (*gemm_q4_g32_r16)(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                            int64_t n_in, int64_t r0, int64_t r1, bool accumulate);
+    /* True where the int8 GEMM above is faster for prefill than dequantizing
+     * the weights and multiplying in f32 (then prefill uses it). */
+    bool gemm_q_preferred;
+
+    /* ---- attention over a compact KV cache ----
+     *
+     * A cache row is one head vector (n = head_dim values) at one position;
+     * rows of a head are contiguous, row t at t*n. Two compact forms:
+     *  - f16: IEEE half, rounded to nearest even (F16C / FCVTN do the same);
+     *  - q8: int8 with one f32 scale per row: d = max|x| / 127, q =
+     *    round-half-even(x / d) computed as x * (1/d) (0 when d = 0), as
+     *    quantize_act_q8_g32 does per group. One scale per row keeps the
+     *    score a plain dot product times d: K q = d_t * (q_t . q).
+     * Stores are bit-identical on every table (finite input); the products
+     * are f32 sums in an order of each table's choosing. */
+
+    /* dst[i] = f16(x[i]) for i in [0, n) */
+    void (*kv_store_f16)(const float *x, uint16_t *dst, int64_t n);
+    /* dst[i] = q8(x[i]), *d = the row's scale */
+    void (*kv_store_q8)(const float *x, int8_t *dst, float *d, int64_t n);
+    /* s[t] = scale * sum_i k[t*n + i] * q[i] for t in [0, rows): the scores
+     * of one query over a head's cached keys (q8: times d[t], the row's scale) */
+    void (*attn_scores_f16)(const uint16_t *k, const float *q, float *s, int64_t rows, int64_t n,
+                            float scale);
+    void (*attn_scores_q8)(const int8_t *k, const float *d, const float *q, float *s,
+                           int64_t rows, int64_t n, float scale);
+    /* y[j] = sum_t p[t] * v[t*n + j] for j in [0, n) (q8: p[t] * d[t]): the
+     * attention output from the weights p over a head's cached values */
+    void (*attn_values_f16)(const uint16_t *v, const float *p, float *y, int64_t rows, int64_t n);
+    void (*attn_values_q8)(const int8_t *v, const float *d, const float *p, float *y, int64_t rows,
+                           int64_t n);
 } tlm_kernels;
 
 extern const tlm_kernels tlm_kernels_scalar;

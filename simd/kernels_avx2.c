@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "f16.h"
 #include "kernels.h"
 #include "qformat.h"
 
@@ -339,6 +340,197 @@ static void gemv_q4_g32_r16_avx2(const void *w, const void *xq, float *y, int64_
     gemv_qr16_avx2(TLM_Q4_G32, w, xq, y, n_in, r0, r1);
 }
 
+/* Prefill GEMM: one 16-row tile at a time for all m activation rows, so the
+ * tile (n_in / 32 x 544 bytes at most for q8) is read from memory once and
+ * from L1/L2 for the other rows; per row, the GEMV's group sums. Without
+ * VNNI this does not beat dequantize + sgemm (gemm_q_preferred stays false):
+ * it is here as the bit-identical twin. */
+static inline void gemm_qr16_avx2(tlm_qtype t, const void *w, const void *xq, float *c, int64_t ldc,
+                                  int64_t m, int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    const tlm_block_q8_g32_act *x = xq;
+    const int64_t n_groups = n_in / TLM_QGROUP;
+    const size_t qb = t == TLM_Q8_G32 ? TLM_Q8_G32_R16_QUANT_BYTES : TLM_Q4_G32_R16_QUANT_BYTES;
+    const size_t tile_bytes = tlm_qpacked_tile_bytes(t, n_in), scales_at = (size_t)n_groups * qb;
+    for (int64_t base = r0 - r0 % TLM_QROWS; base < r1; base += TLM_QROWS) {
+        const uint8_t *tile = tlm_qpacked_tile(w, tile_bytes, base);
+        for (int64_t i = 0; i < m; i++) {
+            const tlm_block_q8_g32_act *xr = x + i * n_groups;
+            __m256 acc_lo = _mm256_setzero_ps(), acc_hi = _mm256_setzero_ps();
+            for (int64_t g = 0; g < n_groups; g++) {
+                const uint8_t *q = tile + (size_t)g * qb;
+                __m256i lo, hi;
+                if (t == TLM_Q8_G32)
+                    q8_group_isum_avx2(q, xr[g].qs, &lo, &hi);
+                else
+                    q4_group_isum_avx2(q, xr[g].qs, xr[g].sum, &lo, &hi);
+                const uint8_t *s = tile + scales_at + (size_t)g * TLM_QR16_SCALE_BYTES;
+                acc_lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale8(s, xr[g].d), acc_lo);
+                acc_hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale8(s + 16, xr[g].d), acc_hi);
+            }
+            float v[16], *row = c + i * ldc;
+            _mm256_storeu_ps(v, acc_lo);
+            _mm256_storeu_ps(v + 8, acc_hi);
+            for (int r = 0; r < 16; r++)
+                if (base + r >= r0 && base + r < r1)
+                    row[base + r] = (accumulate ? row[base + r] : 0.0f) + v[r];
+        }
+    }
+}
+
+static void gemm_q8_g32_r16_avx2(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                 int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    gemm_qr16_avx2(TLM_Q8_G32, w, xq, c, ldc, m, n_in, r0, r1, accumulate);
+}
+
+static void gemm_q4_g32_r16_avx2(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                 int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    gemm_qr16_avx2(TLM_Q4_G32, w, xq, c, ldc, m, n_in, r0, r1, accumulate);
+}
+
+/* ------------------------------------------ attention over the KV cache */
+/* F16C (required with AVX2 by the dispatcher) converts 8 halves at a time. */
+
+static void kv_store_f16_avx2(const float *x, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = tlm_f32_to_f16(x[i]);
+}
+
+static void kv_store_q8_avx2(const float *x, int8_t *dst, float *d, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    float amax = hmax256(m);
+    for (; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    for (i = 0; i + 8 <= n; i += 8) {
+        /* cvtps2dq rounds half to even in the default MXCSR mode */
+        __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vid));
+        __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(dst + i), _mm_packs_epi16(h, h));
+    }
+    for (; i < n; i++) {
+        float r = nearbyintf(x[i] * id);
+        dst[i] = (int8_t)(r >= -127.0f && r <= 127.0f ? (int32_t)r : 0);
+    }
+    *d = dd;
+}
+
+static inline __m256 load8_f16(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline __m256 load8_q8(const int8_t *p) {
+    int64_t v;
+    memcpy(&v, p, 8);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v)));
+}
+
+/* The horizontal sums of four vectors, in lanes 0..3. */
+static inline __m128 hsum4x256(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Four key rows at a time (each load of q feeds four FMAs), reduced
+ * together; the n % 8 tail in scalar. LOAD8 converts 8 cached values. */
+#define ATTN_SCORES_AVX2(NAME, T, LOAD8, TO_F32, ROW_SCALE)                                     \
+    static void NAME(const T *k, const float *d, const float *q, float *s, int64_t rows,       \
+                     int64_t n, float scale) {                                                  \
+        (void)d;                                                                                \
+        int64_t t = 0, n8 = n & ~(int64_t)7;                                                   \
+        for (; t + 4 <= rows; t += 4) {                                                         \
+            const T *k0 = k + t * n, *k1 = k0 + n, *k2 = k1 + n, *k3 = k2 + n;                  \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                          \
+            __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();                          \
+            for (int64_t i = 0; i < n8; i += 8) {                                               \
+                __m256 vq = _mm256_loadu_ps(q + i);                                             \
+                a0 = _mm256_fmadd_ps(LOAD8(k0 + i), vq, a0);                                    \
+                a1 = _mm256_fmadd_ps(LOAD8(k1 + i), vq, a1);                                    \
+                a2 = _mm256_fmadd_ps(LOAD8(k2 + i), vq, a2);                                    \
+                a3 = _mm256_fmadd_ps(LOAD8(k3 + i), vq, a3);                                    \
+            }                                                                                   \
+            float r[4];                                                                         \
+            _mm_storeu_ps(r, hsum4x256(a0, a1, a2, a3));                                        \
+            for (int j = 0; j < 4; j++) {                                                       \
+                const T *kj = k0 + j * n;                                                       \
+                for (int64_t i = n8; i < n; i++) r[j] += TO_F32(kj[i]) * q[i];                  \
+                s[t + j] = r[j] * (ROW_SCALE(t + j) * scale);                                   \
+            }                                                                                   \
+        }                                                                                       \
+        for (; t < rows; t++) {                                                                 \
+            const T *kt = k + t * n;                                                            \
+            __m256 a = _mm256_setzero_ps();                                                     \
+            for (int64_t i = 0; i < n8; i += 8)                                                 \
+                a = _mm256_fmadd_ps(LOAD8(kt + i), _mm256_loadu_ps(q + i), a);                  \
+            float r = hsum256(a);                                                               \
+            for (int64_t i = n8; i < n; i++) r += TO_F32(kt[i]) * q[i];                         \
+            s[t] = r * (ROW_SCALE(t) * scale);                                                  \
+        }                                                                                       \
+    }
+
+#define F16_TO_F32(h) tlm_f16_to_f32(h)
+#define Q8_TO_F32(b) ((float)(b))
+#define NO_ROW_SCALE(t) 1.0f
+#define Q8_ROW_SCALE(t) d[t]
+ATTN_SCORES_AVX2(attn_scores_f16_rows_avx2, uint16_t, load8_f16, F16_TO_F32, NO_ROW_SCALE)
+ATTN_SCORES_AVX2(attn_scores_q8_avx2, int8_t, load8_q8, Q8_TO_F32, Q8_ROW_SCALE)
+
+static void attn_scores_f16_avx2(const uint16_t *k, const float *q, float *s, int64_t rows,
+                                 int64_t n, float scale) {
+    attn_scores_f16_rows_avx2(k, NULL, q, s, rows, n, scale);
+}
+
+/* Columns in blocks of 32 (four accumulators across all rows), then 8, then
+ * one by one, as gemv_t_f32; W(t) is the row's weight (p, times d for q8). */
+#define ATTN_VALUES_AVX2(NAME, T, LOAD8, TO_F32, W)                                             \
+    static void NAME(const T *v, const float *d, const float *p, float *y, int64_t rows,       \
+                     int64_t n) {                                                               \
+        (void)d;                                                                                \
+        int64_t j = 0;                                                                          \
+        for (; j + 32 <= n; j += 32) {                                                          \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                          \
+            __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();                          \
+            for (int64_t t = 0; t < rows; t++) {                                                \
+                const T *row = v + t * n + j;                                                   \
+                __m256 vw = _mm256_set1_ps(W(t));                                               \
+                a0 = _mm256_fmadd_ps(vw, LOAD8(row), a0);                                       \
+                a1 = _mm256_fmadd_ps(vw, LOAD8(row + 8), a1);                                   \
+                a2 = _mm256_fmadd_ps(vw, LOAD8(row + 16), a2);                                  \
+                a3 = _mm256_fmadd_ps(vw, LOAD8(row + 24), a3);                                  \
+            }                                                                                   \
+            _mm256_storeu_ps(y + j, a0);                                                        \
+            _mm256_storeu_ps(y + j + 8, a1);                                                    \
+            _mm256_storeu_ps(y + j + 16, a2);                                                   \
+            _mm256_storeu_ps(y + j + 24, a3);                                                   \
+        }                                                                                       \
+        for (; j + 8 <= n; j += 8) {                                                            \
+            __m256 a0 = _mm256_setzero_ps();                                                    \
+            for (int64_t t = 0; t < rows; t++)                                                  \
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(W(t)), LOAD8(v + t * n + j), a0);           \
+            _mm256_storeu_ps(y + j, a0);                                                        \
+        }                                                                                       \
+        for (; j < n; j++) {                                                                    \
+            float a = 0;                                                                        \
+            for (int64_t t = 0; t < rows; t++) a += W(t) * TO_F32(v[t * n + j]);                \
+            y[j] = a;                                                                           \
+        }                                                                                       \
+    }
+
+#define F16_WEIGHT(t) p[t]
+#define Q8_WEIGHT(t) (p[t] * d[t])
+ATTN_VALUES_AVX2(attn_values_f16_rows_avx2, uint16_t, load8_f16, F16_TO_F32, F16_WEIGHT)
+ATTN_VALUES_AVX2(attn_values_q8_avx2, int8_t, load8_q8, Q8_TO_F32, Q8_WEIGHT)
+
+static void attn_values_f16_avx2(const uint16_t *v, const float *p, float *y, int64_t rows,
+                                 int64_t n) {
+    attn_values_f16_rows_avx2(v, NULL, p, y, rows, n);
+}
+
 void tlm_kernels_avx2_fill(tlm_kernels *k) {
     k->name = "avx2";
     k->dot_f32 = dot_f32_avx2;
@@ -351,4 +543,12 @@ void tlm_kernels_avx2_fill(tlm_kernels *k) {
     k->quantize_act_q8_g32 = quantize_act_q8_g32_avx2;
     k->gemv_q8_g32_r16 = gemv_q8_g32_r16_avx2;
     k->gemv_q4_g32_r16 = gemv_q4_g32_r16_avx2;
+    k->gemm_q8_g32_r16 = gemm_q8_g32_r16_avx2;
+    k->gemm_q4_g32_r16 = gemm_q4_g32_r16_avx2;
+    k->kv_store_f16 = kv_store_f16_avx2;
+    k->kv_store_q8 = kv_store_q8_avx2;
+    k->attn_scores_f16 = attn_scores_f16_avx2;
+    k->attn_scores_q8 = attn_scores_q8_avx2;
+    k->attn_values_f16 = attn_values_f16_avx2;
+    k->attn_values_q8 = attn_values_q8_avx2;
 }

@@ -1,5 +1,6 @@
 /* kernels_avx512.c — AVX-512 (F/DQ/BW/VL + VNNI) kernels. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -201,6 +202,113 @@ static void gemv_q4_g32_r16_avx512(const void *w, const void *xq, float *y, int6
     gemv_qr16_avx512(TLM_Q4_G32, w, xq, y, n_in, r0, r1);
 }
 
+/* ---- quantized prefill: GEMM over packed tiles. For one 16-row tile, the
+ * group's weight lines are loaded (and, for Q4, unpacked) once into
+ * registers and used for GEMM_TOKENS activation rows, each row's 32 inputs
+ * broadcast 4 at a time from memory into vpdpbusd; per row, two int32
+ * chains and one f32 accumulator (8 independent dpbusd chains per group).
+ * The sums and the per-group fma are the GEMV's, so results are
+ * bit-identical to it. */
+#define GEMM_TOKENS 4
+
+static inline __m512i bcast4_at(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* isum of one activation group against weight lines wl (Q8: 8 lines of
+ * inputs 4k..; Q4: 4 low-nibble lines then 4 high-nibble lines, masked in
+ * place so the high sum is 16x and shifted back). */
+static inline __m512i gemm_group_isum(tlm_qtype t, const __m512i wl[8],
+                                      const tlm_block_q8_g32_act *xg, int bias_per_sum) {
+    const int8_t *qs = xg->qs;
+    __m512i a0 = _mm512_set1_epi32(bias_per_sum * xg->sum), a1 = _mm512_setzero_si512();
+    if (t == TLM_Q8_G32) {
+        for (int k = 0; k < 8; k += 2) {
+            a0 = _mm512_dpbusd_epi32(a0, wl[k], bcast4_at(qs + 4 * k));
+            a1 = _mm512_dpbusd_epi32(a1, wl[k + 1], bcast4_at(qs + 4 * k + 4));
+        }
+        return _mm512_add_epi32(a0, a1);
+    }
+    for (int j = 0; j < 4; j++) {
+        a0 = _mm512_dpbusd_epi32(a0, wl[j], bcast4_at(qs + 4 * j));
+        a1 = _mm512_dpbusd_epi32(a1, wl[4 + j], bcast4_at(qs + 16 + 4 * j));
+    }
+    return _mm512_add_epi32(a0, _mm512_srai_epi32(a1, 4));
+}
+
+static inline void gemm_store_row(float *row, int64_t base, int64_t r0, int64_t r1, __m512 acc,
+                                  bool accumulate) {
+    int64_t lo = r0 > base ? r0 - base : 0, hi = r1 - base < 16 ? r1 - base : 16;
+    if (hi <= lo) return;
+    __mmask16 m = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+    if (accumulate) acc = _mm512_add_ps(_mm512_maskz_loadu_ps(m, row + base), acc);
+    _mm512_mask_storeu_ps(row + base, m, acc);
+}
+
+static inline void gemm_qr16_avx512(tlm_qtype t, const void *w, const void *xq, float *c,
+                                    int64_t ldc, int64_t m, int64_t n_in, int64_t r0, int64_t r1,
+                                    bool accumulate) {
+    const tlm_block_q8_g32_act *x = xq;
+    const int64_t n_groups = n_in / TLM_QGROUP;
+    const size_t qb = t == TLM_Q8_G32 ? TLM_Q8_G32_R16_QUANT_BYTES : TLM_Q4_G32_R16_QUANT_BYTES;
+    const size_t tile_bytes = tlm_qpacked_tile_bytes(t, n_in), scales_at = (size_t)n_groups * qb;
+    const int bias_per_sum = t == TLM_Q8_G32 ? -128 : -8;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
+    for (int64_t base = r0 - r0 % TLM_QROWS; base < r1; base += TLM_QROWS) {
+        const uint8_t *tile = tlm_qpacked_tile(w, tile_bytes, base);
+        for (int64_t t0 = 0; t0 < m; t0 += GEMM_TOKENS) {
+            const int nb = m - t0 < GEMM_TOKENS ? (int)(m - t0) : GEMM_TOKENS;
+            const tlm_block_q8_g32_act *xr = x + t0 * n_groups;
+            __m512 acc[GEMM_TOKENS];
+            for (int i = 0; i < GEMM_TOKENS; i++) acc[i] = _mm512_setzero_ps();
+            for (int64_t g = 0; g < n_groups; g++) {
+                const uint8_t *q = tile + (size_t)g * qb;
+                __m512i wl[8];
+                if (t == TLM_Q8_G32) {
+                    for (int k = 0; k < 8; k++) wl[k] = _mm512_loadu_si512(q + 64 * k);
+                } else {
+                    for (int j = 0; j < 4; j++) {
+                        __m512i v = _mm512_loadu_si512(q + 64 * j);
+                        wl[j] = _mm512_and_si512(v, low4);
+                        wl[4 + j] = _mm512_and_si512(v, high4);
+                    }
+                }
+                __m512 sw = _mm512_cvtph_ps(
+                    _mm256_loadu_si256((const __m256i *)(tile + scales_at + (size_t)g * TLM_QR16_SCALE_BYTES)));
+                if (nb == GEMM_TOKENS) {
+                    for (int i = 0; i < GEMM_TOKENS; i++) {
+                        const tlm_block_q8_g32_act *xg = xr + i * n_groups + g;
+                        __m512i isum = gemm_group_isum(t, wl, xg, bias_per_sum);
+                        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
+                                                 _mm512_mul_ps(sw, _mm512_set1_ps(xg->d)), acc[i]);
+                    }
+                } else {
+                    for (int i = 0; i < nb; i++) {
+                        const tlm_block_q8_g32_act *xg = xr + i * n_groups + g;
+                        __m512i isum = gemm_group_isum(t, wl, xg, bias_per_sum);
+                        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
+                                                 _mm512_mul_ps(sw, _mm512_set1_ps(xg->d)), acc[i]);
+                    }
+                }
+            }
+            for (int i = 0; i < nb; i++)
+                gemm_store_row(c + (t0 + i) * ldc, base, r0, r1, acc[i], accumulate);
+        }
+    }
+}
+
+static void gemm_q8_g32_r16_avx512(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                   int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    gemm_qr16_avx512(TLM_Q8_G32, w, xq, c, ldc, m, n_in, r0, r1, accumulate);
+}
+
+static void gemm_q4_g32_r16_avx512(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                   int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    gemm_qr16_avx512(TLM_Q4_G32, w, xq, c, ldc, m, n_in, r0, r1, accumulate);
+}
+
 /* ---- dequantize packed rows (prefill): per tile-group, each 16-byte quarter
  * of a line is rows 4c..4c+3 x 4 inputs; widened to 16 floats and scaled by
  * the row scales spread over the lanes, then written as 4 runs of 4 floats
@@ -268,6 +376,140 @@ static void dequant_q4_g32_r16_avx512(const void *w, float *out, int64_t n_in, i
     dequant_qr16_avx512(TLM_Q4_G32, w, out, n_in, r0, r1);
 }
 
+/* ------------------------------------------ attention over the KV cache */
+/* 16 values per step; the n % 16 tail through masked loads and stores. */
+
+static inline __mmask16 tail_mask16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+static void kv_store_f16_avx512(const float *x, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_mask_storeu_epi16(dst + i, m, h);
+    }
+}
+
+static void kv_store_q8_avx512(const float *x, int8_t *dst, float *d, int64_t n) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 mx = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_andnot_ps(sign, _mm512_maskz_loadu_ps(tail_mask16(n - i), x + i)));
+    float amax = _mm512_reduce_max_ps(mx);
+    float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    __m512 vid = _mm512_set1_ps(id);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        /* cvtps2dq rounds half to even in the default MXCSR mode */
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vid));
+        _mm_mask_storeu_epi8(dst + i, m, _mm512_cvtepi32_epi8(q));
+    }
+    *d = dd;
+}
+
+static inline __m512 load16_f16(const uint16_t *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+static inline __m512 load16_q8(const int8_t *p, __mmask16 m) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+
+/* The horizontal sums of four vectors, in lanes 0..3. */
+static inline __m128 hsum4x512(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+#define FOLD(a) _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1))
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(FOLD(a0), FOLD(a1)), _mm256_hadd_ps(FOLD(a2), FOLD(a3)));
+#undef FOLD
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Four key rows at a time, each load of q feeding four FMAs, reduced together. */
+#define ATTN_SCORES_AVX512(NAME, T, LOAD16, ROW_SCALE)                                           \
+    static void NAME(const T *k, const float *d, const float *q, float *s, int64_t rows,       \
+                     int64_t n, float scale) {                                                  \
+        (void)d;                                                                                \
+        int64_t t = 0;                                                                          \
+        for (; t + 4 <= rows; t += 4) {                                                         \
+            const T *k0 = k + t * n, *k1 = k0 + n, *k2 = k1 + n, *k3 = k2 + n;                  \
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                          \
+            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();                          \
+            for (int64_t i = 0; i < n; i += 16) {                                               \
+                __mmask16 m = tail_mask16(n - i);                                               \
+                __m512 vq = _mm512_maskz_loadu_ps(m, q + i);                                    \
+                a0 = _mm512_fmadd_ps(LOAD16(k0 + i, m), vq, a0);                                \
+                a1 = _mm512_fmadd_ps(LOAD16(k1 + i, m), vq, a1);                                \
+                a2 = _mm512_fmadd_ps(LOAD16(k2 + i, m), vq, a2);                                \
+                a3 = _mm512_fmadd_ps(LOAD16(k3 + i, m), vq, a3);                                \
+            }                                                                                   \
+            float r[4];                                                                         \
+            _mm_storeu_ps(r, hsum4x512(a0, a1, a2, a3));                                        \
+            for (int j = 0; j < 4; j++) s[t + j] = r[j] * (ROW_SCALE(t + j) * scale);           \
+        }                                                                                       \
+        for (; t < rows; t++) {                                                                 \
+            const T *kt = k + t * n;                                                            \
+            __m512 a = _mm512_setzero_ps();                                                     \
+            for (int64_t i = 0; i < n; i += 16) {                                               \
+                __mmask16 m = tail_mask16(n - i);                                               \
+                a = _mm512_fmadd_ps(LOAD16(kt + i, m), _mm512_maskz_loadu_ps(m, q + i), a);     \
+            }                                                                                   \
+            s[t] = _mm512_reduce_add_ps(a) * (ROW_SCALE(t) * scale);                            \
+        }                                                                                       \
+    }
+
+#define NO_ROW_SCALE(t) 1.0f
+#define Q8_ROW_SCALE(t) d[t]
+ATTN_SCORES_AVX512(attn_scores_f16_rows_avx512, uint16_t, load16_f16, NO_ROW_SCALE)
+ATTN_SCORES_AVX512(attn_scores_q8_avx512, int8_t, load16_q8, Q8_ROW_SCALE)
+
+static void attn_scores_f16_avx512(const uint16_t *k, const float *q, float *s, int64_t rows,
+                                   int64_t n, float scale) {
+    attn_scores_f16_rows_avx512(k, NULL, q, s, rows, n, scale);
+}
+
+/* Columns in blocks of 64 (four accumulators across all rows), then 16 at
+ * a time with a masked last block; W(t) is the row's weight. */
+#define ATTN_VALUES_AVX512(NAME, T, LOAD16, W)                                                   \
+    static void NAME(const T *v, const float *d, const float *p, float *y, int64_t rows,       \
+                     int64_t n) {                                                               \
+        (void)d;                                                                                \
+        const __mmask16 all = 0xffff;                                                           \
+        int64_t j = 0;                                                                          \
+        for (; j + 64 <= n; j += 64) {                                                          \
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                          \
+            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();                          \
+            for (int64_t t = 0; t < rows; t++) {                                                \
+                const T *row = v + t * n + j;                                                   \
+                __m512 vw = _mm512_set1_ps(W(t));                                               \
+                a0 = _mm512_fmadd_ps(vw, LOAD16(row, all), a0);                                 \
+                a1 = _mm512_fmadd_ps(vw, LOAD16(row + 16, all), a1);                            \
+                a2 = _mm512_fmadd_ps(vw, LOAD16(row + 32, all), a2);                            \
+                a3 = _mm512_fmadd_ps(vw, LOAD16(row + 48, all), a3);                            \
+            }                                                                                   \
+            _mm512_storeu_ps(y + j, a0);                                                        \
+            _mm512_storeu_ps(y + j + 16, a1);                                                   \
+            _mm512_storeu_ps(y + j + 32, a2);                                                   \
+            _mm512_storeu_ps(y + j + 48, a3);                                                   \
+        }                                                                                       \
+        for (; j < n; j += 16) {                                                                \
+            __mmask16 m = tail_mask16(n - j);                                                   \
+            __m512 a0 = _mm512_setzero_ps();                                                    \
+            for (int64_t t = 0; t < rows; t++)                                                  \
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(W(t)), LOAD16(v + t * n + j, m), a0);       \
+            _mm512_mask_storeu_ps(y + j, m, a0);                                                \
+        }                                                                                       \
+    }
+
+#define F16_WEIGHT(t) p[t]
+#define Q8_WEIGHT(t) (p[t] * d[t])
+ATTN_VALUES_AVX512(attn_values_f16_rows_avx512, uint16_t, load16_f16, F16_WEIGHT)
+ATTN_VALUES_AVX512(attn_values_q8_avx512, int8_t, load16_q8, Q8_WEIGHT)
+
+static void attn_values_f16_avx512(const uint16_t *v, const float *p, float *y, int64_t rows,
+                                   int64_t n) {
+    attn_values_f16_rows_avx512(v, NULL, p, y, rows, n);
+}
+
 void tlm_kernels_avx512_fill(tlm_kernels *k) {
     k->name = "avx512";
     k->dot_f32 = dot_f32_avx512;
@@ -278,4 +520,13 @@ void tlm_kernels_avx512_fill(tlm_kernels *k) {
     k->gemv_q4_g32_r16 = gemv_q4_g32_r16_avx512;
     k->dequant_q8_g32_r16 = dequant_q8_g32_r16_avx512;
     k->dequant_q4_g32_r16 = dequant_q4_g32_r16_avx512;
+    k->gemm_q8_g32_r16 = gemm_q8_g32_r16_avx512;
+    k->gemm_q4_g32_r16 = gemm_q4_g32_r16_avx512;
+    k->gemm_q_preferred = true;
+    k->kv_store_f16 = kv_store_f16_avx512;
+    k->kv_store_q8 = kv_store_q8_avx512;
+    k->attn_scores_f16 = attn_scores_f16_avx512;
+    k->attn_scores_q8 = attn_scores_q8_avx512;
+    k->attn_values_f16 = attn_values_f16_avx512;
+    k->attn_values_q8 = attn_values_q8_avx512;
 }

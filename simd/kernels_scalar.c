@@ -140,6 +140,34 @@ static void gemv_q4_g32_r16_scalar(const void *w, const void *xq, float *y, int6
     gemv_qr16_scalar(TLM_Q4_G32, w, xq, y, n_in, r0, r1);
 }
 
+static void gemm_qr16_scalar(tlm_qtype t, const void *w, const void *xq, float *c, int64_t ldc,
+                             int64_t m, int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    const tlm_block_q8_g32_act *x = xq;
+    const int64_t n_groups = n_in / TLM_QGROUP;
+    size_t tile_bytes = tlm_qpacked_tile_bytes(t, n_in);
+    float acc[TLM_QROWS];
+    for (int64_t base = r0 - r0 % TLM_QROWS; base < r1; base += TLM_QROWS) {
+        const uint8_t *tile = tlm_qpacked_tile(w, tile_bytes, base);
+        for (int64_t i = 0; i < m; i++) {
+            gemv_tile_scalar(t, tile, x + i * n_groups, n_groups, acc);
+            float *row = c + i * ldc;
+            for (int r = 0; r < TLM_QROWS; r++)
+                if (base + r >= r0 && base + r < r1)
+                    row[base + r] = (accumulate ? row[base + r] : 0.0f) + acc[r];
+        }
+    }
+}
+
+static void gemm_q8_g32_r16_scalar(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                   int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    gemm_qr16_scalar(TLM_Q8_G32, w, xq, c, ldc, m, n_in, r0, r1, accumulate);
+}
+
+static void gemm_q4_g32_r16_scalar(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                   int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    gemm_qr16_scalar(TLM_Q4_G32, w, xq, c, ldc, m, n_in, r0, r1, accumulate);
+}
+
 /* Through the formats' own definition (quant/qformat.c), block by block. */
 static void dequant_q8_g32_r16_scalar(const void *w, float *out, int64_t n_in, int64_t r0,
                                       int64_t r1) {
@@ -149,6 +177,74 @@ static void dequant_q8_g32_r16_scalar(const void *w, float *out, int64_t n_in, i
 static void dequant_q4_g32_r16_scalar(const void *w, float *out, int64_t n_in, int64_t r0,
                                       int64_t r1) {
     tlm_qpacked_dequantize_rows(TLM_Q4_G32, w, n_in, r0, r1, out);
+}
+
+/* ------------------------------------------ attention over the KV cache */
+
+static void kv_store_f16_scalar(const float *x, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = tlm_f32_to_f16(x[i]);
+}
+
+static void kv_store_q8_scalar(const float *x, int8_t *dst, float *d, int64_t n) {
+    float amax = 0;
+    for (int64_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float r = nearbyintf(x[i] * id); /* half to even, as cvtps2dq / fcvtns */
+        dst[i] = (int8_t)(r >= -127.0f && r <= 127.0f ? (int32_t)r : 0);
+    }
+    *d = dd;
+}
+
+/* Four partial sums per row, as dot_f32_scalar. */
+static void attn_scores_f16_scalar(const uint16_t *k, const float *q, float *s, int64_t rows,
+                                   int64_t n, float scale) {
+    for (int64_t t = 0; t < rows; t++) {
+        const uint16_t *kt = k + t * n;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            s0 += tlm_f16_to_f32(kt[i]) * q[i];
+            s1 += tlm_f16_to_f32(kt[i + 1]) * q[i + 1];
+            s2 += tlm_f16_to_f32(kt[i + 2]) * q[i + 2];
+            s3 += tlm_f16_to_f32(kt[i + 3]) * q[i + 3];
+        }
+        for (; i < n; i++) s0 += tlm_f16_to_f32(kt[i]) * q[i];
+        s[t] = ((s0 + s1) + (s2 + s3)) * scale;
+    }
+}
+
+static void attn_scores_q8_scalar(const int8_t *k, const float *d, const float *q, float *s,
+                                  int64_t rows, int64_t n, float scale) {
+    for (int64_t t = 0; t < rows; t++) {
+        const int8_t *kt = k + t * n;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            s0 += (float)kt[i] * q[i];
+            s1 += (float)kt[i + 1] * q[i + 1];
+            s2 += (float)kt[i + 2] * q[i + 2];
+            s3 += (float)kt[i + 3] * q[i + 3];
+        }
+        for (; i < n; i++) s0 += (float)kt[i] * q[i];
+        s[t] = ((s0 + s1) + (s2 + s3)) * (d[t] * scale);
+    }
+}
+
+static void attn_values_f16_scalar(const uint16_t *v, const float *p, float *y, int64_t rows,
+                                   int64_t n) {
+    for (int64_t j = 0; j < n; j++) y[j] = 0;
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t j = 0; j < n; j++) y[j] += p[t] * tlm_f16_to_f32(v[t * n + j]);
+}
+
+static void attn_values_q8_scalar(const int8_t *v, const float *d, const float *p, float *y,
+                                  int64_t rows, int64_t n) {
+    for (int64_t j = 0; j < n; j++) y[j] = 0;
+    for (int64_t t = 0; t < rows; t++) {
+        float w = p[t] * d[t];
+        for (int64_t j = 0; j < n; j++) y[j] += w * (float)v[t * n + j];
+    }
 }
 
 const tlm_kernels tlm_kernels_scalar = {
@@ -165,4 +261,13 @@ const tlm_kernels tlm_kernels_scalar = {
     .gemv_q4_g32_r16 = gemv_q4_g32_r16_scalar,
     .dequant_q8_g32_r16 = dequant_q8_g32_r16_scalar,
     .dequant_q4_g32_r16 = dequant_q4_g32_r16_scalar,
+    .gemm_q8_g32_r16 = gemm_q8_g32_r16_scalar,
+    .gemm_q4_g32_r16 = gemm_q4_g32_r16_scalar,
+    .gemm_q_preferred = false, /* dequantize + sgemm is faster than this */
+    .kv_store_f16 = kv_store_f16_scalar,
+    .kv_store_q8 = kv_store_q8_scalar,
+    .attn_scores_f16 = attn_scores_f16_scalar,
+    .attn_scores_q8 = attn_scores_q8_scalar,
+    .attn_values_f16 = attn_values_f16_scalar,
+    .attn_values_q8 = attn_values_q8_scalar,
 };

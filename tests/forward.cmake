@@ -16,3 +16,7 @@ tlm_py_test(forward_ref test_forward_ref.py $<TARGET_FILE:tool_logits>)
 # Greedy continuations of the real default model against the numpy reference.
 tlm_py_test(realmodel_greedy test_realmodel_greedy.py $<TARGET_FILE:tool_logits>)
 set_tests_properties(realmodel_greedy PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 300 LABELS "reference;realmodel")
+
+# The f16 and int8 KV caches against the f32 cache on the same synthetic
+# models (modes, threads, scalar kernels).
+tlm_py_test(forward_kv test_forward_kv.py $<TARGET_FILE:tool_logits>)

@@ -75,8 +75,8 @@ def test_json(model):
               abs(mean - r["tokens_per_s"]) <= 1e-6 * mean, repr(r))
         check(f"{name}: model bytes = n_params x 4 (f32)",
               r["n_params"] > 0 and r["model_bytes"] == 4 * r["n_params"], repr(r))
-        check(f"{name}: KV cache bytes per token", r["kv_bytes_per_token"] ==
-              2 * N_LAYER * N_HEAD_KV * HEAD_DIM * 4, repr(r))
+        check(f"{name}: KV cache bytes per token (f16 by default)", r["kv_bytes_per_token"] ==
+              2 * N_LAYER * N_HEAD_KV * HEAD_DIM * 2 and r["kv_type"] == "f16", repr(r))
         check(f"{name}: peak RSS covers the weights",
               r["peak_rss_bytes"] >= r["model_bytes"], repr(r))
     check("json: n_prompt / n_gen", (rows[0]["n_prompt"], rows[0]["n_gen"], rows[1]["n_prompt"],
@@ -149,6 +149,101 @@ def test_errors(model):
     check("--help", rc == 0 and out.startswith("usage: trimlm bench") and err == "", f"rc={rc}")
 
 
+# ------------------------------------------- -pg, -d, TTFT, KV bytes, --compare
+
+NEW_FIELDS = ("n_depth", "ttft_ms", "kv_bytes", "kv_type")
+KV_F16_BYTES_PER_TOKEN = 2 * N_LAYER * N_HEAD_KV * HEAD_DIM * 2
+
+
+def test_pg_depth(model):
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "-p", "8", "-n", "4", "-pg", "8,4", "-d", "0,32",
+                        "-r", "2", "-t", "1", "-o", "json"])
+    check("-pg -d: exit 0, quiet", rc == 0 and err == "", f"rc={rc} err={err!r}")
+    try:
+        rows = json.loads(out)
+    except ValueError as e:
+        check("-pg -d: parses", False, f"{e}: {out[:300]!r}")
+        return
+    names = [r.get("test") for r in rows]
+    check("-pg -d: tests per depth: pp, tg, pg", names == ["pp8", "tg4", "pp8+tg4", "pp8 @ d32",
+                                                             "tg4 @ d32", "pp8+tg4 @ d32"], repr(names))
+    for r in rows:
+        name = f"-pg -d {r.get('test')}"
+        missing = [f for f in JSON_FIELDS + NEW_FIELDS if f not in r]
+        check(f"{name}: has every field", not missing, f"missing {missing}")
+        if missing:
+            continue
+        tokens = r["n_prompt"] + r["n_gen"]
+        check(f"{name}: KV bytes at the tested context = bytes/token x (depth + tokens)",
+              r["kv_bytes"] == KV_F16_BYTES_PER_TOKEN * (r["n_depth"] + tokens), repr(r))
+        check(f"{name}: tokens/s > 0, time to first token > 0 and within the run",
+              r["tokens_per_s"] > 0 and 0 < r["ttft_ms"] <= 1e3 * tokens / min(r["samples_ts"]) * 1.001,
+              repr(r))
+    pg = [r for r in rows if r["test"].startswith("pp8+tg4")]
+    check("-pg 8,4: n_prompt 8, n_gen 4; depth 0 then 32",
+          [(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in pg] == [(8, 4, 0), (8, 4, 32)], repr(pg))
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "-p", "8", "-n", "0", "-d", "16", "-r", "1",
+                        "-t", "1", "-o", "csv"])
+    rows = list(csv.DictReader(io.StringIO(out))) if rc == 0 else []
+    check("csv: n_depth, ttft_ms and kv_bytes columns",
+          len(rows) == 1 and rows[0]["test"] == "pp8 @ d16" and rows[0]["n_depth"] == "16"
+          and float(rows[0]["ttft_ms"]) > 0 and int(rows[0]["kv_bytes"]) == KV_F16_BYTES_PER_TOKEN * 24,
+          f"rc={rc} {out!r} {err!r}")
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "-p", "8", "-n", "4", "-r", "1", "-t", "1"])
+    check("md: time to first token and KV cache at the tested context",
+          rc == 0 and any(l.startswith("time to first token:") and "pp8" in l for l in out.splitlines())
+          and "KV cache at the tested context" in out, repr(out))
+    # the synthetic model's context is 256 tokens
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "-p", "16", "-n", "0", "-d", "250", "-r", "1"])
+    lines = [l for l in err.splitlines() if l.strip()]
+    check("-d beyond the model's context: exit 1, one line naming -d and the sizes",
+          rc == 1 and len(lines) == 1 and "-d 250" in lines[0] and "266" in lines[0] and "256" in lines[0]
+          and out == "", f"rc={rc} {err!r} {out!r}")
+    expect_usage_error("-pg with one number", ["-m", model, "-pg", "8"], ["-pg", "P,N"])
+    expect_usage_error("-d -1", ["-m", model, "-d", "-1"], ["'-1'", "-d"])
+
+
+def test_compare(model, model_b):
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "--compare", model_b, "-p", "8", "-n", "4",
+                        "-r", "3", "-t", "1", "-o", "json"])
+    check("--compare: exit 0, quiet", rc == 0 and err == "", f"rc={rc} err={err!r}")
+    try:
+        rows = json.loads(out)
+    except ValueError as e:
+        check("--compare: parses", False, f"{e}: {out[:300]!r}")
+        return
+    a = [r for r in rows if r.get("role") == "A"]
+    b = [r for r in rows if r.get("role") == "B"]
+    q = [r for r in rows if r.get("role") == "B/A"]
+    check("--compare: rows for A, for B, and B/A ratio rows per test",
+          [r["test"] for r in a] == ["pp8", "tg4"] and [r["test"] for r in b] == ["pp8", "tg4"]
+          and [r["test"] for r in q] == ["pp8", "tg4"] and len(rows) == 6, repr(rows)[:400])
+    check("--compare: A and B name their models",
+          all(r["model_path"] == model for r in a) and all(r["model_path"] == model_b for r in b),
+          repr(rows)[:400])
+    for r in q:
+        ra = next(x for x in a if x["test"] == r["test"])
+        rb = next(x for x in b if x["test"] == r["test"])
+        per_run = [y / x for x, y in zip(ra["samples_ts"], rb["samples_ts"])]
+        mean = sum(per_run) / len(per_run)
+        check(f"--compare {r['test']}: ratio = mean of the per-run B/A, with spread",
+              abs(r["ratio"] - mean) <= 1e-9 * mean and r["ratio_stddev"] >= 0
+              and r["ratio_min"] <= r["ratio"] <= r["ratio_max"] and r["reps"] == 3
+              and r["tokens_per_s_a"] == ra["tokens_per_s"] and r["tokens_per_s_b"] == rb["tokens_per_s"],
+              f"{r} per-run {per_run}")
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "--compare", model_b, "-p", "8", "-n", "0",
+                        "-r", "2", "-t", "1"])
+    lines = out.splitlines()
+    ratio_table = [l for l in lines if l.startswith("| pp8 |")]
+    check("--compare md: a B/A table", rc == 0 and any("B/A" in l for l in lines)
+          and len(ratio_table) == 1 and "±" in ratio_table[0], repr(out))
+    rc, out, err = run([TRIMLM, "bench", "-m", model, "--compare", model_b, "-p", "8", "-n", "0",
+                        "-r", "2", "-t", "1", "-o", "csv"])
+    rows = list(csv.DictReader(io.StringIO(out))) if rc == 0 else []
+    check("--compare csv: A, B and B/A rows", [r["role"] for r in rows] == ["A", "B", "B/A"]
+          and float(rows[2]["ratio"]) > 0, f"rc={rc} {out!r}")
+
+
 # ----------------------------------------------------------------- membw
 
 def test_membw(membw):
@@ -183,6 +278,11 @@ def main():
     test_md(model)
     test_csv(model)
     test_errors(model)
+    test_pg_depth(model)
+    model_b = os.path.join(OUT, "bench-synthetic-q8_0.gguf")
+    synth_gguf.write_gguf(model_b, n_vocab=320, n_embd=64, n_layer=N_LAYER, n_head=4,
+                          n_head_kv=N_HEAD_KV, n_ff=96, ctx=256, seed=3, qtype="q8_0")
+    test_compare(model, model_b)
     test_membw(sys.argv[1])
     print(f"{passes} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)

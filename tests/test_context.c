@@ -106,6 +106,33 @@ static void test_params(void **state) {
     assert_int_equal(err.code, TLM_ERR_ARG);
     assert_null(tlm_context_new(NULL, NULL, &err));
     tlm_context_free(NULL);
+
+    /* KV-cache types: names, bytes per token (2 layers x keys + values of
+     * 1 KV head of HD values; int8 adds a 4-byte scale per head vector). */
+    static const struct { const char *name; int32_t type; int64_t bytes; } kv[] = {
+        {"f16", TLM_KV_F16, 2 * 2 * HD * 2},
+        {"f32", TLM_KV_F32, 2 * 2 * HD * 4},
+        {"int8", TLM_KV_INT8, 2 * 2 * (HD + 4)},
+    };
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tlm_kv_type_from_name(kv[i].name), kv[i].type);
+        assert_string_equal(tlm_kv_type_name(kv[i].type), kv[i].name);
+        p = tlm_context_default_params();
+        p.kv_type = kv[i].type;
+        c = tlm_context_new(m, &p, &err);
+        assert_non_null(c);
+        assert_int_equal(tlm_context_kv_type(c), kv[i].type);
+        assert_int_equal(tlm_context_kv_bytes_per_token(c), kv[i].bytes);
+        tlm_context_free(c);
+    }
+    assert_int_equal(tlm_context_default_params().kv_type, TLM_KV_F16);
+    assert_int_equal(tlm_kv_type_from_name("bf16"), -1);
+    assert_string_equal(tlm_kv_type_name(7), "unknown");
+    p = tlm_context_default_params();
+    p.kv_type = 7;
+    assert_null(tlm_context_new(m, &p, &err));
+    assert_int_equal(err.code, TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "KV-cache type"));
 }
 
 static void test_kept_logits(void **state) {
@@ -212,8 +239,9 @@ static void check_removed_equals_zeroed(bool attn) {
     for (int threads = 1; threads <= 2; threads++) {
         tlm_context *cr = new_ctx(removed, 16, 4, threads), *cz = new_ctx(zeroed, 16, 4, threads);
         tlm_error err;
-        /* keys + values of 1 KV head x 4 floats per attention sublayer held */
-        int64_t per_layer = 2 * 1 * HD * (int64_t)sizeof(float);
+        /* keys + values of 1 KV head x 4 halves (the default f16 cache) per
+         * attention sublayer held */
+        int64_t per_layer = 2 * 1 * HD * (int64_t)sizeof(uint16_t);
         assert_int_equal(tlm_context_kv_bytes_per_token(cz), 2 * per_layer);
         assert_int_equal(tlm_context_kv_bytes_per_token(cr), attn ? per_layer : 2 * per_layer);
         /* 5 tokens in one call (prefill chunks of 4 + 1), then one decode */

@@ -205,8 +205,8 @@ def check_info(label, tlm, src, src_format, n_layer, n_head_kv, head_dim, tied):
           and d["hparams"]["n_layer"] == n_layer and d["hparams"]["n_head_kv"] == n_head_kv
           and d["hparams"]["head_dim"] == head_dim and d["hparams"]["tied_embeddings"] == tied
           and d["source"] == os.path.basename(src.rstrip("/")) and d["convert_type"] == "f16"
-          and d["kv_cache"]["bytes_per_token"] == 2 * n_layer * n_head_kv * head_dim * 4
-          and d["kv_cache"]["precision"] == "f32"
+          and d["kv_cache"]["bytes_per_token"] == 2 * n_layer * n_head_kv * head_dim * 2
+          and d["kv_cache"]["precision"] == "f16"
           and [(g["kind"], g["layer"]) for g in d["graph"]]
           == [(k, l) for l in range(n_layer) for k in ("attn", "mlp")]
           and d["tensor_types"].get("f16", {}).get("count") == n_mat
@@ -411,7 +411,7 @@ def real(tool):
     ok = (rc == 0 and d["hparams"]["n_layer"] == 30 and d["hparams"]["n_embd"] == 576
           and d["hparams"]["n_head"] == 9 and d["hparams"]["n_head_kv"] == 3
           and d["hparams"]["n_ff"] == 1536 and d["hparams"]["tied_embeddings"] is True
-          and d["kv_cache"]["bytes_per_token"] == 2 * 30 * 3 * 64 * 4
+          and d["kv_cache"]["bytes_per_token"] == 2 * 30 * 3 * 64 * 2
           and 16.0 < d["bits_per_weight"] < 16.2 and d["verify"]["ok"] is True
           and d["chat_template"] is True and len(d["graph"]) == 60)
     print(f"info: {d['file_bytes']} bytes, {d['bits_per_weight']:.3f} bits/weight, "

@@ -265,6 +265,142 @@ static void test_scalar_definitions(void **state) {
     assert_true(fabs(g[1] - -3.0 / (1 + exp(3.0)) * 0.5) < 1e-6);
 }
 
+/* ------------------------------------------------- KV cache attention */
+
+/* Stores are bit-identical to the scalar table's (f16 round to nearest even,
+ * int8 round half to even with the same scale), including an all-zero row. */
+static void test_kv_store(void **state) {
+    (void)state;
+    const tlm_kernels *ref = &tlm_kernels_scalar;
+    for (int t = 0; t < g_n_tables; t++) {
+        const tlm_kernels *k = g_tables[t];
+        for (size_t li = 0; li < N_LENGTHS; li++) {
+            int64_t n = LENGTHS[li];
+            for (int zero = 0; zero < 2; zero++) {
+                float *x = rand_vec(n, 3.0f);
+                if (zero) memset(x, 0, (size_t)n * sizeof(float));
+                else if (n > 2) x[n / 2] = 1e-6f, x[1] = 7e-8f; /* f16 subnormals */
+                uint16_t *h = malloc((size_t)(n + 1) * 2), *h_ref = malloc((size_t)(n + 1) * 2);
+                int8_t *q = malloc((size_t)n + 1), *q_ref = malloc((size_t)n + 1);
+                h[n] = h_ref[n] = 0xabcd;
+                q[n] = q_ref[n] = 99;
+                float d = -1, d_ref = -2;
+                k->kv_store_f16(x, h, n);
+                ref->kv_store_f16(x, h_ref, n);
+                k->kv_store_q8(x, q, &d, n);
+                ref->kv_store_q8(x, q_ref, &d_ref, n);
+                if (memcmp(h, h_ref, (size_t)(n + 1) * 2) || memcmp(q, q_ref, (size_t)n + 1) ||
+                    d != d_ref) {
+                    print_error("%s kv_store n=%lld zero=%d differs from scalar\n", g_names[t],
+                                (long long)n, zero);
+                    fail();
+                }
+                free(x);
+                free(h);
+                free(h_ref);
+                free(q);
+                free(q_ref);
+            }
+        }
+    }
+}
+
+/* Scores and weighted values over f16 and int8 rows, against the scalar
+ * table, for row counts that exercise the 4-row blocks and their tails. */
+static void test_kv_attention(void **state) {
+    (void)state;
+    const tlm_kernels *ref = &tlm_kernels_scalar;
+    static const int64_t ROWS[] = {1, 2, 3, 4, 5, 7, 9, 64, 513};
+    for (int t = 0; t < g_n_tables; t++) {
+        const tlm_kernels *k = g_tables[t];
+        for (size_t li = 0; li < N_LENGTHS; li++) {
+            int64_t n = LENGTHS[li];
+            for (size_t ri = 0; ri < sizeof ROWS / sizeof ROWS[0]; ri++) {
+                int64_t rows = ROWS[ri];
+                float *x = rand_vec(rows * n, 2.0f), *q = rand_vec(n, 1.0f);
+                float *p = rand_vec(rows, 1.0f), *d = malloc((size_t)rows * sizeof(float));
+                uint16_t *h = malloc((size_t)(rows * n) * 2);
+                int8_t *b = malloc((size_t)(rows * n));
+                for (int64_t r = 0; r < rows; r++) {
+                    ref->kv_store_f16(x + r * n, h + r * n, n);
+                    ref->kv_store_q8(x + r * n, b + r * n, d + r, n);
+                }
+                float *s = malloc((size_t)(rows + 1) * 4), *s_ref = malloc((size_t)(rows + 1) * 4);
+                float *y = malloc((size_t)(n + 1) * 4), *y_ref = malloc((size_t)(n + 1) * 4);
+                const float scale = 0.125f;
+                for (int form = 0; form < 2; form++) {
+                    const char *what = form ? "attn_scores_q8" : "attn_scores_f16";
+                    s[rows] = s_ref[rows] = -7.0f;
+                    if (form) {
+                        k->attn_scores_q8(b, d, q, s, rows, n, scale);
+                        ref->attn_scores_q8(b, d, q, s_ref, rows, n, scale);
+                    } else {
+                        k->attn_scores_f16(h, q, s, rows, n, scale);
+                        ref->attn_scores_f16(h, q, s_ref, rows, n, scale);
+                    }
+                    assert_true(s[rows] == -7.0f);
+                    for (int64_t r = 0; r < rows; r++) {
+                        double sc = 0; /* sum |k q| * scale, with x standing for k */
+                        for (int64_t i = 0; i < n; i++) sc += fabs((double)x[r * n + i] * q[i]);
+                        check_close(g_names[t], what, n, r, s[r], s_ref[r], sc * scale + 1e-30,
+                                    TOL_REDUCTION);
+                    }
+                    what = form ? "attn_values_q8" : "attn_values_f16";
+                    y[n] = y_ref[n] = -7.0f;
+                    if (form) {
+                        k->attn_values_q8(b, d, p, y, rows, n);
+                        ref->attn_values_q8(b, d, p, y_ref, rows, n);
+                    } else {
+                        k->attn_values_f16(h, p, y, rows, n);
+                        ref->attn_values_f16(h, p, y_ref, rows, n);
+                    }
+                    assert_true(y[n] == -7.0f);
+                    for (int64_t j = 0; j < n; j++) {
+                        double sc = 0;
+                        for (int64_t r = 0; r < rows; r++) sc += fabs((double)p[r] * x[r * n + j]);
+                        check_close(g_names[t], what, n, j, y[j], y_ref[j], sc + 1e-30,
+                                    TOL_REDUCTION);
+                    }
+                }
+                free(x);
+                free(q);
+                free(p);
+                free(d);
+                free(h);
+                free(b);
+                free(s);
+                free(s_ref);
+                free(y);
+                free(y_ref);
+            }
+        }
+    }
+}
+
+/* The scalar compact forms against their definitions: f16 within half an
+ * ulp (2^-11 relative), int8 within half a step of d = max|x| / 127. */
+static void test_kv_scalar_definitions(void **state) {
+    (void)state;
+    const tlm_kernels *k = &tlm_kernels_scalar;
+    float x[5] = {1.0f, -2.5f, 0.1f, 65504.0f, -0.0f};
+    uint16_t h[5];
+    k->kv_store_f16(x, h, 5);
+    assert_true(h[0] == 0x3c00 && h[1] == 0xc100 && h[2] == 0x2e66 && h[3] == 0x7bff &&
+                h[4] == 0x8000);
+    float v[4] = {0.5f, -1.27f, 0.0f, 0.3f};
+    int8_t q[4];
+    float d;
+    k->kv_store_q8(v, q, &d, 4);
+    assert_true(fabs(d - 0.01) < 1e-7);
+    assert_true(q[0] == 50 && q[1] == -127 && q[2] == 0 && q[3] == 30);
+    float qv[4] = {1, 2, 3, 4}, s;
+    k->attn_scores_q8(q, &d, qv, &s, 1, 4, 2.0f);
+    assert_true(fabs(s - (50 - 254 + 0 + 120) * 0.01 * 2.0) < 1e-5);
+    float p = 0.5f, y[4];
+    k->attn_values_f16(h, &p, y, 1, 4);
+    assert_true(y[0] == 0.5f && y[1] == -1.25f);
+}
+
 static void test_best_is_known(void **state) {
     (void)state;
     const tlm_kernels *best = tlm_kernels_best();
@@ -289,6 +425,8 @@ int main(void) {
         cmocka_unit_test(test_gemv_t),             cmocka_unit_test(test_axpy),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_softmax),            cmocka_unit_test(test_silu_mul),
+        cmocka_unit_test(test_kv_scalar_definitions), cmocka_unit_test(test_kv_store),
+        cmocka_unit_test(test_kv_attention),
         cmocka_unit_test(test_best_is_known),
     };
     return cmocka_run_group_tests(tests, setup_tables, NULL);

@@ -186,6 +186,73 @@ static void test_gemv_matches_scalar(void **state) {
     }
 }
 
+/* The GEMM of every table (scalar included) against m calls of the scalar
+ * GEMV, bit for bit: token counts around the 4-row block, odd row counts,
+ * slices inside tiles, overwrite and accumulate, a row stride wider than
+ * the matrix (cells outside the slice keep their canary). */
+static void test_gemm_matches_gemv(void **state) {
+    (void)state;
+    static const int64_t MS[] = {1, 3, 4, 5, 9};
+    static const int64_t N_INS_GEMM[] = {32, 96, 576};
+    for (size_t ti = 0; ti < 2; ti++) {
+        tlm_qtype qt = QTYPES[ti];
+        for (size_t ni = 0; ni < sizeof N_INS_GEMM / sizeof N_INS_GEMM[0]; ni++) {
+            int64_t n_in = N_INS_GEMM[ni], ng = n_in / 32;
+            for (size_t mi = 0; mi < sizeof MS / sizeof MS[0]; mi++) {
+                int64_t m = MS[mi];
+                float *x = rand_matrix(m, n_in);
+                tlm_block_q8_g32_act *xq = malloc((size_t)(m * ng) * sizeof *xq);
+                for (int64_t i = 0; i < m; i++)
+                    tlm_kernels_scalar.quantize_act_q8_g32(x + i * n_in, xq + i * ng, n_in);
+                for (int64_t rows = 1; rows <= 35; rows += 17) {
+                    float *w = rand_matrix(rows, n_in);
+                    void *p = packed_matrix(qt, w, rows, n_in);
+                    int64_t ldc = rows + 3;
+                    float *c = malloc((size_t)(m * ldc) * 4), *want = malloc((size_t)(m * ldc) * 4);
+                    float *y = malloc((size_t)(rows + 2) * 4);
+                    int64_t slices[3][2] = {{0, rows}, {rows > 1 ? 1 : 0, rows},
+                                            {rows > 16 ? 16 : 0, rows > 3 ? rows - 3 : rows}};
+                    for (int s = 0; s < 3; s++) {
+                        int64_t r0 = slices[s][0], r1 = slices[s][1];
+                        for (int accumulate = 0; accumulate < 2; accumulate++) {
+                            for (int64_t i = 0; i < m * ldc; i++) want[i] = 0.25f * (float)(i % 7) - 1.0f;
+                            for (int64_t i = 0; i < m; i++) {
+                                run_gemv(&tlm_kernels_scalar, qt, p, xq + i * ng, y, n_in, rows, r0, r1);
+                                for (int64_t r = r0; r < r1; r++)
+                                    want[i * ldc + r] = (accumulate ? want[i * ldc + r] : 0.0f) + y[r];
+                            }
+                            for (int tb = -1; tb < g_n_tables; tb++) {
+                                const tlm_kernels *k = tb < 0 ? &tlm_kernels_scalar : g_tables[tb].k;
+                                for (int64_t i = 0; i < m * ldc; i++) c[i] = 0.25f * (float)(i % 7) - 1.0f;
+                                if (qt == TLM_Q8_G32)
+                                    k->gemm_q8_g32_r16(p, xq, c, ldc, m, n_in, r0, r1, accumulate);
+                                else
+                                    k->gemm_q4_g32_r16(p, xq, c, ldc, m, n_in, r0, r1, accumulate);
+                                if (memcmp(c, want, (size_t)(m * ldc) * 4)) {
+                                    print_error("%s gemm %s n_in=%lld m=%lld rows=%lld slice "
+                                                "[%lld,%lld) accumulate=%d differs from the GEMV\n",
+                                                tb < 0 ? "scalar" : g_tables[tb].name,
+                                                tlm_qtype_name(qt), (long long)n_in, (long long)m,
+                                                (long long)rows, (long long)r0, (long long)r1,
+                                                accumulate);
+                                    fail();
+                                }
+                            }
+                        }
+                    }
+                    free(w);
+                    free(p);
+                    free(c);
+                    free(want);
+                    free(y);
+                }
+                free(x);
+                free(xq);
+            }
+        }
+    }
+}
+
 static void test_dequant_matches_scalar(void **state) {
     (void)state;
     for (size_t ti = 0; ti < 2; ti++) {
@@ -327,6 +394,7 @@ int main(void) {
         cmocka_unit_test(test_quantize_act_matches_scalar),
         cmocka_unit_test(test_act_edge_cases),
         cmocka_unit_test(test_gemv_matches_scalar),
+        cmocka_unit_test(test_gemm_matches_gemv),
         cmocka_unit_test(test_dequant_matches_scalar),
         cmocka_unit_test(test_scalar_gemv_definition),
     };

@@ -8,8 +8,12 @@ Synthetic: the converted model's logits are compared with an independent
 numpy forward pass whose weights are quantized here by the formats' rules
 (quant/qformat.h: round-to-nearest Q8_0 / Q4_0, f16 scales, one per 32
 inputs) and dequantized:
-  - prefill (one call of n tokens) multiplies f32 activations by the
-    dequantized weights: compared with the reference on the same weights;
+  - prefill (one call of n tokens) either multiplies f32 activations by
+    the dequantized weights (dequantize + sgemm: compared with the reference
+    on the same weights) or, on kernel tables whose int8 GEMM is preferred
+    (AVX-512 VNNI), rounds the input rows of int8 (q8_g32) matrices to int8
+    as decode does (compared with a reference that does the same); it must
+    match one of the two;
   - decode (one token per call) also quantizes the input of each quantized
     matrix to int8 per group of 32 (d = max|x| / 127, round half to even):
     compared with a reference that rounds its activations the same way.
@@ -126,7 +130,10 @@ def packed_bytes(qtype, rows, cols):
 def forward(model, qtypes, tokens, act_quant):
     """Logits (n, n_vocab) of tokens at positions 0..n-1, all at once (the
     decode path's per-token activation rounding is per row, so it is the
-    same in a batch). qtypes: GGUF tensor name -> stored type."""
+    same in a batch). qtypes: GGUF tensor name -> stored type. act_quant:
+    True (every quantized matrix's input rounded to int8), False (none), or
+    the stored types whose inputs are rounded (prefill's int8 GEMM takes
+    q8_g32 weights only)."""
     hp = model.hp
     n = len(tokens)
     pos = np.arange(n)
@@ -134,7 +141,8 @@ def forward(model, qtypes, tokens, act_quant):
     group = hp.n_head // hp.n_head_kv
 
     def mm(h, w, name):
-        if act_quant and qtypes.get(name, "f32") in DEQUANT:
+        t = qtypes.get(name, "f32")
+        if t in DEQUANT and (act_quant is True or (act_quant and t in act_quant)):
             h = act_dequantized(h)
         return h @ w.T
 
@@ -219,7 +227,9 @@ def synthetic(tool):
                                  os.path.join(ROOT, f"{case}-f32.bin")).reshape(len(tokens), n_vocab)
         for kind in ("int8", "int4"):
             tlm = os.path.join(ROOT, f"{case}-{kind}.tlm")
-            rc, _, err = run(["convert", gguf_path, "-o", tlm, "--type", kind])
+            # --no-calib: round-to-nearest, the rule the numpy reference follows
+            # (calibrated quantization: tests/test_drop.py, tests/test_awq.c)
+            rc, _, err = run(["convert", gguf_path, "-o", tlm, "--type", kind, "--no-calib"])
             check(f"{case} {kind}: convert", rc == 0, err)
             if rc != 0:
                 continue
@@ -245,6 +255,7 @@ def synthetic(tool):
             model = quantized_model(gguf_path, qtypes)
             ref_pf = forward(model, qtypes, tokens, act_quant=False)
             ref_dec = forward(model, qtypes, tokens, act_quant=True)
+            ref_pf8 = forward(model, qtypes, tokens, act_quant=("q8_g32",))
             out = {}
             for mode in ("prefill", "decode"):
                 for t in (1, 2):
@@ -252,9 +263,14 @@ def synthetic(tool):
                                                os.path.join(ROOT, f"{case}-{kind}-{mode}-{t}.bin")
                                                ).reshape(len(tokens), n_vocab)
             for t in (1, 2):
+                # prefill is dequantize + sgemm (f32 activations), or, where the
+                # kernel table prefers it (AVX-512 VNNI), the int8 GEMM for
+                # int8 weights, which rounds their input rows as decode does
                 d = np.abs(out["prefill", t] - ref_pf).max()
-                check(f"{case} {kind}: prefill t{t} vs numpy (dequantized weights) {d:.2e}",
-                      d < PREFILL_TOL, d)
+                dq = np.abs(out["prefill", t] - ref_pf8).max()
+                check(f"{case} {kind}: prefill t{t} vs numpy: f32 activations {d:.2e}, "
+                      f"int8 activations into int8 weights {dq:.2e}",
+                      d < PREFILL_TOL or dq < DECODE_TOL, (d, dq))
                 d = np.abs(out["decode", t] - ref_dec).max()
                 check(f"{case} {kind}: decode t{t} vs numpy (int8 activations) {d:.2e}",
                       d < DECODE_TOL, d)

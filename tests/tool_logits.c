@@ -3,8 +3,10 @@
  * writes what the reference comparisons need.
  *
  *   tool_logits MODEL --tokens 1,2,3 [--mode prefill|decode|mixed] [-t N]
- *               [-b N_BATCH] [-c N_CTX] OUT.f32
+ *               [-b N_BATCH] [-c N_CTX] [--kv f16|f32|int8] OUT.f32
  *       logits of every token, (n_tokens, n_vocab) little-endian f32.
+ *       The KV cache is f32 unless --kv says otherwise (the runtime's
+ *       default is f16).
  *       prefill: one tlm_decode call with all_logits; decode: one token per
  *       call; mixed: calls of 3, 4, 1, 2, 5, 1, 2, ... tokens, alternating
  *       all_logits and last-only; rows a last-only call does not keep are
@@ -110,6 +112,7 @@ int main(int argc, char **argv) {
     const char *model_path = NULL, *out_path = NULL, *tokens_arg = NULL, *mode = "prefill";
     const char *bench_arg = NULL;
     int n_threads = 1, n_batch = 0, n_ctx = 0, n_generate = 0;
+    int32_t kv_type = TLM_KV_F32; /* the exact path the reference comparisons check */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -118,6 +121,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-t") && next) n_threads = atoi(argv[++i]);
         else if (!strcmp(a, "-b") && next) n_batch = atoi(argv[++i]);
         else if (!strcmp(a, "-c") && next) n_ctx = atoi(argv[++i]);
+        else if (!strcmp(a, "--kv") && next) {
+            kv_type = tlm_kv_type_from_name(argv[++i]);
+            if (kv_type < 0) {
+                fprintf(stderr, "tool_logits: unknown --kv '%s' (f16|f32|int8)\n", argv[i]);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--generate") && next) n_generate = atoi(argv[++i]);
         else if (!strcmp(a, "--bench") && next) bench_arg = argv[++i];
         else if (a[0] == '-') {
@@ -128,7 +138,7 @@ int main(int argc, char **argv) {
     }
     if (!model_path || (!bench_arg && (!tokens_arg || !out_path))) {
         fprintf(stderr, "usage: tool_logits MODEL --tokens 1,2,3 [--mode prefill|decode|mixed] "
-                        "[--generate N] [-t N] [-b N] [-c N] OUT\n"
+                        "[--generate N] [-t N] [-b N] [-c N] [--kv f16|f32|int8] OUT\n"
                         "       tool_logits MODEL --bench N_PROMPT,N_GEN [-t N]\n");
         return 2;
     }
@@ -143,6 +153,7 @@ int main(int argc, char **argv) {
     cp.n_threads = n_threads;
     cp.n_batch = n_batch;
     cp.n_ctx = n_ctx;
+    cp.kv_type = kv_type;
     tlm_context *ctx = tlm_context_new(model, &cp, &err);
     if (!ctx) return die("context", &err);
     int rc = 0;

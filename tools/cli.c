@@ -137,6 +137,76 @@ bool cli_float(cli_args *a, double lo, double hi, const char *expected, double *
     return true;
 }
 
+bool cli_kv_type(cli_args *a, int32_t *out) {
+    char flag[64];
+    snprintf(flag, sizeof flag, "%s", a->flag);
+    const char *text = cli_value(a);
+    if (!text) return false;
+    int32_t t = tlm_kv_type_from_name(text);
+    if (t < 0) {
+        invalid_value(a, flag, text, "f16, f32 or int8");
+        return false;
+    }
+    *out = t;
+    return true;
+}
+
+/* ------------------------------------------- sampling and context flags */
+
+const char cli_gen_usage[] =
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+    "      --top-k K           keep the K most likely tokens; 0 = off (default 40)\n"
+    "      --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"
+    "      --repeat-penalty R  penalty for recent tokens; 1 = off (default 1.0)\n"
+    "      --seed S            random seed (default: from the clock)\n"
+    "  -t, --threads N         threads (default: physical cores)\n"
+    "  -c, --ctx N             context length in tokens (default: min(model, 4096))\n"
+    "      --kv f16|f32|int8   KV-cache storage (default f16; int8: one scale per head vector)\n";
+
+cli_gen_options cli_gen_defaults(void) {
+    return (cli_gen_options){.n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
+                             .min_p = 0.05, .repeat_penalty = 1.0, .kv_type = TLM_KV_F16};
+}
+
+bool cli_gen_flag(cli_args *a, cli_gen_options *g) {
+    static const char positive[] = "a positive integer";
+    if (cli_flag(a, "-n", "--n-predict")) cli_int(a, 1, 1 << 24, positive, &g->n_predict);
+    else if (cli_flag(a, NULL, "--temp")) cli_float(a, 0, 1e6, "a number >= 0", &g->temp);
+    else if (cli_flag(a, NULL, "--top-k")) cli_int(a, 0, 1 << 24, "an integer >= 0", &g->top_k);
+    else if (cli_flag(a, NULL, "--top-p")) cli_float(a, 0, 1, "a number in [0, 1]", &g->top_p);
+    else if (cli_flag(a, NULL, "--min-p")) cli_float(a, 0, 1, "a number in [0, 1]", &g->min_p);
+    else if (cli_flag(a, NULL, "--repeat-penalty"))
+        cli_float(a, 1e-6, 1e6, "a number > 0", &g->repeat_penalty);
+    else if (cli_flag(a, NULL, "--seed")) {
+        if (cli_int(a, 0, INT64_MAX, "an integer >= 0", &g->seed)) g->have_seed = true;
+    }
+    else if (cli_flag(a, "-t", "--threads")) cli_int(a, 1, 4096, positive, &g->threads);
+    else if (cli_flag(a, "-c", "--ctx")) cli_int(a, 1, 1 << 24, positive, &g->ctx);
+    else if (cli_flag(a, NULL, "--kv")) cli_kv_type(a, &g->kv_type);
+    else return false;
+    return true;
+}
+
+tlm_sampler_params cli_gen_sampler_params(const cli_gen_options *g) {
+    tlm_sampler_params sp = tlm_sampler_default_params();
+    sp.temperature = (float)g->temp;
+    sp.top_k = (int32_t)g->top_k;
+    sp.top_p = (float)g->top_p;
+    sp.min_p = (float)g->min_p;
+    sp.repeat_penalty = (float)g->repeat_penalty;
+    sp.seed = g->have_seed ? (uint64_t)g->seed : TLM_SEED_RANDOM;
+    return sp;
+}
+
+tlm_context_params cli_gen_context_params(const cli_gen_options *g) {
+    tlm_context_params cp = tlm_context_default_params();
+    if (g->ctx > 0) cp.n_ctx = (int32_t)g->ctx;
+    if (g->threads > 0) cp.n_threads = (int32_t)g->threads;
+    cp.kv_type = g->kv_type;
+    return cp;
+}
+
 /* ---------------------------------------------------------- terminal */
 
 bool cli_stderr_is_tty(void) { return isatty(STDERR_FILENO) == 1; }

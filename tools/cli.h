@@ -49,6 +49,30 @@ void cli_unknown(cli_args *a);
  * and return false when the text is not a number in [lo, hi]. */
 bool cli_int(cli_args *a, int64_t lo, int64_t hi, const char *expected, int64_t *out);
 bool cli_float(cli_args *a, double lo, double hi, const char *expected, double *out);
+/* --kv: f16 | f32 | int8 into *out (a tlm_kv_type). */
+bool cli_kv_type(cli_args *a, int32_t *out);
+
+/* Sampling and context flags shared by `run` and `chat`:
+ *   -n --temp --top-k --top-p --min-p --repeat-penalty --seed -t -c --kv */
+typedef struct cli_gen_options {
+    int64_t n_predict; /* tokens to generate at most; -1 = no limit */
+    double temp, top_p, min_p, repeat_penalty;
+    int64_t top_k;
+    int64_t seed;
+    bool have_seed;
+    int64_t threads, ctx; /* 0 = the library's default */
+    int32_t kv_type;      /* tlm_kv_type (--kv) */
+} cli_gen_options;
+
+/* The defaults of `trimlm run` (n_predict = 128). */
+cli_gen_options cli_gen_defaults(void);
+/* If the current argument is one of the flags above, parses its value into g
+ * (printing an error and setting a->status when it is bad) and returns true. */
+bool cli_gen_flag(cli_args *a, cli_gen_options *g);
+/* The help lines of those flags, except -n (whose default differs). */
+extern const char cli_gen_usage[];
+tlm_sampler_params cli_gen_sampler_params(const cli_gen_options *g);
+tlm_context_params cli_gen_context_params(const cli_gen_options *g);
 
 /* "trimlm <cmd>: <message>" on stderr; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -90,5 +114,7 @@ int cmd_pull(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * cmd_eval.c — `trimlm eval --ppl`: perplexity of a text file, computed the
- * way llama.cpp's llama-perplexity does so that the numbers compare:
+ * cmd_eval.c — `trimlm eval`: the command line, and --ppl, the perplexity of
+ * a text file computed the way llama.cpp's llama-perplexity does so that the
+ * numbers compare:
  *
  *   tokens = tokenize(file, add_bos = model adds BOS)
  *   n_chunk = min(n_tokens / ctx, --chunks)       (needs n_tokens >= 2*ctx)
@@ -8,6 +9,8 @@
  *             the model adds BOS; KV cache emptied; all logits kept
  *   scored: positions j = ctx/2 .. ctx-2, nll_j = -log softmax(logits_j)[tok_{j+1}]
  *   ppl = exp(mean nll), stderr = sqrt(var(nll) / (count-1)) * ppl
+ *
+ * --kld (eval_kld.c) and --mc (eval_mc.c) are the other modes.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -15,40 +18,78 @@
 #include <string.h>
 
 #include "cli.h"
+#include "eval.h"
 #include "model_registry.h"
 
 static const char eval_usage[] =
-    "usage: trimlm eval -m MODEL --ppl FILE [options]\n"
+    "usage: trimlm eval -m MODEL --ppl FILE [--kld REF_MODEL] [options]\n"
+    "       trimlm eval -m MODEL --mc FILE --task TASK [options]\n"
     "\n"
-    "Measures the perplexity of MODEL on a text file (llama-perplexity's method:\n"
-    "chunks of --ctx tokens, the second half of each chunk scored).\n"
+    "--ppl: the perplexity of MODEL on a text file (llama-perplexity's method:\n"
+    "chunks of --ctx tokens, the second half of each chunk scored). With --kld,\n"
+    "also the KL divergence of MODEL's next-token distribution from REF_MODEL's\n"
+    "on the same tokens (mean, median, 99th percentile, top-1 agreement).\n"
+    "--mc: multiple-choice accuracy by log-likelihood, as lm-evaluation-harness\n"
+    "scores it: acc (sum of log p of the choice's tokens) and acc_norm (that sum\n"
+    "divided by the choice's length in bytes).\n"
     "\n"
     "  -m, --model MODEL   GGUF file, Hugging Face directory, registry name or URL\n"
     "      --ppl FILE      the text to score (e.g. wikitext-2 wiki.test.raw)\n"
+    "      --kld REF       reference model for KL divergence (same vocabulary)\n"
     "  -c, --ctx N         tokens per chunk (default 512)\n"
     "      --chunks N      score at most N chunks (default: all)\n"
-    "  -b, --batch B       tokens per forward step (default: ctx)\n"
+    "      --mc FILE       multiple-choice items, one JSON object per line\n"
+    "      --task TASK     hellaswag ({ctx, endings, label}), arc or boolq\n"
+    "                      ({query, choices, gold}), piqa ({goal, sol1, sol2})\n"
+    "      --labels FILE   PIQA's labels, one 0/1 per line (default: X-labels.lst\n"
+    "                      next to X.jsonl)\n"
+    "      --limit N       score the first N items only\n"
+    "      --details FILE  write one JSON line per item (choice log-likelihoods)\n"
+    "  -b, --batch B       tokens per forward step (default: ctx for --ppl, 512 for --mc)\n"
     "  -t, --threads N     threads (default: physical cores)\n"
+    "      --kv TYPE       KV cache: f16 (default), f32 or int8\n"
     "      --json          print one JSON object on stdout instead of text\n"
-    "  -h, --help          this help\n";
+    "  -h, --help          this help\n"
+    "\n"
+    "examples:\n"
+    "  trimlm eval -m model.tlm --ppl wiki.test.raw --kld smollm2-135m-instruct\n"
+    "  trimlm eval -m smollm2-135m-instruct --mc hellaswag_val_first2000.jsonl --task hellaswag\n";
 
-typedef struct eval_options {
-    const char *model;
-    const char *ppl_file;
-    int64_t ctx, chunks, batch, threads;
-    bool json;
-} eval_options;
-
-/* -log softmax(logits)[target], in double with log-sum-exp. */
-static double token_nll(const float *logits, int32_t n_vocab, int32_t target) {
+double eval_log_sum_exp(const float *logits, int32_t n_vocab) {
     float max_logit = logits[0];
     for (int32_t i = 1; i < n_vocab; i++)
         if (logits[i] > max_logit) max_logit = logits[i];
     double sum_exp = 0.0;
     for (int32_t i = 0; i < n_vocab; i++) sum_exp += exp((double)logits[i] - max_logit);
-    return -((double)logits[target] - max_logit - log(sum_exp));
+    return (double)max_logit + log(sum_exp);
 }
 
+double eval_token_nll(const float *logits, int32_t n_vocab, int32_t target) {
+    return eval_log_sum_exp(logits, n_vocab) - (double)logits[target];
+}
+
+int32_t *eval_tokenize(const tlm_model *m, const char *text, size_t len, bool add_bos, int32_t *n,
+                       tlm_error *err) {
+    if (len > INT32_MAX / 2) {
+        cli_seterr(err, TLM_ERR_ARG, "a text of %zu bytes is too large to tokenize", len);
+        return NULL;
+    }
+    int32_t cap = (int32_t)len + 2;
+    int32_t *tokens = malloc((size_t)cap * sizeof *tokens);
+    if (!tokens) { cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing"); return NULL; }
+    int32_t got = tlm_tokenize(m, text, len, add_bos, false, tokens, cap, err);
+    if (got > cap) {
+        int32_t *grown = realloc(tokens, (size_t)got * sizeof *tokens);
+        if (!grown) { free(tokens); cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing"); return NULL; }
+        tokens = grown;
+        got = tlm_tokenize(m, text, len, add_bos, false, tokens, got, err);
+    }
+    if (got < 0) { free(tokens); return NULL; }
+    *n = got;
+    return tokens;
+}
+
+/* Returns 0 to go on, else an exit code (help printed, or a usage error). */
 static int parse_eval_args(int argc, char **argv, eval_options *o, bool *done) {
     *o = (eval_options){.ctx = 512};
     static const char positive[] = "a positive integer";
@@ -58,16 +99,40 @@ static int parse_eval_args(int argc, char **argv, eval_options *o, bool *done) {
         if (cli_flag(&a, "-h", "--help")) { fputs(eval_usage, stdout); *done = true; return 0; }
         else if (cli_flag(&a, "-m", "--model")) o->model = cli_value(&a);
         else if (cli_flag(&a, NULL, "--ppl")) o->ppl_file = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--kld")) o->kld_model = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--mc")) o->mc_file = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--task")) o->task = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--labels")) o->labels_file = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--details")) o->details_file = cli_value(&a);
+        else if (cli_flag(&a, NULL, "--limit")) cli_int(&a, 1, INT32_MAX, positive, &o->limit);
         else if (cli_flag(&a, "-c", "--ctx")) cli_int(&a, 4, 1 << 20, "an integer >= 4", &o->ctx);
         else if (cli_flag(&a, NULL, "--chunks")) cli_int(&a, 1, INT32_MAX, positive, &o->chunks);
         else if (cli_flag(&a, "-b", "--batch")) cli_int(&a, 1, 1 << 20, positive, &o->batch);
         else if (cli_flag(&a, "-t", "--threads")) cli_int(&a, 1, 4096, positive, &o->threads);
+        else if (cli_flag(&a, NULL, "--kv")) cli_kv_type(&a, &o->kv_type);
         else if (cli_flag(&a, NULL, "--json")) o->json = true;
         else cli_unknown(&a);
     }
     if (a.status) return a.status;
     if (!o->model) return cli_usage_error("eval", "no model given (-m MODEL)");
-    if (!o->ppl_file) return cli_usage_error("eval", "nothing to evaluate (--ppl FILE)");
+    if (o->mc_file && o->ppl_file)
+        return cli_usage_error("eval", "--mc and --ppl are different evaluations: give one of them");
+    if (!o->ppl_file && !o->mc_file)
+        return cli_usage_error("eval", "nothing to evaluate (--ppl FILE or --mc FILE --task TASK)");
+    if (o->kld_model && !o->ppl_file)
+        return cli_usage_error("eval", "--kld needs the text to compare on (--ppl FILE)");
+    if (o->mc_file) {
+        static const char *const tasks[] = {"hellaswag", "arc", "piqa", "boolq"};
+        bool known = false;
+        for (size_t i = 0; o->task && i < sizeof tasks / sizeof tasks[0]; i++)
+            known |= strcmp(o->task, tasks[i]) == 0;
+        if (!o->task) return cli_usage_error("eval", "--mc needs --task hellaswag, arc, piqa or boolq");
+        if (!known)
+            return cli_usage_error("eval", "invalid value '%s' for --task (expected hellaswag, arc, piqa or boolq)",
+                                   o->task);
+    } else if (o->task || o->labels_file || o->limit || o->details_file) {
+        return cli_usage_error("eval", "--task, --labels, --limit and --details go with --mc");
+    }
     return 0;
 }
 
@@ -76,6 +141,8 @@ int cmd_eval(int argc, char **argv) {
     bool done = false;
     int rc = parse_eval_args(argc, argv, &o, &done);
     if (rc || done) return rc;
+    if (o.mc_file) return eval_mc(&o);
+    if (o.kld_model) return eval_kld(&o);
 
     tlm_error err = {0};
     size_t text_len = 0;
@@ -123,6 +190,7 @@ int cmd_eval(int argc, char **argv) {
     cp.n_ctx = n_ctx;
     cp.n_batch = (int32_t)(o.batch > 0 && o.batch < n_ctx ? o.batch : n_ctx);
     if (o.threads > 0) cp.n_threads = (int32_t)o.threads;
+    cp.kv_type = o.kv_type;
     ctx = tlm_context_new(model, &cp, &err);
     if (!ctx) { cli_fail_err(&err); goto out; }
     const int32_t n_batch = cp.n_batch;
@@ -150,7 +218,7 @@ int cmd_eval(int argc, char **argv) {
                 if (!logits) { cli_fail("the model kept no logits for position %d", j); goto out; }
                 int32_t target = chunk[j + 1];
                 if (target < 0 || target >= n_vocab) { cli_fail("token id %d is outside the vocabulary", target); goto out; }
-                double nll = token_nll(logits, n_vocab, target);
+                double nll = eval_token_nll(logits, n_vocab, target);
                 nll_sum += nll;
                 nll2_sum += nll * nll;
                 count++;

@@ -2,6 +2,7 @@
  * graph, tensor types, size, bits per weight, KV-cache cost), its checksums
  * (--verify), and what this machine offers (--system). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,10 @@ static const char info_usage[] =
     "       trimlm info --system [--json]\n"
     "\n"
     "Prints the architecture, hyper-parameters, layer graph (each sublayer with its\n"
-    "original layer index), tensor types, file bytes, bits per weight and the\n"
-    "KV-cache bytes per token of context of MODEL (a .tlm or GGUF file, a Hugging\n"
-    "Face directory, a registry name or URL).\n"
+    "original layer index and importance score), tensor types, file bytes, bits per\n"
+    "weight and the KV-cache bytes per token of context of MODEL (a .tlm or GGUF\n"
+    "file, a Hugging Face directory, a registry name or URL); for a .tlm file also\n"
+    "the sublayers dropped at conversion, the calibration and the quantization method.\n"
     "\n"
     "  --json      machine-readable output\n"
     "  --verify    check every checksum of a .tlm file (exit status 1 when damaged)\n"
@@ -24,9 +26,10 @@ static const char info_usage[] =
     "  --system    the kernel set in use, physical cores and CPU features\n"
     "  -h, --help  this help\n";
 
-/* The KV cache holds keys and values in f32 for now. */
-#define KV_CACHE_PRECISION "f32"
-#define KV_CACHE_ELEM_BYTES 4
+/* The runtime's default KV cache holds keys and values in f16 (--kv f32
+ * doubles this; --kv int8 takes head_dim + 4 bytes per head vector). */
+#define KV_CACHE_PRECISION "f16"
+#define KV_CACHE_ELEM_BYTES 2
 
 /* ---------------------------------------------------------- figures */
 
@@ -74,6 +77,14 @@ static void print_text(const tlm_file_desc *d, bool tensors) {
     if (d->source) printf(", converted from %s", d->source);
     if (d->convert_type) printf(" (--type %s)", d->convert_type);
     printf("\narchitecture   %s\n", in->arch);
+    if (d->quant_method)
+        printf("quantization   %s\n", strcmp(d->quant_method, "awq") == 0
+                                           ? "awq (activation-aware: per-channel scales, weighted scale search)"
+                                           : strcmp(d->quant_method, "rtn") == 0 ? "rtn (round-to-nearest)"
+                                                                                 : d->quant_method);
+    if (d->calib_text)
+        printf("calibration    %s, %lld tokens in sequences of %d, %.1f s\n", d->calib_text,
+               (long long)d->calib_tokens, d->calib_seq_len, d->calib_seconds);
     printf("hparams        n_vocab %d, n_embd %d, n_layer %d, n_head %d, n_head_kv %d, head_dim %d,\n"
            "               n_ff %d, n_ctx_train %d, rope_theta %g, rms_eps %g, tied embeddings %s\n",
            in->n_vocab, in->n_embd, in->n_layer, in->n_head, in->n_head_kv, in->head_dim, in->n_ff,
@@ -106,6 +117,23 @@ static void print_text(const tlm_file_desc *d, bool tensors) {
         if (s->has_score) snprintf(score, sizeof score, "%.5f", (double)s->score);
         printf("  %4d  %-4s  %5d  %7d  %12lld  %s\n", i, s->kind, s->layer, s->n_tensors,
                (long long)s->n_params, score);
+    }
+    if (d->n_dropped) {
+        printf("\ndropped        %d sublayers:", d->n_dropped);
+        for (int32_t i = 0; i < d->n_dropped; i++) {
+            const tlm_sublayer_desc *s = &d->dropped[i];
+            printf("%s %s %d", i ? "," : "", s->kind, s->layer);
+            if (s->has_score) printf(" (%.5f)", (double)s->score);
+        }
+        printf("\n");
+    }
+    if (d->block_scores) {
+        printf("block scores  ");
+        for (int32_t il = 0; il < in->n_layer; il++) {
+            if (isnan(d->block_scores[il])) printf(" -");
+            else printf(" %.4f", (double)d->block_scores[il]);
+        }
+        printf("\n");
     }
     if (tensors) {
         printf("\n  %-40s %-6s %-16s %12s %12s\n", "tensor", "type", "shape", "offset", "bytes");
@@ -179,6 +207,40 @@ static cJSON *describe_json(const tlm_file_desc *d) {
         else cJSON_AddNullToObject(e, "score");
         cJSON_AddItemToArray(graph, e);
     }
+    cJSON *dropped = cJSON_AddArrayToObject(root, "dropped");
+    for (int32_t i = 0; i < d->n_dropped; i++) {
+        const tlm_sublayer_desc *s = &d->dropped[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "kind", s->kind);
+        cJSON_AddNumberToObject(e, "layer", s->layer);
+        if (s->has_score) cJSON_AddNumberToObject(e, "score", (double)s->score);
+        else cJSON_AddNullToObject(e, "score");
+        cJSON_AddItemToArray(dropped, e);
+    }
+    if (d->attn_scores) {
+        cJSON *imp = cJSON_AddObjectToObject(root, "importance");
+        const float *arrays[3] = {d->attn_scores, d->mlp_scores, d->block_scores};
+        static const char *const keys[3] = {"attn", "mlp", "block"};
+        for (int k = 0; k < 3; k++) {
+            cJSON *arr = cJSON_AddArrayToObject(imp, keys[k]);
+            for (int32_t il = 0; il < in->n_layer; il++)
+                cJSON_AddItemToArray(arr, isnan(arrays[k][il]) ? cJSON_CreateNull()
+                                                               : cJSON_CreateNumber((double)arrays[k][il]));
+        }
+    } else {
+        cJSON_AddNullToObject(root, "importance");
+    }
+    if (d->calib_text) {
+        cJSON *cal = cJSON_AddObjectToObject(root, "calibration");
+        cJSON_AddStringToObject(cal, "text", d->calib_text);
+        cJSON_AddNumberToObject(cal, "tokens", (double)d->calib_tokens);
+        cJSON_AddNumberToObject(cal, "seq_len", d->calib_seq_len);
+        cJSON_AddNumberToObject(cal, "seconds", d->calib_seconds);
+    } else {
+        cJSON_AddNullToObject(root, "calibration");
+    }
+    if (d->quant_method) cJSON_AddStringToObject(root, "quant_method", d->quant_method);
+    else cJSON_AddNullToObject(root, "quant_method");
     cJSON *tensors = cJSON_AddArrayToObject(root, "tensors");
     for (int32_t i = 0; i < d->n_tensors; i++) {
         const tlm_tensor_desc *t = &d->tensors[i];

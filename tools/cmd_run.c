@@ -13,15 +13,9 @@ static const char run_usage[] =
     "  -m, --model MODEL       GGUF file, Hugging Face directory, registry name or URL\n"
     "  -p, --prompt TEXT       the prompt\n"
     "  -f, --file FILE         read the prompt from FILE ('-' = stdin)\n"
-    "  -n, --n-predict N       tokens to generate at most (default 128)\n"
-    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
-    "      --top-k K           keep the K most likely tokens; 0 = off (default 40)\n"
-    "      --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"
-    "      --repeat-penalty R  penalty for recent tokens; 1 = off (default 1.0)\n"
-    "      --seed S            random seed (default: from the clock)\n"
-    "  -t, --threads N         threads (default: physical cores)\n"
-    "  -c, --ctx N             context length in tokens (default: min(model, 4096))\n"
+    "  -n, --n-predict N       tokens to generate at most (default 128)\n";
+/* then cli_gen_usage (sampling and context flags), then: */
+static const char run_usage_tail[] =
     "      --chat              wrap the prompt in the model's chat template\n"
     "      --no-chat           use the prompt as is\n"
     "                          (default: --chat when the model has a chat template)\n"
@@ -34,41 +28,29 @@ typedef struct run_options {
     const char *prompt;
     const char *prompt_file;
     const char *system;
-    int64_t n_predict;
-    double temp, top_p, min_p, repeat_penalty;
-    int64_t top_k;
-    int64_t seed;
-    bool have_seed;
-    int64_t threads, ctx;
+    cli_gen_options gen; /* -n, sampling, -t, -c */
     int chat; /* -1 = decide from the model, 0 = off, 1 = on */
     bool verbose;
 } run_options;
 
 /* Returns 0 to go on, else an exit code (help printed, or a usage error). */
 static int parse_run_args(int argc, char **argv, run_options *o, bool *done) {
-    *o = (run_options){.n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
-                       .min_p = 0.05, .repeat_penalty = 1.0, .chat = -1};
-    static const char positive[] = "a positive integer";
+    *o = (run_options){.gen = cli_gen_defaults(), .chat = -1};
     cli_args a;
     cli_args_init(&a, "run", argc, argv);
     while (cli_next(&a)) {
-        if (cli_flag(&a, "-h", "--help")) { fputs(run_usage, stdout); *done = true; return 0; }
+        if (cli_flag(&a, "-h", "--help")) {
+            fputs(run_usage, stdout);
+            fputs(cli_gen_usage, stdout);
+            fputs(run_usage_tail, stdout);
+            *done = true;
+            return 0;
+        }
         else if (cli_flag(&a, "-m", "--model")) o->model = cli_value(&a);
         else if (cli_flag(&a, "-p", "--prompt")) o->prompt = cli_value(&a);
         else if (cli_flag(&a, "-f", "--file")) o->prompt_file = cli_value(&a);
         else if (cli_flag(&a, NULL, "--system")) o->system = cli_value(&a);
-        else if (cli_flag(&a, "-n", "--n-predict")) cli_int(&a, 1, 1 << 24, positive, &o->n_predict);
-        else if (cli_flag(&a, NULL, "--temp")) cli_float(&a, 0, 1e6, "a number >= 0", &o->temp);
-        else if (cli_flag(&a, NULL, "--top-k")) cli_int(&a, 0, 1 << 24, "an integer >= 0", &o->top_k);
-        else if (cli_flag(&a, NULL, "--top-p")) cli_float(&a, 0, 1, "a number in [0, 1]", &o->top_p);
-        else if (cli_flag(&a, NULL, "--min-p")) cli_float(&a, 0, 1, "a number in [0, 1]", &o->min_p);
-        else if (cli_flag(&a, NULL, "--repeat-penalty"))
-            cli_float(&a, 1e-6, 1e6, "a number > 0", &o->repeat_penalty);
-        else if (cli_flag(&a, NULL, "--seed")) {
-            if (cli_int(&a, 0, INT64_MAX, "an integer >= 0", &o->seed)) o->have_seed = true;
-        }
-        else if (cli_flag(&a, "-t", "--threads")) cli_int(&a, 1, 4096, positive, &o->threads);
-        else if (cli_flag(&a, "-c", "--ctx")) cli_int(&a, 1, 1 << 24, positive, &o->ctx);
+        else if (cli_gen_flag(&a, &o->gen)) {}
         else if (cli_flag(&a, NULL, "--chat")) o->chat = 1;
         else if (cli_flag(&a, NULL, "--no-chat")) o->chat = 0;
         else if (cli_flag(&a, NULL, "--verbose")) o->verbose = true;
@@ -184,9 +166,7 @@ int cmd_run(int argc, char **argv) {
     if (n_prompt == 0) { cli_fail("the prompt tokenizes to nothing"); goto out; }
 
     /* ---- context and sampler */
-    tlm_context_params cp = tlm_context_default_params();
-    if (o.ctx > 0) cp.n_ctx = (int32_t)o.ctx;
-    if (o.threads > 0) cp.n_threads = (int32_t)o.threads;
+    tlm_context_params cp = cli_gen_context_params(&o.gen);
     ctx = tlm_context_new(model, &cp, &err);
     if (!ctx) { cli_fail_err(&err); goto out; }
     int32_t n_ctx = tlm_context_n_ctx(ctx);
@@ -197,13 +177,7 @@ int cmd_run(int argc, char **argv) {
     }
     tlm_model_info info;
     tlm_model_get_info(model, &info);
-    tlm_sampler_params sp = tlm_sampler_default_params();
-    sp.temperature = (float)o.temp;
-    sp.top_k = (int32_t)o.top_k;
-    sp.top_p = (float)o.top_p;
-    sp.min_p = (float)o.min_p;
-    sp.repeat_penalty = (float)o.repeat_penalty;
-    sp.seed = o.have_seed ? (uint64_t)o.seed : TLM_SEED_RANDOM;
+    tlm_sampler_params sp = cli_gen_sampler_params(&o.gen);
     sampler = tlm_sampler_new(&sp, info.n_vocab, &err);
     if (!sampler) { cli_fail_err(&err); goto out; }
     for (int32_t i = 0; i < n_prompt; i++) tlm_sampler_accept(sampler, prompt_toks[i]);
@@ -224,7 +198,7 @@ int cmd_run(int argc, char **argv) {
     int64_t n_gen = 0;
     bool stopped_by_ctx = false;
     t0 = cli_now_seconds();
-    while (n_gen < o.n_predict) {
+    while (n_gen < o.gen.n_predict) {
         const float *logits = tlm_get_logits(ctx, -1);
         if (!logits) { cli_fail("the model produced no logits"); goto out; }
         int32_t tok = tlm_sampler_sample(sampler, logits);
@@ -232,7 +206,7 @@ int cmd_run(int argc, char **argv) {
         tlm_sampler_accept(sampler, tok);
         n_gen++;
         emit(piece, tlm_detok_push(&detok, tok, piece, sizeof piece));
-        if (n_gen >= o.n_predict) break;
+        if (n_gen >= o.gen.n_predict) break;
         if (tlm_context_pos(ctx) >= n_ctx) { stopped_by_ctx = true; break; }
         if (tlm_decode(ctx, &tok, 1, false, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
     }

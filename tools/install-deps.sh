@@ -34,6 +34,7 @@ APT_PKGS=(
   build-essential cmake pkg-config
   libgomp1 libdnnl-dev libmimalloc-dev libcjson-dev libpcre2-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev libxxhash-dev
+  libedit-dev tmux # trimlm chat: line editing; tests/test_chat_tmux.py drives it in a terminal
   python3 python3-venv
   clang libclang-rt-14-dev libomp-14-dev # tools/fuzz.sh: libFuzzer, sanitizers, OpenMP for clang
 )

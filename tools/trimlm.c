@@ -13,11 +13,13 @@ typedef struct subcommand {
 
 static const subcommand subcommands[] = {
     {"run", cmd_run, "generate text from a prompt"},
+    {"chat", cmd_chat, "talk with a model in the terminal (history, /commands)"},
     {"eval", cmd_eval, "measure perplexity on a text file (--ppl)"},
     {"pull", cmd_pull, "download a model into the cache"},
     {"convert", cmd_convert, "write a model as a .tlm file (--type f32|f16|bf16)"},
     {"info", cmd_info, "describe a model (graph, types, size) [--verify]; --system"},
     {"bench", cmd_bench, "measure prefill and decode speed (tokens/s)"},
+    {"score", cmd_score, "importance of each attention, MLP and block (calibration pass)"},
 };
 
 static void print_help(FILE *out) {

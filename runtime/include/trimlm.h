@@ -125,10 +125,23 @@ void tlm_free_string(char *s);
 
 typedef struct tlm_context tlm_context;
 
+/* Storage of the KV cache. */
+typedef enum tlm_kv_type {
+    TLM_KV_F16 = 0,  /* default: half the bytes of f32 */
+    TLM_KV_F32 = 1,
+    TLM_KV_INT8 = 2, /* int8 with one f32 scale per head vector per position */
+} tlm_kv_type;
+
+/* "f16", "f32", "int8"; "unknown" otherwise. */
+const char *tlm_kv_type_name(int32_t type);
+/* The tlm_kv_type called name, or -1. */
+int32_t tlm_kv_type_from_name(const char *name);
+
 typedef struct tlm_context_params {
     int32_t n_ctx;     /* KV-cache length in tokens; 0 = min(model's, 4096) */
     int32_t n_threads; /* 0 = number of physical cores */
     int32_t n_batch;   /* max tokens per forward step; 0 = 512 */
+    int32_t kv_type;   /* tlm_kv_type; 0 = f16 */
 } tlm_context_params;
 
 tlm_context_params tlm_context_default_params(void);
@@ -138,9 +151,15 @@ void tlm_context_free(tlm_context *c);
 int32_t tlm_context_n_ctx(const tlm_context *c);
 int32_t tlm_context_pos(const tlm_context *c); /* tokens in the KV cache */
 /* Bytes of KV cache one token of context takes: keys and values of every
- * attention sublayer the model holds (removed ones take none). */
+ * attention sublayer the model holds (removed ones take none), in the
+ * cache's type (int8: head_dim bytes + a 4-byte scale per head vector). */
 int64_t tlm_context_kv_bytes_per_token(const tlm_context *c);
+/* The context's tlm_kv_type. */
+int32_t tlm_context_kv_type(const tlm_context *c);
 void tlm_context_reset(tlm_context *c);        /* empties the KV cache */
+/* Keeps only the first n tokens of the KV cache (n >= pos: no change), so
+ * that a shared prefix is computed once (multiple choice, chat edits). */
+void tlm_context_truncate(tlm_context *c, int32_t n);
 
 /* Runs tokens[0..n) at positions pos..pos+n-1, appending them to the KV
  * cache. Logits are kept for every token when all_logits, else only for the
@@ -201,6 +220,8 @@ int32_t tlm_tensor_type_from_name(const char *name);
  * cleans up and fails. May be NULL. */
 typedef bool (*tlm_progress_fn)(void *user, const char *stage, uint64_t done, uint64_t total);
 
+struct tlm_calib; /* "calibration and importance" below */
+
 typedef struct tlm_convert_params {
     int32_t type;          /* tlm_tensor_type of the matrices (default f16). With
                               q4_g32 the token embedding and output matrices are
@@ -211,6 +232,17 @@ typedef struct tlm_convert_params {
                               ("output.weight"), or a name without ".weight"
                               and "blk.N." ("output", "token_embd", "attn_q");
                               NULL = none. Vectors (norms, biases) are always f32. */
+    const struct tlm_calib *calib; /* a calibration pass over the source (tlm_calibrate):
+                              its activation statistics drive int8/int4 quantization
+                              (activation-aware: per-channel scaling folded into the
+                              preceding op, importance-weighted scale search; quant/awq.h)
+                              and its importance scores are stored in the file.
+                              NULL = round-to-nearest and no scores. */
+    const bool *drop_attn, *drop_mlp; /* n_layer flags each: sublayers left out of the
+                              file (tlm_drop_select); NULL = keep all */
+    const char *to;        /* output format: "tlm" (NULL = default) or "gguf", a GGUF
+                              that llama.cpp loads (runtime/gguf_writer.h: "llama", or
+                              "deci" when sublayers are removed; scores not stored) */
 } tlm_convert_params;
 
 tlm_convert_params tlm_convert_default_params(void);
@@ -223,6 +255,35 @@ tlm_convert_params tlm_convert_default_params(void);
  * before the temporary file is created. */
 tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_params *p,
                        tlm_progress_fn progress, void *user, tlm_error *err);
+
+/* The same for a model already loaded from src_path (whose tokenizer bytes
+ * are copied and whose base name is recorded), so that a caller loads it
+ * once, calibrates it and converts it. p->calib must come from this model.
+ * Fails when a drop flag names a sublayer the model does not have. */
+tlm_status tlm_convert_model(const tlm_model *m, const char *src_path, const char *dst,
+                             const tlm_convert_params *p, tlm_progress_fn progress, void *user,
+                             tlm_error *err);
+
+/* Drop policies (runtime/drop.c), after arXiv 2406.15786. spec:
+ *   "attn:K", "mlp:K"   the K attention / MLP sublayers of lowest importance
+ *   "block:K"           both sublayers of the K layers of lowest block importance
+ *   "joint:K"           the K sublayers of lowest importance, attention and MLP
+ *                       ranked together
+ *   "KIND:s<T"          every sublayer (block) of that kind with importance < T
+ * Equal scores: the deeper layer goes first (then, for joint, attention
+ * before MLP). Sublayers the model lacks (score NaN) are never chosen.
+ * The chosen sublayers are OR-ed into drop_attn / drop_mlp (n_layer flags
+ * each), so that several specs combine as a union. TLM_ERR_ARG with a
+ * message naming the spec when it is malformed or asks for more sublayers
+ * than there are. With c, drop_attn and drop_mlp NULL and n_layer 0 it only
+ * checks the spec's syntax (before a long calibration pass). */
+tlm_status tlm_drop_select(const struct tlm_calib *c, const char *spec, int32_t n_layer,
+                           bool *drop_attn, bool *drop_mlp, tlm_error *err);
+/* An explicit list that needs no scores: space-separated groups
+ * "attn:20,22 mlp:25 block:3" (block = both sublayers), OR-ed in as above.
+ * TLM_ERR_ARG on a bad kind, number or a layer outside 0..n_layer-1. */
+tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
+                               bool *drop_mlp, tlm_error *err);
 
 /* Verifies every checksum of a .tlm file (header, sections, each tensor, the
  * whole file). TLM_OK when intact; otherwise err names the first problem
@@ -268,10 +329,79 @@ typedef struct tlm_file_desc {
     const tlm_sublayer_desc *sublayers;
     int32_t n_attn_sublayers;
     uint64_t file_checksum;     /* .tlm: the stored XXH3-64 */
+    /* .tlm files converted with calibration and/or drops (older files: 0 / NULL) */
+    int32_t n_dropped;          /* sublayers removed at conversion, layer order */
+    const tlm_sublayer_desc *dropped; /* kind, original layer, score (n_tensors 0) */
+    const float *attn_scores, *mlp_scores, *block_scores; /* n_layer importances of the
+                                   source's sublayers (NaN: absent); NULL when none */
+    const char *quant_method;   /* "rtn", "awq", or NULL (float types, older files) */
+    const char *calib_text;     /* calibration text name; NULL when not calibrated */
+    int64_t calib_tokens;
+    int32_t calib_seq_len;
+    double calib_seconds;
 } tlm_file_desc;
 
 tlm_file_desc *tlm_file_describe(const char *path, tlm_error *err);
 void tlm_file_desc_free(tlm_file_desc *d);
+
+/* ------------------------------------------- calibration and importance */
+
+/* One calibration pass (runtime/calibrate.c) runs the full, unpruned model
+ * over calibration text and gathers, in the same pass:
+ *  - the importance of every attention sublayer, MLP sublayer and whole block
+ *    (arXiv 2406.15786): S = 1 - cos(X, Y), X the residual stream entering it
+ *    (before its norm), Y = X + sublayer(norm(X)) (block: block input vs block
+ *    output), the cosine per token over the hidden dimension in fp32, averaged
+ *    over every calibration token. Low S = redundant.
+ *  - per-input-channel activation statistics (mean of x^2 over tokens) of the
+ *    input of every linear layer, for activation-aware quantization. */
+
+typedef enum tlm_sublayer_kind {
+    TLM_SUBLAYER_ATTN = 0,
+    TLM_SUBLAYER_MLP = 1,
+    TLM_SUBLAYER_BLOCK = 2, /* attention + MLP of one layer together */
+} tlm_sublayer_kind;
+
+/* Inputs of a layer's linear maps that share statistics. */
+typedef enum tlm_linear_input {
+    TLM_INPUT_ATTN_QKV = 0,  /* normalised input of Wq, Wk, Wv (n_embd) */
+    TLM_INPUT_ATTN_OUT = 1,  /* attention output, input of Wo (n_head*head_dim) */
+    TLM_INPUT_FFN_GATE_UP = 2, /* normalised input of Wgate, Wup (n_embd) */
+    TLM_INPUT_FFN_DOWN = 3,  /* silu(gate)*up, input of Wdown (n_ff) */
+    TLM_INPUT_OUTPUT = 4,    /* final normalised state, input of the output head (n_embd);
+                                layer index ignored */
+} tlm_linear_input;
+
+typedef struct tlm_calib_params {
+    const char *text_file; /* calibration text; NULL = the text built into trimlm */
+    int64_t n_tokens;      /* tokens to run (default 16384); fewer if the text is shorter */
+    int32_t seq_len;       /* tokens per sequence, each starting fresh (default 512) */
+    int32_t n_threads;     /* 0 = physical cores */
+    tlm_progress_fn progress; /* stage "calibrate", done/total = tokens x layers run
+                                 (the pass goes layer by layer); may be NULL */
+    void *user;
+} tlm_calib_params;
+
+tlm_calib_params tlm_calib_default_params(void);
+
+/* The result of a calibration pass (opaque). */
+typedef struct tlm_calib tlm_calib;
+
+tlm_calib *tlm_calibrate(const tlm_model *m, const tlm_calib_params *p, tlm_error *err);
+void tlm_calib_free(tlm_calib *c);
+
+int32_t tlm_calib_n_layer(const tlm_calib *c);
+int64_t tlm_calib_n_tokens(const tlm_calib *c);   /* tokens actually run */
+int32_t tlm_calib_seq_len(const tlm_calib *c);
+const char *tlm_calib_text_name(const tlm_calib *c); /* file name, or "built-in" */
+double tlm_calib_seconds(const tlm_calib *c);     /* wall time of the pass */
+/* Importance S of the sublayer (or block) of original layer il; NAN when the
+ * model lacks it (an already pruned model). */
+float tlm_calib_score(const tlm_calib *c, tlm_sublayer_kind kind, int32_t il);
+/* Mean of x^2 per input channel of a linear input of layer il; *n gets the
+ * number of channels. NULL when the model lacks that sublayer. */
+const float *tlm_calib_act_stats(const tlm_calib *c, int32_t il, tlm_linear_input which,
+                                 int64_t *n);
 
 /* --------------------------------------------------------------- system */
 

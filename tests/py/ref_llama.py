@@ -44,8 +44,11 @@ class Model:
         self.out_norm = out_norm
         self.output = output
 
-    def session(self):
-        return Session(self)
+    def session(self, skip_attn=(), skip_mlp=()):
+        """skip_attn / skip_mlp: layer indices whose attention / MLP sublayer
+        is left out (x passes through unchanged), as in a model converted
+        with those sublayers dropped."""
+        return Session(self, skip_attn, skip_mlp)
 
 
 # ------------------------------------------------------------------ GGUF
@@ -282,8 +285,10 @@ def softmax(s):
 class Session:
     """Incremental decoding with a KV cache (lists of (T, n_head_kv, head_dim))."""
 
-    def __init__(self, model):
+    def __init__(self, model, skip_attn=(), skip_mlp=()):
         self.m = model
+        self.skip_attn = set(skip_attn)
+        self.skip_mlp = set(skip_mlp)
         self.pos = 0
         hp = model.hp
         self.inv_freq = rope_inv_freq(hp)
@@ -297,34 +302,42 @@ class Session:
         tokens = np.asarray(tokens, dtype=np.int64)
         n = len(tokens)
         positions = np.arange(self.pos, self.pos + n)
-        group = hp.n_head // hp.n_head_kv
         x = m.tok_embd[tokens].copy()                                   # (n, E)
         for li, L in enumerate(m.layers):
-            h = rms_norm(x, L["attn_norm"], hp.eps)
-            q = h @ L["wq"].T
-            k = h @ L["wk"].T
-            v = h @ L["wv"].T
-            if L["bq"] is not None:
-                q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
-            q = apply_rope(q.reshape(n, hp.n_head, hp.head_dim), positions, self.inv_freq, hp)
-            k = apply_rope(k.reshape(n, hp.n_head_kv, hp.head_dim), positions, self.inv_freq, hp)
-            v = v.reshape(n, hp.n_head_kv, hp.head_dim)
-            self.k[li] = np.concatenate([self.k[li], k])
-            self.v[li] = np.concatenate([self.v[li], v])
-            K = np.repeat(self.k[li], group, axis=1)                   # (T, H, hd)
-            V = np.repeat(self.v[li], group, axis=1)
-            T = K.shape[0]
-            scores = np.einsum("nhd,thd->hnt", q, K) / math.sqrt(hp.head_dim)
-            causal = np.arange(T)[None, :] > positions[:, None]         # (n, T)
-            scores = np.where(causal[None], -np.inf, scores)
-            att = np.einsum("hnt,thd->nhd", softmax(scores), V).reshape(n, hp.n_head * hp.head_dim)
-            x = x + att @ L["wo"].T
-            h = rms_norm(x, L["ffn_norm"], hp.eps)
-            x = x + (silu(h @ L["w_gate"].T) * (h @ L["w_up"].T)) @ L["w_down"].T
+            if li not in self.skip_attn:
+                x = self._attention(li, L, x, positions)
+            if li not in self.skip_mlp:
+                h = rms_norm(x, L["ffn_norm"], hp.eps)
+                x = x + (silu(h @ L["w_gate"].T) * (h @ L["w_up"].T)) @ L["w_down"].T
         self.pos += n
         if not want_logits:
             return None
         return rms_norm(x, m.out_norm, hp.eps) @ m.output.T
+
+    def _attention(self, li, L, x, positions):
+        """x + the attention sublayer of layer li (appends to its KV cache)."""
+        hp = self.m.hp
+        n = x.shape[0]
+        group = hp.n_head // hp.n_head_kv
+        h = rms_norm(x, L["attn_norm"], hp.eps)
+        q = h @ L["wq"].T
+        k = h @ L["wk"].T
+        v = h @ L["wv"].T
+        if L["bq"] is not None:
+            q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+        q = apply_rope(q.reshape(n, hp.n_head, hp.head_dim), positions, self.inv_freq, hp)
+        k = apply_rope(k.reshape(n, hp.n_head_kv, hp.head_dim), positions, self.inv_freq, hp)
+        v = v.reshape(n, hp.n_head_kv, hp.head_dim)
+        self.k[li] = np.concatenate([self.k[li], k])
+        self.v[li] = np.concatenate([self.v[li], v])
+        K = np.repeat(self.k[li], group, axis=1)                   # (T, H, hd)
+        V = np.repeat(self.v[li], group, axis=1)
+        T = K.shape[0]
+        scores = np.einsum("nhd,thd->hnt", q, K) / math.sqrt(hp.head_dim)
+        causal = np.arange(T)[None, :] > positions[:, None]         # (n, T)
+        scores = np.where(causal[None], -np.inf, scores)
+        att = np.einsum("hnt,thd->nhd", softmax(scores), V).reshape(n, hp.n_head * hp.head_dim)
+        return x + att @ L["wo"].T
 
 
 def greedy(model, prompt, n_new):
@@ -341,6 +354,104 @@ def greedy(model, prompt, n_new):
         if i + 1 < n_new:
             logits = s.forward([tok])[-1]
     return out, gaps, prompt_logits
+
+
+def calibration_stats(model, sequences, drop_attn=(), drop_mlp=()):
+    """What the fused calibration pass measures (arXiv 2406.15786), from a
+    plain forward over each sequence at positions 0..len-1:
+
+      attn[l]  = mean over tokens of 1 - cos(X, X + attn(norm(X))), X the
+                 residual stream entering layer l;
+      mlp[l]   = the same for the MLP with X the stream entering it;
+      block[l] = 1 - cos(block input, block output);
+      qkv[l], attn_out[l], ffn[l], down[l] = mean over tokens of x^2 per
+                 channel of the inputs of Wq/Wk/Wv, Wo, Wgate/Wup, Wdown;
+      output   = the same for the output head's input (final norm).
+
+    Sublayers in drop_attn / drop_mlp are left out (the residual passes
+    through); their scores are NaN and statistics None. Computed in the
+    model's dtype (float64 from load()); returns a dict of numpy arrays."""
+    hp = model.hp
+    nl = hp.n_layer
+    inv_freq = rope_inv_freq(hp)
+    group = hp.n_head // hp.n_head_kv
+    cos_sum = {k: np.zeros(nl) for k in ("attn", "mlp", "block")}
+    sq = {k: [None] * nl for k in ("qkv", "attn_out", "ffn", "down")}
+    out_sq = None
+    n_total = 0
+
+    def cosine(a, b):
+        return np.sum(a * b, axis=1) / np.sqrt(np.sum(a * a, axis=1) * np.sum(b * b, axis=1))
+
+    def add(key, li, x):
+        s = np.sum(x * x, axis=0)
+        sq[key][li] = s if sq[key][li] is None else sq[key][li] + s
+
+    for seq in sequences:
+        tokens = np.asarray(seq, dtype=np.int64)
+        n = len(tokens)
+        n_total += n
+        positions = np.arange(n)
+        x = model.tok_embd[tokens].copy()
+        for li, L in enumerate(model.layers):
+            x_block = x
+            if li not in drop_attn:
+                h = rms_norm(x, L["attn_norm"], hp.eps)
+                add("qkv", li, h)
+                q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
+                if L["bq"] is not None:
+                    q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+                q = apply_rope(q.reshape(n, hp.n_head, hp.head_dim), positions, inv_freq, hp)
+                k = apply_rope(k.reshape(n, hp.n_head_kv, hp.head_dim), positions, inv_freq, hp)
+                K = np.repeat(k, group, axis=1)
+                V = np.repeat(v.reshape(n, hp.n_head_kv, hp.head_dim), group, axis=1)
+                scores = np.einsum("nhd,thd->hnt", q, K) / math.sqrt(hp.head_dim)
+                scores = np.where(np.triu(np.ones((n, n), dtype=bool), 1)[None], -np.inf, scores)
+                att = np.einsum("hnt,thd->nhd", softmax(scores), V).reshape(n, -1)
+                add("attn_out", li, att)
+                y = x + att @ L["wo"].T
+                cos_sum["attn"][li] += cosine(x, y).sum()
+                x = y
+            if li not in drop_mlp:
+                h = rms_norm(x, L["ffn_norm"], hp.eps)
+                add("ffn", li, h)
+                d = silu(h @ L["w_gate"].T) * (h @ L["w_up"].T)
+                add("down", li, d)
+                y = x + d @ L["w_down"].T
+                cos_sum["mlp"][li] += cosine(x, y).sum()
+                x = y
+            cos_sum["block"][li] += cosine(x_block, x).sum()
+        h = rms_norm(x, model.out_norm, hp.eps)
+        s = np.sum(h * h, axis=0)
+        out_sq = s if out_sq is None else out_sq + s
+
+    res = {k: 1.0 - v / n_total for k, v in cos_sum.items()}
+    for li in drop_attn:
+        res["attn"][li] = np.nan
+    for li in drop_mlp:
+        res["mlp"][li] = np.nan
+    for k, v in sq.items():
+        res[k] = [None if a is None else a / n_total for a in v]
+    res["output"] = out_sq / n_total
+    res["n_tokens"] = n_total
+    return res
+
+
+def calibration_sequences(text_tokens, n_tokens, seq_len, bos=None):
+    """The calibration pass's sequences: seq_len tokens each (a BOS first when
+    given, counted in seq_len), n_tokens in all or until the text ends; a
+    sequence shorter than 2 tokens is not run."""
+    seqs, at, total = [], 0, 0
+    head = [] if bos is None else [bos]
+    while total < n_tokens and at < len(text_tokens):
+        length = min(seq_len, n_tokens - total)
+        take = min(length - len(head), len(text_tokens) - at)
+        if len(head) + take < 2:
+            break
+        seqs.append(head + list(text_tokens[at:at + take]))
+        at += take
+        total += len(head) + take
+    return seqs
 
 
 def main():

@@ -1,0 +1,215 @@
+/*
+ * drop.c — choosing the sublayers to leave out of a converted model
+ * (arXiv 2406.15786): attention, MLP, block and joint drop by count or by
+ * score threshold, and explicit lists. Grammar in trimlm.h.
+ *
+ * Ranking: ascending importance; equal scores put the deeper layer first
+ * (the paper finds deeper layers the more redundant), and for joint drop
+ * attention before MLP in the same layer. Sublayers the source lacks (NaN
+ * score) are never ranked.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "drop.h"
+#include "error.h"
+
+typedef enum drop_kind { DROP_ATTN, DROP_MLP, DROP_BLOCK, DROP_JOINT } drop_kind;
+
+static const char *const kind_names[] = {"attn", "mlp", "block", "joint"};
+static const char *const kind_nouns[] = {"attention sublayers", "MLP sublayers", "blocks",
+                                         "sublayers (attention and MLP)"};
+
+typedef struct ranked {
+    float score;
+    int32_t layer;
+    int32_t is_mlp; /* joint: attention before MLP on equal scores */
+} ranked;
+
+static int compare_ranked(const void *pa, const void *pb) {
+    const ranked *a = pa, *b = pb;
+    if (a->score != b->score) return a->score < b->score ? -1 : 1;
+    if (a->layer != b->layer) return a->layer > b->layer ? -1 : 1; /* deeper first */
+    return a->is_mlp - b->is_mlp;
+}
+
+/* "attn" -> DROP_ATTN...; -1 when unknown. len: bytes of name. */
+static int parse_kind(const char *name, size_t len, bool allow_joint) {
+    for (int k = 0; k < (allow_joint ? 4 : 3); k++)
+        if (strlen(kind_names[k]) == len && strncmp(name, kind_names[k], len) == 0) return k;
+    return -1;
+}
+
+static void mark(drop_kind kind, int32_t il, bool is_mlp, bool *drop_attn, bool *drop_mlp) {
+    if (kind == DROP_ATTN || kind == DROP_BLOCK || (kind == DROP_JOINT && !is_mlp))
+        drop_attn[il] = true;
+    if (kind == DROP_MLP || kind == DROP_BLOCK || (kind == DROP_JOINT && is_mlp))
+        drop_mlp[il] = true;
+}
+
+typedef struct drop_spec {
+    int kind; /* drop_kind */
+    bool threshold;
+    long count;
+    double limit;
+} drop_spec;
+
+static tlm_status parse_spec(const char *spec, drop_spec *out, tlm_error *err) {
+    if (!spec) return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_select: missing spec");
+    while (isspace((unsigned char)*spec)) spec++;
+    const char *colon = strchr(spec, ':');
+    if (!colon)
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "--drop '%s': expected KIND:K or KIND:s<T with KIND attn, mlp, block "
+                          "or joint (e.g. attn:8, joint:s<0.02)", spec);
+    const int kind = parse_kind(spec, (size_t)(colon - spec), true);
+    if (kind < 0)
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "--drop '%s': unknown kind '%.*s' (expected attn, mlp, block or joint)",
+                          spec, (int)(colon - spec), spec);
+    /* the count or threshold */
+    const char *arg = colon + 1;
+    bool threshold = false;
+    long count = 0;
+    double limit = 0;
+    char *end = NULL;
+    errno = 0;
+    if (arg[0] == 's' && arg[1] == '<') {
+        threshold = true;
+        limit = strtod(arg + 2, &end);
+        if (end == arg + 2 || !isfinite(limit) || errno) end = NULL;
+    } else if (isdigit((unsigned char)arg[0])) {
+        count = strtol(arg, &end, 10);
+        if (errno || count > INT32_MAX) end = NULL;
+    }
+    while (end && isspace((unsigned char)*end)) end++;
+    if (!end || *end)
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "--drop '%s': '%s' is not a count (a non-negative integer) or a "
+                          "threshold (s<NUMBER)", spec, arg);
+    *out = (drop_spec){kind, threshold, count, limit};
+    return TLM_OK;
+}
+
+tlm_status drop_select_scores(const float *attn, const float *mlp, const float *block,
+                              const char *spec, int32_t n_layer, bool *drop_attn, bool *drop_mlp,
+                              tlm_error *err) {
+    if (!spec || !drop_attn || !drop_mlp || n_layer <= 0)
+        return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_select: missing argument");
+    drop_spec ds;
+    tlm_status pst = parse_spec(spec, &ds, err);
+    if (pst) return pst;
+    const int kind = ds.kind;
+    const bool threshold = ds.threshold;
+    const long count = ds.count;
+    const double limit = ds.limit;
+
+    const float *const scores[3] = {attn, mlp, block};
+    ranked *list = tlm_malloc((size_t)n_layer * 2 * sizeof *list);
+    if (!list) return tlm_seterr(err, TLM_ERR_NOMEM, "--drop '%s': out of memory", spec);
+    int32_t n = 0;
+    for (int src = 0; src < 3; src++) {
+        const bool wanted = kind == DROP_JOINT ? src < 2 : src == kind;
+        if (!wanted) continue;
+        if (!scores[src]) {
+            tlm_free(list);
+            return tlm_seterr(err, TLM_ERR_ARG, "--drop '%s': the calibration has no %s scores",
+                              spec, kind_names[src]);
+        }
+        for (int32_t il = 0; il < n_layer; il++)
+            if (isfinite(scores[src][il]))
+                list[n++] = (ranked){scores[src][il], il, src == DROP_MLP};
+    }
+    qsort(list, (size_t)n, sizeof *list, compare_ranked);
+    tlm_status st = TLM_OK;
+    if (threshold) {
+        for (int32_t i = 0; i < n && list[i].score < limit; i++)
+            mark((drop_kind)kind, list[i].layer, list[i].is_mlp, drop_attn, drop_mlp);
+    } else if (count > n) {
+        st = tlm_seterr(err, TLM_ERR_ARG, "--drop '%s': asks for %ld %s but the model has %d",
+                        spec, count, kind_nouns[kind], (int)n);
+    } else {
+        for (int32_t i = 0; i < (int32_t)count; i++)
+            mark((drop_kind)kind, list[i].layer, list[i].is_mlp, drop_attn, drop_mlp);
+    }
+    tlm_free(list);
+    return st;
+}
+
+tlm_status tlm_drop_select(const tlm_calib *c, const char *spec, int32_t n_layer,
+                           bool *drop_attn, bool *drop_mlp, tlm_error *err) {
+    drop_spec ds;
+    if (!c && !n_layer && !drop_attn && !drop_mlp) return parse_spec(spec, &ds, err);
+    if (!c)
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "--drop '%s': choosing by importance needs a calibration pass "
+                          "(use --drop-list to name sublayers without one)", spec ? spec : "");
+    if (n_layer <= 0 || tlm_calib_n_layer(c) != n_layer)
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "tlm_drop_select: the calibration has %d layers, not %d",
+                          (int)tlm_calib_n_layer(c), (int)n_layer);
+    float *s = tlm_malloc((size_t)n_layer * 3 * sizeof *s);
+    if (!s) return tlm_seterr(err, TLM_ERR_NOMEM, "--drop: out of memory");
+    for (int32_t il = 0; il < n_layer; il++) {
+        s[il] = tlm_calib_score(c, TLM_SUBLAYER_ATTN, il);
+        s[n_layer + il] = tlm_calib_score(c, TLM_SUBLAYER_MLP, il);
+        s[2 * n_layer + il] = tlm_calib_score(c, TLM_SUBLAYER_BLOCK, il);
+    }
+    tlm_status st = drop_select_scores(s, s + n_layer, s + 2 * n_layer, spec, n_layer, drop_attn,
+                                       drop_mlp, err);
+    tlm_free(s);
+    return st;
+}
+
+tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
+                               bool *drop_mlp, tlm_error *err) {
+    if (!list || !drop_attn || !drop_mlp || n_layer <= 0)
+        return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_parse_list: missing argument");
+    const char *p = list;
+    int groups = 0;
+    for (;;) {
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p) break;
+        const char *group = p, *colon = p;
+        while (*colon && *colon != ':' && !isspace((unsigned char)*colon)) colon++;
+        size_t glen = strcspn(group, " \t\n");
+        if (*colon != ':')
+            return tlm_seterr(err, TLM_ERR_ARG,
+                              "--drop-list '%s': '%.*s' is not KIND:LAYERS (e.g. attn:20,22 "
+                              "mlp:25 block:3)", list, (int)glen, group);
+        const int kind = parse_kind(group, (size_t)(colon - group), false);
+        if (kind < 0)
+            return tlm_seterr(err, TLM_ERR_ARG,
+                              "--drop-list '%s': unknown kind '%.*s' (expected attn, mlp or block)",
+                              list, (int)(colon - group), group);
+        p = colon + 1;
+        /* N or A-B, comma-separated */
+        for (;;) {
+            char *end;
+            errno = 0;
+            long a = isdigit((unsigned char)*p) ? strtol(p, &end, 10) : -1, b = a;
+            if (a >= 0 && !errno && *end == '-' && isdigit((unsigned char)end[1]))
+                b = strtol(end + 1, &end, 10);
+            if (a < 0 || errno || b < a || (*end && *end != ',' && !isspace((unsigned char)*end)))
+                return tlm_seterr(err, TLM_ERR_ARG,
+                                  "--drop-list '%s': bad layer number in '%.*s' (expected "
+                                  "numbers or ranges like 20,22 or 3-5)", list, (int)glen, group);
+            if (b >= n_layer)
+                return tlm_seterr(err, TLM_ERR_ARG,
+                                  "--drop-list '%s': layer %ld is out of range (the model has "
+                                  "layers 0..%d)", list, b, (int)n_layer - 1);
+            for (long il = a; il <= b; il++) mark((drop_kind)kind, (int32_t)il, false, drop_attn, drop_mlp);
+            p = end;
+            if (*p != ',') break;
+            p++;
+        }
+        groups++;
+    }
+    if (!groups) return tlm_seterr(err, TLM_ERR_ARG, "--drop-list: empty list");
+    return TLM_OK;
+}

@@ -1,0 +1,779 @@
+/*
+ * gguf_writer.c — a model as a GGUF v3 file for llama.cpp (forms and rules
+ * in gguf_writer.h).
+ *
+ * File layout written:
+ *   "GGUF" u32 3, u64 n_tensors, u64 n_kv
+ *   n_kv x {string key, u32 type, value}
+ *   n_tensors x {string name, u32 n_dims, u64 ne[n_dims], u32 ggml type, u64 offset}
+ *   zero padding to 32 (GGUF's default general.alignment)
+ *   tensor data, each tensor at a multiple of 32 from the data start
+ * (string = u64 length + bytes; array = u32 element type, u64 count, elements).
+ *
+ * The header (metadata and tensor directory, a few MB at most: the
+ * tokenizer's arrays) is built in memory; tensor data streams row by row
+ * through one buffer. The output's size is known before the first byte and
+ * reserved with fallocate, so a full disk fails at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "f16.h"
+#include "ggml_types.h"
+#include "gguf.h"
+#include "gguf_writer.h"
+#include "model.h"
+#include "qformat.h"
+
+#define GGUF_ALIGN 32
+#define OUT_BUFFER_BYTES ((size_t)4 << 20) /* write(2) granularity */
+#define CHUNK_BYTES ((size_t)1 << 20)      /* the .tlm writer's tile limit (same type rules) */
+
+/* llama.cpp's llama_ftype values for general.file_type */
+enum { FTYPE_ALL_F32 = 0, FTYPE_F16 = 1, FTYPE_Q4_0 = 2, FTYPE_Q8_0 = 7, FTYPE_BF16 = 32 };
+
+/* ------------------------------------------------------- byte buffer */
+
+typedef struct byte_buf {
+    uint8_t *p;
+    size_t len, cap;
+    bool oom;
+} byte_buf;
+
+static void buf_put(byte_buf *b, const void *src, size_t n) {
+    if (b->oom) return;
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2) { b->oom = true; return; }
+            cap *= 2;
+        }
+        uint8_t *grown = tlm_realloc(b->p, cap);
+        if (!grown) { b->oom = true; return; }
+        b->p = grown;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+
+static void buf_u32(byte_buf *b, uint32_t v) { buf_put(b, &v, 4); }
+static void buf_u64(byte_buf *b, uint64_t v) { buf_put(b, &v, 8); }
+static void buf_str(byte_buf *b, const char *s, size_t n) { buf_u64(b, n); buf_put(b, s, n); }
+
+/* ---------------------------------------------------------- metadata */
+
+typedef struct kv_writer {
+    byte_buf b;
+    uint64_t n;
+} kv_writer;
+
+static void kv_key(kv_writer *w, const char *key, uint32_t type) {
+    buf_str(&w->b, key, strlen(key));
+    buf_u32(&w->b, type);
+    w->n++;
+}
+
+static void kv_u32(kv_writer *w, const char *key, uint32_t v) {
+    kv_key(w, key, GGUF_VT_UINT32);
+    buf_u32(&w->b, v);
+}
+
+static void kv_f32(kv_writer *w, const char *key, float v) {
+    kv_key(w, key, GGUF_VT_FLOAT32);
+    buf_put(&w->b, &v, 4);
+}
+
+static void kv_string(kv_writer *w, const char *key, const char *v) {
+    kv_key(w, key, GGUF_VT_STRING);
+    buf_str(&w->b, v, strlen(v));
+}
+
+static void kv_i32_array(kv_writer *w, const char *key, const int32_t *v, uint64_t n) {
+    kv_key(w, key, GGUF_VT_ARRAY);
+    buf_u32(&w->b, GGUF_VT_INT32);
+    buf_u64(&w->b, n);
+    buf_put(&w->b, v, (size_t)n * 4);
+}
+
+static void kv_bool_array(kv_writer *w, const char *key, const bool *v, uint64_t n) {
+    kv_key(w, key, GGUF_VT_ARRAY);
+    buf_u32(&w->b, GGUF_VT_BOOL);
+    buf_u64(&w->b, n);
+    for (uint64_t i = 0; i < n; i++) {
+        uint8_t x = v[i];
+        buf_put(&w->b, &x, 1);
+    }
+}
+
+/* A key-value of a parsed GGUF, as it is; false for arrays of arrays, which
+ * no tokenizer key uses (the key is then left out). */
+static bool kv_copy(kv_writer *w, const gguf_kv *kv) {
+    byte_buf *b = &w->b;
+    if (kv->type == GGUF_VT_ARRAY && kv->arr_type != GGUF_VT_STRING &&
+        !gguf_vtype_size(kv->arr_type))
+        return false;
+    buf_str(b, kv->key.ptr, (size_t)kv->key.len);
+    buf_u32(b, kv->type);
+    if (kv->type == GGUF_VT_STRING) {
+        uint64_t len;
+        memcpy(&len, kv->data, 8);
+        buf_put(b, kv->data, (size_t)(8 + len)); /* the reader checked it lies in the image */
+    } else if (kv->type == GGUF_VT_ARRAY) {
+        buf_u32(b, kv->arr_type);
+        buf_u64(b, kv->arr_n);
+        if (kv->arr_type == GGUF_VT_STRING) {
+            for (uint64_t i = 0; i < kv->arr_n; i++)
+                buf_str(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
+        } else {
+            buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
+        }
+    } else {
+        buf_put(b, kv->data, gguf_vtype_size(kv->type));
+    }
+    w->n++;
+    return true;
+}
+
+/* ------------------------------------------------------------ the plan */
+
+typedef struct gg_tensor {
+    char name[TLM_TENSOR_NAME_MAX];
+    uint32_t n_dims;       /* 1 (vector) or 2 */
+    uint64_t rows, cols;   /* GGUF ne = [cols, rows] */
+    uint32_t dtype;        /* tlm_dtype the values take (F32/F16/BF16/Q8_G32/Q4_G32) */
+    const float *src;      /* rows x cols f32, or NULL and: */
+    const tlm_matrix *qsrc; /* a packed quantized matrix (.tlm source), or NULL and: */
+    bool zero;             /* a placeholder of zeros */
+    int32_t perm_heads;    /* > 0: rows are that many heads in rotate-half order */
+    uint64_t row_bytes, bytes, offset;
+} gg_tensor;
+
+typedef struct gg_plan {
+    const struct tlm_model *m;
+    const tlm_write_options *o;
+    const char *dst;
+    tlm_error *err;
+    bool pruned;           /* deci form */
+    bool *keep_attn, *keep_mlp, *placeholder_mlp; /* n_layer each */
+    gg_tensor *tensors;
+    int32_t n_tensors, cap_tensors;
+    float *rope_freqs;     /* Llama 3 RoPE divisors (rope_dim / 2), or NULL */
+    char **patterns;       /* --keep-wide */
+    bool *pattern_used;
+    int32_t n_patterns;
+    uint64_t max_row_bytes, max_cols;
+} gg_plan;
+
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+static uint32_t ggml_type_of(uint32_t dtype) {
+    switch (dtype) {
+    case TLM_DTYPE_F16: return GGML_TYPE_F16;
+    case TLM_DTYPE_BF16: return GGML_TYPE_BF16;
+    case TLM_DTYPE_Q8_G32: return GGML_TYPE_Q8_0;
+    case TLM_DTYPE_Q4_G32: return GGML_TYPE_Q4_0;
+    default: return GGML_TYPE_F32;
+    }
+}
+
+static uint64_t row_bytes_of(uint32_t dtype, uint64_t cols) {
+    if (dtype == TLM_DTYPE_Q8_G32) return cols / TLM_QGROUP * sizeof(tlm_block_q8_g32);
+    if (dtype == TLM_DTYPE_Q4_G32) return cols / TLM_QGROUP * sizeof(tlm_block_q4_g32);
+    return cols * tlm_dtype_float_bytes(dtype);
+}
+
+/* The name without its "blk.N." prefix. */
+static const char *tensor_role(const char *name) {
+    if (strncmp(name, "blk.", 4) != 0) return name;
+    const char *dot = strchr(name + 4, '.');
+    return dot ? dot + 1 : name;
+}
+
+static bool pattern_matches(const char *pat, const char *name) {
+    const char *role = tensor_role(name);
+    size_t lp = strlen(pat);
+    const char *cands[2] = {name, role};
+    for (int i = 0; i < 2; i++) {
+        if (strcmp(cands[i], pat) == 0) return true;
+        if (strncmp(cands[i], pat, lp) == 0 && strcmp(cands[i] + lp, ".weight") == 0) return true;
+    }
+    return false;
+}
+
+static tlm_status parse_patterns(gg_plan *p) {
+    const char *list = p->o->keep_wide;
+    if (!list || !*list) return TLM_OK;
+    int32_t n = 1;
+    for (const char *c = list; *c; c++) n += *c == ',';
+    p->patterns = tlm_calloc((size_t)n, sizeof *p->patterns);
+    p->pattern_used = tlm_calloc((size_t)n, sizeof *p->pattern_used);
+    if (!p->patterns || !p->pattern_used)
+        return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+    for (const char *c = list;;) {
+        const char *end = strchr(c, ',');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        while (len && *c == ' ') { c++; len--; }
+        while (len && c[len - 1] == ' ') len--;
+        if (len) {
+            if (!(p->patterns[p->n_patterns] = tlm_strndup(c, len)))
+                return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+            p->n_patterns++;
+        }
+        if (!end) break;
+        c = end + 1;
+    }
+    return TLM_OK;
+}
+
+/* The type of a tensor: the rules of the .tlm writer (tlm_writer.c), so that
+ * both files of one conversion hold the same values. */
+static uint32_t choose_dtype(gg_plan *p, const char *name, uint32_t n_dims, uint64_t cols) {
+    bool wide = n_dims == 1;
+    for (int32_t i = 0; i < p->n_patterns; i++)
+        if (pattern_matches(p->patterns[i], name)) {
+            p->pattern_used[i] = true;
+            wide = true;
+        }
+    uint32_t dtype = p->o->dtype;
+    if (wide) return TLM_DTYPE_F32;
+    if (!tlm_dtype_is_quant(dtype)) return dtype;
+    size_t tile = tlm_qpacked_tile_bytes((tlm_qtype)dtype, (int64_t)cols);
+    if (cols % TLM_QGROUP != 0 || tile == 0 || tile > CHUNK_BYTES) return TLM_DTYPE_F32;
+    if (dtype == TLM_DTYPE_Q4_G32 &&
+        (strcmp(name, "token_embd.weight") == 0 || strcmp(name, "output.weight") == 0))
+        return TLM_DTYPE_Q8_G32;
+    return dtype;
+}
+
+/* rows == 0: a vector of cols. Exactly one of src, q (with data) or zero. */
+static tlm_status plan_add(gg_plan *p, const char *name, const float *src, const tlm_matrix *q,
+                           bool zero, uint64_t rows, uint64_t cols, int32_t perm_heads) {
+    if (!zero && !src && !(q && q->data))
+        return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
+    if (p->n_tensors == p->cap_tensors) {
+        int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
+        gg_tensor *grown = tlm_realloc(p->tensors, (size_t)cap * sizeof *grown);
+        if (!grown) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+        p->tensors = grown;
+        p->cap_tensors = cap;
+    }
+    gg_tensor *t = &p->tensors[p->n_tensors++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->src = zero ? NULL : src;
+    t->qsrc = zero || src ? NULL : q;
+    t->zero = zero;
+    t->n_dims = rows ? 2 : 1;
+    t->rows = rows ? rows : 1;
+    t->cols = cols;
+    t->perm_heads = perm_heads;
+    t->dtype = choose_dtype(p, name, t->n_dims, cols);
+    if (t->qsrc && t->dtype != (uint32_t)t->qsrc->type)
+        return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
+                          "%s: tensor '%s' of the source is stored %s and cannot be rewritten as %s "
+                          "(convert from the original model instead)",
+                          p->dst, name, tlm_dtype_name((uint32_t)t->qsrc->type),
+                          tlm_dtype_name(t->dtype));
+    t->row_bytes = row_bytes_of(t->dtype, cols);
+    t->bytes = t->row_bytes * t->rows;
+    if (t->row_bytes > p->max_row_bytes) p->max_row_bytes = t->row_bytes;
+    if (cols > p->max_cols) p->max_cols = cols;
+    return TLM_OK;
+}
+
+static tlm_status plan_layer(gg_plan *p, int32_t il) {
+    const struct tlm_model *m = p->m;
+    const tlm_hparams *hp = &m->hp;
+    const tlm_layer *L = &m->layers[il];
+    const uint64_t E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff;
+    const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
+    const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    /* GGUF llama/deci: adjacent-pair RoPE; rotate-half rows are permuted */
+    const int32_t ph = hp->rope_style == TLM_ROPE_NEOX ? hp->n_head : 0;
+    const int32_t pkh = hp->rope_style == TLM_ROPE_NEOX ? hp->n_head_kv : 0;
+    char name[TLM_TENSOR_NAME_MAX];
+    tlm_status st;
+#define ADD(suffix, ptr, q, zero, rows, cols, perm)                                   \
+    do {                                                                             \
+        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);                   \
+        if ((st = plan_add(p, name, ptr, q, zero, rows, cols, perm))) return st;     \
+    } while (0)
+    if (p->keep_attn[il]) {
+        ADD("attn_norm.weight", L->attn_norm, NULL, false, 0, E, 0);
+        ADD("attn_q.weight", L->wq, &L->wq_q, false, q_dim, E, ph);
+        ADD("attn_k.weight", L->wk, &L->wk_q, false, kv_dim, E, pkh);
+        ADD("attn_v.weight", L->wv, &L->wv_q, false, kv_dim, E, 0);
+        if (hp->qkv_bias) {
+            ADD("attn_q.bias", L->bq, NULL, false, 0, q_dim, ph);
+            ADD("attn_k.bias", L->bk, NULL, false, 0, kv_dim, pkh);
+            ADD("attn_v.bias", L->bv, NULL, false, 0, kv_dim, 0);
+        }
+        ADD("attn_output.weight", L->wo, &L->wo_q, false, E, q_dim, 0);
+    }
+    if (p->keep_mlp[il]) {
+        ADD("ffn_norm.weight", L->ffn_norm, NULL, false, 0, E, 0);
+        ADD("ffn_gate.weight", L->w_gate, &L->w_gate_q, false, F, E, 0);
+        ADD("ffn_up.weight", L->w_up, &L->w_up_q, false, F, E, 0);
+        ADD("ffn_down.weight", L->w_down, &L->w_down_q, false, E, F, 0);
+    } else if (p->placeholder_mlp[il]) {
+        const uint64_t PF = TLM_GGUF_PLACEHOLDER_FF;
+        ADD("ffn_norm.weight", NULL, NULL, true, 0, E, 0);
+        ADD("ffn_gate.weight", NULL, NULL, true, PF, E, 0);
+        ADD("ffn_up.weight", NULL, NULL, true, PF, E, 0);
+        ADD("ffn_down.weight", NULL, NULL, true, E, PF, 0);
+    }
+#undef ADD
+    return TLM_OK;
+}
+
+/* Llama 3.1 RoPE scaling as llama.cpp takes it: rope_freqs.weight holds,
+ * per frequency, the divisor of the base frequency (model_gguf.c reads it
+ * back the same way). */
+static double llama3_divisor(double freq, double factor, double lo, double hi, double orig) {
+    const double wavelen = 2.0 * 3.14159265358979323846 / freq;
+    if (wavelen < orig / hi) return 1.0;
+    if (wavelen > orig / lo) return factor;
+    const double smooth = (orig / wavelen - lo) / (hi - lo);
+    return freq / ((1.0 - smooth) * freq / factor + smooth * freq);
+}
+
+static tlm_status plan_build(gg_plan *p) {
+    const struct tlm_model *m = p->m;
+    const tlm_hparams *hp = &m->hp;
+    const int32_t NL = hp->n_layer;
+    const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
+    tlm_status st;
+    if (hp->rope_dim != hp->head_dim)
+        return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
+                          "%s: RoPE over %d of %d head dimensions cannot be written as a llama GGUF",
+                          p->dst, hp->rope_dim, hp->head_dim);
+    if ((st = parse_patterns(p))) return st;
+    p->keep_attn = tlm_calloc((size_t)NL, sizeof *p->keep_attn);
+    p->keep_mlp = tlm_calloc((size_t)NL, sizeof *p->keep_mlp);
+    p->placeholder_mlp = tlm_calloc((size_t)NL, sizeof *p->placeholder_mlp);
+    if (!p->keep_attn || !p->keep_mlp || !p->placeholder_mlp)
+        return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+    for (int32_t il = 0; il < NL; il++) {
+        const tlm_layer *L = &m->layers[il];
+        p->keep_attn[il] = L->has_attn && !(p->o->drop_attn && p->o->drop_attn[il]);
+        p->keep_mlp[il] = L->has_mlp && !(p->o->drop_mlp && p->o->drop_mlp[il]);
+        p->pruned |= !p->keep_attn[il] || !p->keep_mlp[il];
+    }
+    if (p->pruned && NL > 0 && !p->keep_attn[0])
+        return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
+                          "%s: layer 0's attention is removed; llama.cpp's form for pruned models "
+                          "(deci) takes the head size from layer 0, so it must keep its attention",
+                          p->dst);
+    /* a zero MLP where llama.cpp's deci graph would otherwise lose the
+     * attention output (width 0 skips the residual update), and in the last
+     * layer (which also selects the output rows) */
+    for (int32_t il = 0; il < NL; il++)
+        p->placeholder_mlp[il] = p->pruned && !p->keep_mlp[il] && (p->keep_attn[il] || il == NL - 1);
+
+    if ((st = plan_add(p, "token_embd.weight", m->tok_embd, &m->tok_embd_q, false, V, E, 0)))
+        return st;
+    if (hp->rope_scaling == TLM_ROPE_SCALING_LLAMA3) {
+        const int32_t half = hp->rope_dim / 2;
+        if (!(p->rope_freqs = tlm_malloc((size_t)half * sizeof(float))))
+            return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+        for (int32_t j = 0; j < half; j++) {
+            const double freq = pow((double)hp->rope_theta, -2.0 * j / (double)hp->rope_dim);
+            p->rope_freqs[j] = (float)llama3_divisor(freq, hp->rope_factor, hp->rope_low_freq_factor,
+                                                     hp->rope_high_freq_factor, hp->rope_orig_ctx);
+        }
+        if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, false, 0, (uint64_t)half, 0)))
+            return st;
+    }
+    for (int32_t il = 0; il < NL; il++)
+        if ((st = plan_layer(p, il))) return st;
+    if ((st = plan_add(p, "output_norm.weight", m->out_norm, NULL, false, 0, E, 0))) return st;
+    if (!hp->tied_embeddings &&
+        (st = plan_add(p, "output.weight", m->output, &m->output_q, false, V, E, 0)))
+        return st;
+    for (int32_t i = 0; i < p->n_patterns; i++)
+        if (!p->pattern_used[i])
+            return tlm_seterr(p->err, TLM_ERR_ARG,
+                              "--keep-wide: no tensor of the model matches '%s' (names such as "
+                              "token_embd, output, attn_q, ffn_down or blk.0.attn_q.weight)",
+                              p->patterns[i]);
+    return TLM_OK;
+}
+
+static void plan_free(gg_plan *p) {
+    tlm_free(p->keep_attn);
+    tlm_free(p->keep_mlp);
+    tlm_free(p->placeholder_mlp);
+    tlm_free(p->tensors);
+    tlm_free(p->rope_freqs);
+    for (int32_t i = 0; i < p->n_patterns; i++) tlm_free(p->patterns[i]);
+    tlm_free(p->patterns);
+    tlm_free(p->pattern_used);
+}
+
+/* ------------------------------------------------------------ header */
+
+static uint32_t file_type_of(uint32_t dtype) {
+    switch (dtype) {
+    case TLM_DTYPE_F16: return FTYPE_F16;
+    case TLM_DTYPE_BF16: return FTYPE_BF16;
+    case TLM_DTYPE_Q8_G32: return FTYPE_Q8_0;
+    case TLM_DTYPE_Q4_G32: return FTYPE_Q4_0;
+    default: return FTYPE_ALL_F32;
+    }
+}
+
+/* The model's keys, then the tokenizer's. */
+static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
+    const struct tlm_model *m = p->m;
+    const tlm_hparams *hp = &m->hp;
+    const char *arch = p->pruned ? "deci" : "llama";
+    char key[128];
+#define K(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
+    kv_string(w, "general.architecture", arch);
+    kv_string(w, "general.name", m->name && *m->name ? m->name : "model");
+    kv_u32(w, "general.file_type", file_type_of(p->o->dtype));
+    if (tlm_dtype_is_quant(p->o->dtype)) kv_u32(w, "general.quantization_version", 2);
+    kv_u32(w, K("vocab_size"), (uint32_t)hp->n_vocab);
+    kv_u32(w, K("context_length"), (uint32_t)hp->n_ctx_train);
+    kv_u32(w, K("embedding_length"), (uint32_t)hp->n_embd);
+    kv_u32(w, K("block_count"), (uint32_t)hp->n_layer);
+    if (!p->pruned) {
+        kv_u32(w, K("feed_forward_length"), (uint32_t)hp->n_ff);
+        kv_u32(w, K("attention.head_count"), (uint32_t)hp->n_head);
+        kv_u32(w, K("attention.head_count_kv"), (uint32_t)hp->n_head_kv);
+    } else {
+        const int32_t NL = hp->n_layer;
+        int32_t *arr = tlm_malloc((size_t)NL * 3 * sizeof *arr);
+        if (!arr) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
+        int32_t *ff = arr, *heads = arr + NL, *heads_kv = arr + 2 * NL;
+        for (int32_t il = 0; il < NL; il++) {
+            ff[il] = p->keep_mlp[il] ? hp->n_ff
+                     : p->placeholder_mlp[il] ? TLM_GGUF_PLACEHOLDER_FF : 0;
+            heads[il] = p->keep_attn[il] ? hp->n_head : 0;
+            heads_kv[il] = p->keep_attn[il] ? hp->n_head_kv : 0;
+        }
+        kv_i32_array(w, K("feed_forward_length"), ff, (uint64_t)NL);
+        kv_i32_array(w, K("attention.head_count"), heads, (uint64_t)NL);
+        kv_i32_array(w, K("attention.head_count_kv"), heads_kv, (uint64_t)NL);
+        tlm_free(arr);
+        kv_bool_array(w, "trimlm.removed_mlp", p->placeholder_mlp, (uint64_t)NL);
+    }
+    kv_u32(w, K("attention.key_length"), (uint32_t)hp->head_dim);
+    kv_u32(w, K("attention.value_length"), (uint32_t)hp->head_dim);
+    kv_f32(w, K("attention.layer_norm_rms_epsilon"), hp->rms_eps);
+    kv_f32(w, K("rope.freq_base"), hp->rope_theta);
+    kv_u32(w, K("rope.dimension_count"), (uint32_t)hp->rope_dim);
+    if (hp->rope_scaling == TLM_ROPE_SCALING_LINEAR) {
+        kv_string(w, K("rope.scaling.type"), "linear");
+        kv_f32(w, K("rope.scaling.factor"), hp->rope_factor);
+    }
+#undef K
+
+    /* the tokenizer: the source's own tokenizer.* keys */
+    const tlm_tokenizer_blob *tb = p->o->tokenizer;
+    if (strcmp(tb->format, "gguf-kv") != 0 || tb->n_parts != 1)
+        return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
+                          "%s: the source's tokenizer is a Hugging Face tokenizer.json, which "
+                          "cannot be written as GGUF tokenizer metadata; convert the model to GGUF "
+                          "first (llama.cpp's convert_hf_to_gguf.py) and export from that",
+                          p->dst);
+    gguf_file *f = gguf_open_memory(tb->part_data[0], (size_t)tb->part_bytes[0], "tokenizer",
+                                    p->err);
+    if (!f) return p->err && p->err->code ? p->err->code : TLM_ERR_FORMAT;
+    bool has_model = false;
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
+        const gguf_kv *kv = gguf_kv_at(f, i);
+        if (kv->key.len < 10 || memcmp(kv->key.ptr, "tokenizer.", 10) != 0 ||
+            gguf_str_eq(kv->key, "tokenizer.chat_template"))
+            continue;
+        has_model |= gguf_str_eq(kv->key, "tokenizer.ggml.model");
+        kv_copy(w, kv);
+    }
+    gguf_close(f);
+    if (!has_model)
+        return tlm_seterr(p->err, TLM_ERR_FORMAT,
+                          "%s: the source has no tokenizer (no tokenizer.ggml.model); llama.cpp "
+                          "cannot load a GGUF without one", p->dst);
+    if (m->chat_template) kv_string(w, "tokenizer.chat_template", m->chat_template);
+    return w->b.oom ? tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory for the metadata", p->dst)
+                    : TLM_OK;
+}
+
+/* ------------------------------------------------------------- output */
+
+typedef struct out_file {
+    const char *dst;
+    char tmp[4096];
+    int fd;
+    uint8_t *buf;
+    size_t used;
+    uint64_t pos, total;
+    tlm_progress_fn progress;
+    void *user;
+    tlm_error *err;
+} out_file;
+
+static tlm_status out_flush(out_file *o) {
+    size_t done = 0;
+    while (done < o->used) {
+        ssize_t n = write(o->fd, o->buf + done, o->used - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst,
+                              n < 0 ? strerror(errno) : "no progress");
+        done += (size_t)n;
+    }
+    o->used = 0;
+    if (o->progress && !o->progress(o->user, "write", o->pos, o->total))
+        return tlm_seterr(o->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
+    return TLM_OK;
+}
+
+static tlm_status out_put(out_file *o, const void *src, size_t n) {
+    const uint8_t *s = src;
+    o->pos += n;
+    while (n > 0) {
+        size_t room = OUT_BUFFER_BYTES - o->used;
+        size_t take = n < room ? n : room;
+        memcpy(o->buf + o->used, s, take);
+        o->used += take;
+        s += take;
+        n -= take;
+        if (o->used == OUT_BUFFER_BYTES) {
+            tlm_status st = out_flush(o);
+            if (st) return st;
+        }
+    }
+    return TLM_OK;
+}
+
+static tlm_status out_pad_to(out_file *o, uint64_t offset) {
+    static const uint8_t zeros[GGUF_ALIGN];
+    while (o->pos < offset) {
+        size_t take = offset - o->pos < sizeof zeros ? (size_t)(offset - o->pos) : sizeof zeros;
+        tlm_status st = out_put(o, zeros, take);
+        if (st) return st;
+    }
+    return TLM_OK;
+}
+
+static tlm_status out_open(out_file *o) {
+    const char *slash = strrchr(o->dst, '/');
+    int n = slash ? snprintf(o->tmp, sizeof o->tmp, "%.*s/.%s.partial-XXXXXX",
+                             (int)(slash - o->dst), o->dst, slash + 1)
+                  : snprintf(o->tmp, sizeof o->tmp, ".%s.partial-XXXXXX", o->dst);
+    if (n < 0 || (size_t)n >= sizeof o->tmp) {
+        o->tmp[0] = '\0';
+        return tlm_seterr(o->err, TLM_ERR_ARG, "%s: path too long", o->dst);
+    }
+    o->fd = mkostemp(o->tmp, O_CLOEXEC);
+    if (o->fd < 0) {
+        int e = errno;
+        o->tmp[0] = '\0';
+        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot create a temporary file next to it: %s",
+                          o->dst, strerror(e));
+    }
+    /* reserve the whole size: a full disk fails here, not at the end */
+    if (fallocate(o->fd, 0, 0, (off_t)o->total) != 0 &&
+        (errno == ENOSPC || errno == EFBIG || errno == EDQUOT))
+        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write %" PRIu64 " bytes: %s", o->dst,
+                          o->total, strerror(errno));
+    return TLM_OK;
+}
+
+static void out_discard(out_file *o) {
+    if (o->fd >= 0) close(o->fd);
+    o->fd = -1;
+    if (o->tmp[0]) unlink(o->tmp);
+    o->tmp[0] = '\0';
+}
+
+static tlm_status out_commit(out_file *o) {
+    mode_t mask = umask(022); /* mkstemp made it 0600; a model is an ordinary file */
+    umask(mask);
+    if (fchmod(o->fd, 0644 & ~mask) != 0 || fsync(o->fd) != 0)
+        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst, strerror(errno));
+    int fd = o->fd;
+    o->fd = -1;
+    if (close(fd) != 0)
+        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst, strerror(errno));
+    if (rename(o->tmp, o->dst) != 0)
+        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot rename the temporary file onto it: %s",
+                          o->dst, strerror(errno));
+    o->tmp[0] = '\0';
+    char dir[4096];
+    const char *slash = strrchr(o->dst, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->dst) + (slash == o->dst) : 1,
+             slash ? o->dst : ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return TLM_OK;
+}
+
+/* --------------------------------------------------------- tensor data */
+
+/* Round to nearest even; NaN stays a (quiet) NaN (as tlm_writer.c). */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* The source row that lands at row r: within each head of hd rows, GGUF
+ * row 2i + j is rotate-half row j * hd/2 + i (convert_hf_to_gguf.py's
+ * permute). */
+static uint64_t source_row(const gg_tensor *t, uint64_t r) {
+    if (t->perm_heads <= 0 || t->n_dims != 2) return r;
+    const uint64_t hd = t->rows / (uint64_t)t->perm_heads, half = hd / 2;
+    const uint64_t h = r / hd, k = r % hd;
+    return h * hd + (k % 2) * half + k / 2;
+}
+
+/* One row of t into dst (t->row_bytes). zero_row: max_cols zeros. */
+static tlm_status convert_row(out_file *o, const gg_tensor *t, uint64_t r, const float *zero_row,
+                              uint8_t *dst) {
+    const uint64_t sr = source_row(t, r);
+    const int64_t n = (int64_t)t->cols;
+    if (t->perm_heads > 0 && t->n_dims == 1) {
+        /* a bias vector: its elements are the "rows" of the permutation */
+        const uint64_t hd = t->cols / (uint64_t)t->perm_heads, half = hd / 2;
+        float *out = (float *)dst;
+        for (uint64_t c = 0; c < t->cols; c++)
+            out[c] = t->src[(c / hd) * hd + (c % hd % 2) * half + (c % hd) / 2];
+        return TLM_OK;
+    }
+    if (t->qsrc) {
+        if (!tlm_qunpack((tlm_qtype)t->dtype, t->qsrc->data, n, (int64_t)sr, (int64_t)sr + 1, dst))
+            return tlm_seterr(o->err, TLM_ERR_FORMAT, "%s: tensor '%s' cannot be unpacked", o->dst,
+                              t->name);
+        return TLM_OK;
+    }
+    const float *x = t->zero ? zero_row : t->src + sr * t->cols;
+    switch (t->dtype) {
+    case TLM_DTYPE_F32: memcpy(dst, x, (size_t)n * sizeof(float)); break;
+    case TLM_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tlm_f32_to_f16(x[i]);
+        break;
+    case TLM_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_bf16(x[i]);
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(x[i]))
+                return tlm_seterr(o->err, TLM_ERR_FORMAT,
+                                  "%s: tensor '%s' of the source holds NaN or infinity (row %" PRIu64
+                                  "); it cannot be quantized", o->dst, t->name, sr);
+        if (t->dtype == TLM_DTYPE_Q8_G32) tlm_q8_g32_quantize_row(x, (tlm_block_q8_g32 *)dst, n);
+        else tlm_q4_g32_quantize_row(x, (tlm_block_q4_g32 *)dst, n);
+    }
+    return TLM_OK;
+}
+
+static tlm_status write_tensor(out_file *o, const gg_tensor *t, const float *zero_row,
+                               uint8_t *scratch, size_t scratch_bytes) {
+    size_t used = 0;
+    for (uint64_t r = 0; r < t->rows; r++) {
+        if (used + t->row_bytes > scratch_bytes) {
+            tlm_status st = out_put(o, scratch, used);
+            if (st) return st;
+            used = 0;
+        }
+        tlm_status st = convert_row(o, t, r, zero_row, scratch + used);
+        if (st) return st;
+        used += (size_t)t->row_bytes;
+    }
+    return used ? out_put(o, scratch, used) : TLM_OK;
+}
+
+static tlm_status write_file(gg_plan *p, out_file *o, const byte_buf *header) {
+    const uint64_t data_start = align_up(header->len, GGUF_ALIGN);
+    const gg_tensor *last = &p->tensors[p->n_tensors - 1];
+    o->total = data_start + last->offset + last->bytes;
+    if (o->progress && !o->progress(o->user, "write", 0, o->total))
+        return tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
+    tlm_status st = out_open(o);
+    if (st || (st = out_put(o, header->p, header->len))) return st;
+
+    const size_t scratch_bytes = (size_t)(p->max_row_bytes > CHUNK_BYTES ? p->max_row_bytes
+                                                                          : CHUNK_BYTES);
+    uint8_t *scratch = tlm_malloc_aligned(scratch_bytes);
+    float *zero_row = tlm_calloc((size_t)p->max_cols, sizeof(float));
+    if (!scratch || !zero_row) st = tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", o->dst);
+    for (int32_t i = 0; i < p->n_tensors && !st; i++) {
+        st = out_pad_to(o, data_start + p->tensors[i].offset);
+        if (!st) st = write_tensor(o, &p->tensors[i], zero_row, scratch, scratch_bytes);
+    }
+    tlm_free(scratch);
+    tlm_free(zero_row);
+    if (st) return st;
+    if (o->pos != o->total)
+        return tlm_seterr(p->err, TLM_ERR_IO, "%s: internal error: wrote %" PRIu64
+                          " bytes of a planned %" PRIu64, o->dst, o->pos, o->total);
+    if ((st = out_flush(o))) return st;
+    return out_commit(o);
+}
+
+tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
+                          tlm_error *err) {
+    if (!m || !dst || !*dst || !wo || !wo->tokenizer)
+        return tlm_seterr(err, TLM_ERR_ARG, "tlm_write_gguf: missing argument");
+    if (!tlm_dtype_float_bytes(wo->dtype) && !tlm_dtype_is_quant(wo->dtype))
+        return tlm_seterr(err, TLM_ERR_UNSUPPORTED, "%s: tensor type %u cannot be written", dst,
+                          wo->dtype);
+    if (m->hp.n_layer <= 0)
+        return tlm_seterr(err, TLM_ERR_ARG, "%s: the model has no layers", dst);
+    gg_plan p = {.m = m, .o = wo, .dst = dst, .err = err};
+    out_file o = {.dst = dst, .fd = -1, .progress = wo->progress, .user = wo->user, .err = err};
+    kv_writer kv = {0};
+    byte_buf header = {0};
+    tlm_status st = plan_build(&p);
+    if (!st) st = build_metadata(&p, &kv);
+    if (!st) {
+        uint64_t at = 0;
+        for (int32_t i = 0; i < p.n_tensors; i++) {
+            p.tensors[i].offset = at;
+            at = align_up(at + p.tensors[i].bytes, GGUF_ALIGN);
+        }
+        buf_put(&header, "GGUF", 4);
+        buf_u32(&header, 3);
+        buf_u64(&header, (uint64_t)p.n_tensors);
+        buf_u64(&header, kv.n);
+        buf_put(&header, kv.b.p, kv.b.len);
+        for (int32_t i = 0; i < p.n_tensors; i++) {
+            const gg_tensor *t = &p.tensors[i];
+            buf_str(&header, t->name, strlen(t->name));
+            buf_u32(&header, t->n_dims);
+            buf_u64(&header, t->cols);
+            if (t->n_dims == 2) buf_u64(&header, t->rows);
+            buf_u32(&header, ggml_type_of(t->dtype));
+            buf_u64(&header, t->offset);
+        }
+        if (header.oom) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
+    }
+    if (!st) {
+        o.buf = tlm_malloc_aligned(OUT_BUFFER_BYTES);
+        if (!o.buf) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
+    }
+    if (!st) st = write_file(&p, &o, &header);
+    if (st) out_discard(&o);
+    tlm_free(o.buf);
+    tlm_free(kv.b.p);
+    tlm_free(header.p);
+    plan_free(&p);
+    return st;
+}
