@@ -33,10 +33,11 @@
 #include "gguf_writer.h"
 #include "model.h"
 #include "qformat.h"
+#include "type_rules.h"
 
 #define GGUF_ALIGN 32
 #define OUT_BUFFER_BYTES ((size_t)4 << 20) /* write(2) granularity */
-#define CHUNK_BYTES ((size_t)1 << 20)      /* the .tlm writer's tile limit (same type rules) */
+#define CHUNK_BYTES TLM_CONVERT_CHUNK_BYTES /* the .tlm writer's buffer size */
 
 /* llama.cpp's llama_ftype values for general.file_type */
 enum { FTYPE_ALL_F32 = 0, FTYPE_F16 = 1, FTYPE_Q4_0 = 2, FTYPE_Q8_0 = 7, FTYPE_BF16 = 32 };
@@ -168,9 +169,7 @@ typedef struct gg_plan {
     gg_tensor *tensors;
     int32_t n_tensors, cap_tensors;
     float *rope_freqs;     /* Llama 3 RoPE divisors (rope_dim / 2), or NULL */
-    char **patterns;       /* --keep-wide */
-    bool *pattern_used;
-    int32_t n_patterns;
+    tlm_type_rules types;  /* storage type of each tensor (--type, --keep-wide) */
     uint64_t max_row_bytes, max_cols;
 } gg_plan;
 
@@ -190,69 +189,6 @@ static uint64_t row_bytes_of(uint32_t dtype, uint64_t cols) {
     if (dtype == TLM_DTYPE_Q8_G32) return cols / TLM_QGROUP * sizeof(tlm_block_q8_g32);
     if (dtype == TLM_DTYPE_Q4_G32) return cols / TLM_QGROUP * sizeof(tlm_block_q4_g32);
     return cols * tlm_dtype_float_bytes(dtype);
-}
-
-/* The name without its "blk.N." prefix. */
-static const char *tensor_role(const char *name) {
-    if (strncmp(name, "blk.", 4) != 0) return name;
-    const char *dot = strchr(name + 4, '.');
-    return dot ? dot + 1 : name;
-}
-
-static bool pattern_matches(const char *pat, const char *name) {
-    const char *role = tensor_role(name);
-    size_t lp = strlen(pat);
-    const char *cands[2] = {name, role};
-    for (int i = 0; i < 2; i++) {
-        if (strcmp(cands[i], pat) == 0) return true;
-        if (strncmp(cands[i], pat, lp) == 0 && strcmp(cands[i] + lp, ".weight") == 0) return true;
-    }
-    return false;
-}
-
-static tlm_status parse_patterns(gg_plan *p) {
-    const char *list = p->o->keep_wide;
-    if (!list || !*list) return TLM_OK;
-    int32_t n = 1;
-    for (const char *c = list; *c; c++) n += *c == ',';
-    p->patterns = tlm_calloc((size_t)n, sizeof *p->patterns);
-    p->pattern_used = tlm_calloc((size_t)n, sizeof *p->pattern_used);
-    if (!p->patterns || !p->pattern_used)
-        return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-    for (const char *c = list;;) {
-        const char *end = strchr(c, ',');
-        size_t len = end ? (size_t)(end - c) : strlen(c);
-        while (len && *c == ' ') { c++; len--; }
-        while (len && c[len - 1] == ' ') len--;
-        if (len) {
-            if (!(p->patterns[p->n_patterns] = tlm_strndup(c, len)))
-                return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-            p->n_patterns++;
-        }
-        if (!end) break;
-        c = end + 1;
-    }
-    return TLM_OK;
-}
-
-/* The type of a tensor: the rules of the .tlm writer (tlm_writer.c), so that
- * both files of one conversion hold the same values. */
-static uint32_t choose_dtype(gg_plan *p, const char *name, uint32_t n_dims, uint64_t cols) {
-    bool wide = n_dims == 1;
-    for (int32_t i = 0; i < p->n_patterns; i++)
-        if (pattern_matches(p->patterns[i], name)) {
-            p->pattern_used[i] = true;
-            wide = true;
-        }
-    uint32_t dtype = p->o->dtype;
-    if (wide) return TLM_DTYPE_F32;
-    if (!tlm_dtype_is_quant(dtype)) return dtype;
-    size_t tile = tlm_qpacked_tile_bytes((tlm_qtype)dtype, (int64_t)cols);
-    if (cols % TLM_QGROUP != 0 || tile == 0 || tile > CHUNK_BYTES) return TLM_DTYPE_F32;
-    if (dtype == TLM_DTYPE_Q4_G32 &&
-        (strcmp(name, "token_embd.weight") == 0 || strcmp(name, "output.weight") == 0))
-        return TLM_DTYPE_Q8_G32;
-    return dtype;
 }
 
 /* rows == 0: a vector of cols. Exactly one of src, q (with data) or zero. */
@@ -277,7 +213,7 @@ static tlm_status plan_add(gg_plan *p, const char *name, const float *src, const
     t->rows = rows ? rows : 1;
     t->cols = cols;
     t->perm_heads = perm_heads;
-    t->dtype = choose_dtype(p, name, t->n_dims, cols);
+    t->dtype = tlm_type_rules_choose(&p->types, name, t->n_dims, cols);
     if (t->qsrc && t->dtype != (uint32_t)t->qsrc->type)
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
                           "%s: tensor '%s' of the source is stored %s and cannot be rewritten as %s "
@@ -357,7 +293,8 @@ static tlm_status plan_build(gg_plan *p) {
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
                           "%s: RoPE over %d of %d head dimensions cannot be written as a llama GGUF",
                           p->dst, hp->rope_dim, hp->head_dim);
-    if ((st = parse_patterns(p))) return st;
+    if ((st = tlm_type_rules_init(&p->types, p->o->dtype, p->o->keep_wide, p->dst, p->err)))
+        return st;
     p->keep_attn = tlm_calloc((size_t)NL, sizeof *p->keep_attn);
     p->keep_mlp = tlm_calloc((size_t)NL, sizeof *p->keep_mlp);
     p->placeholder_mlp = tlm_calloc((size_t)NL, sizeof *p->placeholder_mlp);
@@ -400,13 +337,7 @@ static tlm_status plan_build(gg_plan *p) {
     if (!hp->tied_embeddings &&
         (st = plan_add(p, "output.weight", m->output, &m->output_q, false, V, E, 0)))
         return st;
-    for (int32_t i = 0; i < p->n_patterns; i++)
-        if (!p->pattern_used[i])
-            return tlm_seterr(p->err, TLM_ERR_ARG,
-                              "--keep-wide: no tensor of the model matches '%s' (names such as "
-                              "token_embd, output, attn_q, ffn_down or blk.0.attn_q.weight)",
-                              p->patterns[i]);
-    return TLM_OK;
+    return tlm_type_rules_check_used(&p->types, p->err);
 }
 
 static void plan_free(gg_plan *p) {
@@ -415,9 +346,7 @@ static void plan_free(gg_plan *p) {
     tlm_free(p->placeholder_mlp);
     tlm_free(p->tensors);
     tlm_free(p->rope_freqs);
-    for (int32_t i = 0; i < p->n_patterns; i++) tlm_free(p->patterns[i]);
-    tlm_free(p->patterns);
-    tlm_free(p->pattern_used);
+    tlm_type_rules_free(&p->types);
 }
 
 /* ------------------------------------------------------------ header */

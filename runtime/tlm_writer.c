@@ -34,9 +34,10 @@
 #include "model.h"
 #include "qformat.h"
 #include "tlm_format.h"
+#include "type_rules.h"
 
 #define OUT_BUFFER_BYTES ((size_t)4 << 20) /* write(2) granularity */
-#define CHUNK_BYTES ((size_t)1 << 20)      /* converted rows per step, at most */
+#define CHUNK_BYTES TLM_CONVERT_CHUNK_BYTES /* converted rows per step, at most */
 
 /* ------------------------------------------------------- tensor types */
 
@@ -266,9 +267,7 @@ typedef struct plan {
     int32_t n_tensors, cap_tensors;
     plan_sublayer *subs;
     int32_t n_subs;
-    bool *pattern_used; /* per keep_wide pattern: matched at least one tensor */
-    char **patterns;
-    int32_t n_patterns;
+    tlm_type_rules types; /* storage type of each tensor (--type, --keep-wide) */
     float *scores;      /* 3 x n_layer importances (attn, mlp, block), NaN where
                            unknown; NULL when no scores were given */
     plan_drop *dropped; /* sublayers of the model left out */
@@ -279,72 +278,6 @@ typedef struct plan {
 } plan;
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-/* The name without its "blk.N." prefix. */
-static const char *tensor_role(const char *name) {
-    if (strncmp(name, "blk.", 4) != 0) return name;
-    const char *dot = strchr(name + 4, '.');
-    return dot ? dot + 1 : name;
-}
-
-static bool pattern_matches(const char *pat, const char *name) {
-    const char *role = tensor_role(name);
-    size_t lp = strlen(pat);
-    const char *cands[2] = {name, role};
-    for (int i = 0; i < 2; i++) {
-        if (strcmp(cands[i], pat) == 0) return true;
-        if (strncmp(cands[i], pat, lp) == 0 && strcmp(cands[i] + lp, ".weight") == 0) return true;
-    }
-    return false;
-}
-
-static tlm_status parse_patterns(plan *p) {
-    const char *list = p->o->keep_wide;
-    if (!list || !*list) return TLM_OK;
-    int32_t n = 1;
-    for (const char *c = list; *c; c++) n += *c == ',';
-    p->patterns = tlm_calloc((size_t)n, sizeof *p->patterns);
-    p->pattern_used = tlm_calloc((size_t)n, sizeof *p->pattern_used);
-    if (!p->patterns || !p->pattern_used)
-        return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-    for (const char *c = list;;) {
-        const char *end = strchr(c, ',');
-        size_t len = end ? (size_t)(end - c) : strlen(c);
-        while (len && (*c == ' ')) { c++; len--; }
-        while (len && c[len - 1] == ' ') len--;
-        if (len) {
-            if (!(p->patterns[p->n_patterns] = tlm_strndup(c, len)))
-                return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-            p->n_patterns++;
-        }
-        if (!end) break;
-        c = end + 1;
-    }
-    return TLM_OK;
-}
-
-static uint32_t choose_dtype(plan *p, const char *name, uint32_t n_dims, uint64_t cols) {
-    bool wide = n_dims == 1; /* norms and biases: tiny, and precision-critical */
-    for (int32_t i = 0; i < p->n_patterns; i++)
-        if (pattern_matches(p->patterns[i], name)) {
-            p->pattern_used[i] = true;
-            wide = true;
-        }
-    uint32_t dtype = p->o->dtype;
-    if (wide) return TLM_DTYPE_F32;
-    if (!tlm_dtype_is_quant(dtype)) return dtype;
-    /* the packed layouts need whole groups of 32 inputs; a tile must fit
-     * one conversion chunk */
-    size_t tile = tlm_qpacked_tile_bytes((tlm_qtype)dtype, (int64_t)cols);
-    if (cols % TLM_QGROUP != 0 || tile == 0 || tile > CHUNK_BYTES) return TLM_DTYPE_F32;
-    /* The embedding / output matrix is the most sensitive one (every logit
-     * goes through it): int4 files keep it int8, as llama.cpp's Q4_0 files
-     * keep it at Q6_K or Q8_0. */
-    if (dtype == TLM_DTYPE_Q4_G32 &&
-        (strcmp(name, "token_embd.weight") == 0 || strcmp(name, "output.weight") == 0))
-        return TLM_DTYPE_Q8_G32;
-    return dtype;
-}
 
 /* Stored bytes of a (rows, cols) tensor of dtype. */
 static uint64_t tensor_bytes(uint32_t dtype, uint64_t rows, uint64_t cols) {
@@ -377,7 +310,7 @@ static tlm_status plan_add_q(plan *p, const char *name, const float *src, const 
     t->n_dims = rows ? 2 : 1;
     t->rows = rows ? rows : 1;
     t->cols = cols;
-    t->dtype = choose_dtype(p, name, t->n_dims, cols);
+    t->dtype = tlm_type_rules_choose(&p->types, name, t->n_dims, cols);
     if (t->qsrc && t->dtype != (uint32_t)t->qsrc->type)
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
                           "%s: tensor '%s' of the source is stored %s and cannot be rewritten as %s "
@@ -454,7 +387,8 @@ static tlm_status plan_build(plan *p) {
     const tlm_hparams *hp = &m->hp;
     const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
     tlm_status st;
-    if ((st = parse_patterns(p))) return st;
+    if ((st = tlm_type_rules_init(&p->types, p->o->dtype, p->o->keep_wide, p->dst, p->err)))
+        return st;
     const tlm_write_options *o = p->o;
     const int32_t NL = hp->n_layer;
     p->subs = tlm_calloc((size_t)NL * 2, sizeof *p->subs);
@@ -509,13 +443,7 @@ static tlm_status plan_build(plan *p) {
         }
         p->awq = any; /* all copied from a quantized source: nothing to do */
     }
-    for (int32_t i = 0; i < p->n_patterns; i++)
-        if (!p->pattern_used[i])
-            return tlm_seterr(p->err, TLM_ERR_ARG,
-                              "--keep-wide: no tensor of the model matches '%s' (names such as "
-                              "token_embd, output, attn_q, ffn_down or blk.0.attn_q.weight)",
-                              p->patterns[i]);
-    return TLM_OK;
+    return tlm_type_rules_check_used(&p->types, p->err);
 }
 
 static void plan_free(plan *p) {
@@ -525,9 +453,7 @@ static void plan_free(plan *p) {
     tlm_free(p->scores);
     tlm_free(p->alpha);
     tlm_free(p->out_imp);
-    for (int32_t i = 0; i < p->n_patterns; i++) tlm_free(p->patterns[i]);
-    tlm_free(p->patterns);
-    tlm_free(p->pattern_used);
+    tlm_type_rules_free(&p->types);
 }
 
 /* ------------------------------------------ activation-aware quantization */
@@ -548,7 +474,7 @@ static const tlm_linear_input awq_inputs[AWQ_N_INPUTS] = {
 
 static plan_tensor *layer_tensor(plan *p, int32_t first, int32_t end, const char *role) {
     for (int32_t i = first; i < end; i++)
-        if (strcmp(tensor_role(p->tensors[i].name), role) == 0) return &p->tensors[i];
+        if (strcmp(tlm_tensor_role(p->tensors[i].name), role) == 0) return &p->tensors[i];
     return NULL;
 }
 
@@ -903,8 +829,8 @@ static char *build_metadata(const plan *p) {
          !cJSON_AddStringToObject(conv, "quant_method", p->awq ? "awq" : "rtn")) ||
         !add_importance(root, p))
         goto done;
-    for (int32_t i = 0; i < p->n_patterns; i++) {
-        cJSON *s = cJSON_CreateString(p->patterns[i]);
+    for (int32_t i = 0; i < p->types.n_patterns; i++) {
+        cJSON *s = cJSON_CreateString(p->types.patterns[i]);
         if (!s || !cJSON_AddItemToArray(wide, s)) goto done;
     }
     text = cJSON_PrintUnformatted(root);
