@@ -190,3 +190,116 @@ void tlm_awq_kv_stat(const float *stat_q, int32_t n_head, int32_t n_head_kv, int
             stat_kv[(int64_t)kv * head_dim + d] = (float)(sum / group);
         }
 }
+
+/* ------------------------------------------------------------- a layer */
+
+/* A group of matrices sharing one input of n_full channels, whose scales
+ * are n_small = n_head_kv * head_dim values shared by the n_head query heads
+ * of each KV head (identity: n_head = n_head_kv = 1, head_dim = n_full). */
+typedef struct awq_group {
+    const float *mats[3];
+    int64_t rows[3];
+    int qtype[3]; /* tlm_qtype, or TLM_AWQ_FLOAT */
+    int n_mats;
+    int64_t n_full, head_dim;
+    int32_t n_head, n_head_kv;
+} awq_group;
+
+static void expand_scales(const awq_group *g, const float *s_small, float *s_full) {
+    const int32_t group = g->n_head / g->n_head_kv;
+    for (int32_t h = 0; h < g->n_head; h++)
+        for (int64_t d = 0; d < g->head_dim; d++)
+            s_full[(int64_t)h * g->head_dim + d] = s_small[(int64_t)(h / group) * g->head_dim + d];
+}
+
+/* The alpha of least weighted error (round-to-nearest on sampled rows; the
+ * quantized matrices of the group only); ties keep the smaller alpha. The
+ * grid points are independent: they are tried in parallel. */
+static float choose_alpha(const awq_group *g, const float *stat_small, const float *imp_full) {
+    const int64_t n_small = (int64_t)g->n_head_kv * g->head_dim;
+    double err[TLM_AWQ_ALPHA_STEPS];
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int a = 0; a < TLM_AWQ_ALPHA_STEPS; a++) {
+        float *s_small = malloc((size_t)(n_small + g->n_full) * sizeof(float));
+        err[a] = INFINITY;
+        if (!s_small) continue;
+        float *s_full = s_small + n_small;
+        tlm_awq_scales(stat_small, n_small, (float)a / (TLM_AWQ_ALPHA_STEPS - 1), s_small);
+        expand_scales(g, s_small, s_full);
+        double e = 0;
+        for (int k = 0; k < g->n_mats; k++) {
+            if (g->qtype[k] == TLM_AWQ_FLOAT) continue;
+            const int64_t step = g->rows[k] > TLM_AWQ_SAMPLE_ROWS ? g->rows[k] / TLM_AWQ_SAMPLE_ROWS : 1;
+            e += tlm_awq_scaled_error((tlm_qtype)g->qtype[k], g->mats[k], g->rows[k], g->n_full,
+                                      imp_full, s_full, step, false);
+        }
+        err[a] = e;
+        free(s_small);
+    }
+    int best = 0;
+    for (int a = 1; a < TLM_AWQ_ALPHA_STEPS; a++)
+        if (err[a] < err[best]) best = a;
+    return (float)best / (TLM_AWQ_ALPHA_STEPS - 1);
+}
+
+/* One input of statistics stat: its importance into imp (in the scaled
+ * units: divided by s^2), its alpha (chosen when NaN) and its scales, per
+ * KV channel into s_small and per channel into s_full; stat_small is
+ * scratch of n_head_kv * head_dim. Folding the scales is the caller's. */
+static void scale_input(const awq_group *g, const float *stat, float *alpha, float *imp,
+                        float *stat_small, float *s_small, float *s_full) {
+    const int64_t n_small = (int64_t)g->n_head_kv * g->head_dim;
+    tlm_awq_importance(stat, g->n_full, imp);
+    if (g->n_head != g->n_head_kv)
+        tlm_awq_kv_stat(stat, g->n_head, g->n_head_kv, g->head_dim, stat_small);
+    else
+        memcpy(stat_small, stat, (size_t)n_small * sizeof(float));
+    if (isnan(*alpha)) *alpha = choose_alpha(g, stat_small, imp);
+    tlm_awq_scales(stat_small, n_small, *alpha, s_small);
+    expand_scales(g, s_small, s_full);
+    for (int64_t j = 0; j < g->n_full; j++) imp[j] /= s_full[j] * s_full[j];
+}
+
+bool tlm_awq_scale_layer(const tlm_awq_layer *l, float *alpha) {
+    const int64_t E = l->n_embd, F = l->n_ff, HD = l->head_dim;
+    const int64_t QD = (int64_t)l->n_head * HD, KD = (int64_t)l->n_head_kv * HD;
+    const int64_t n_max = QD > F ? (QD > E ? QD : E) : (F > E ? F : E);
+    float *scratch = malloc((size_t)(3 * n_max) * sizeof(float));
+    if (!scratch) return false;
+    float *stat_small = scratch, *s_small = scratch + n_max, *s_full = scratch + 2 * n_max;
+    const float *const *stat = l->stat;
+    float *const *imp = l->imp;
+    if (l->attn_norm) {
+        if (stat[TLM_AWQ_OUT]) { /* first: it rescales Wv, an input of the next group */
+            awq_group g = {{l->wo}, {E}, {l->wo_type}, 1, QD, HD, l->n_head, l->n_head_kv};
+            scale_input(&g, stat[TLM_AWQ_OUT], &alpha[TLM_AWQ_OUT], imp[TLM_AWQ_OUT], stat_small,
+                        s_small, s_full);
+            tlm_awq_fold_rows(l->wv, l->bv, E, l->wo, E, l->n_head, l->n_head_kv, HD, s_small);
+        }
+        if (stat[TLM_AWQ_QKV]) {
+            awq_group g = {{l->wq, l->wk, l->wv}, {QD, KD, KD},
+                           {l->wq_type, l->wk_type, l->wv_type}, 3, E, E, 1, 1};
+            scale_input(&g, stat[TLM_AWQ_QKV], &alpha[TLM_AWQ_QKV], imp[TLM_AWQ_QKV], stat_small,
+                        s_small, s_full);
+            float *mats[3] = {l->wq, l->wk, l->wv};
+            tlm_awq_fold_norm(l->attn_norm, E, mats, g.rows, 3, s_full);
+        }
+    }
+    if (l->ffn_norm) {
+        if (stat[TLM_AWQ_DOWN]) {
+            awq_group g = {{l->w_down}, {E}, {l->down_type}, 1, F, F, 1, 1};
+            scale_input(&g, stat[TLM_AWQ_DOWN], &alpha[TLM_AWQ_DOWN], imp[TLM_AWQ_DOWN], stat_small,
+                        s_small, s_full);
+            tlm_awq_fold_rows(l->w_up, NULL, E, l->w_down, E, 1, 1, F, s_small);
+        }
+        if (stat[TLM_AWQ_GATE_UP]) {
+            awq_group g = {{l->w_gate, l->w_up}, {F, F}, {l->gate_type, l->up_type}, 2, E, E, 1, 1};
+            scale_input(&g, stat[TLM_AWQ_GATE_UP], &alpha[TLM_AWQ_GATE_UP], imp[TLM_AWQ_GATE_UP],
+                        stat_small, s_small, s_full);
+            float *mats[2] = {l->w_gate, l->w_up};
+            tlm_awq_fold_norm(l->ffn_norm, E, mats, g.rows, 2, s_full);
+        }
+    }
+    free(scratch);
+    return true;
+}

@@ -26,7 +26,8 @@
  *     rows of Wup for Wdown. alpha = 0 is s = 1 (the search alone).
  *
  * Everything here is plain scalar C over caller-given row ranges: the
- * writer runs it row-parallel (no OpenMP inside).
+ * writer runs it row-parallel (no OpenMP inside), except the whole-layer
+ * step tlm_awq_scale_layer, which tries the alpha grid's points in parallel.
  */
 #ifndef TLM_AWQ_H
 #define TLM_AWQ_H
@@ -93,5 +94,47 @@ void tlm_awq_fold_rows(float *producer, float *bias, int64_t n_prod_in, float *c
  * channels (n_head * head_dim): mean over the heads sharing a KV head. */
 void tlm_awq_kv_stat(const float *stat_q, int32_t n_head, int32_t n_head_kv, int64_t head_dim,
                      float *stat_kv);
+
+/* ------------------------------------------------------------ a layer */
+
+/* The inputs of a layer's matrices, each scaled with its own alpha. */
+typedef enum tlm_awq_input {
+    TLM_AWQ_QKV,     /* the attention norm's output: Wq, Wk, Wv */
+    TLM_AWQ_OUT,     /* the attention's output: Wo (scales folded into Wv) */
+    TLM_AWQ_GATE_UP, /* the MLP norm's output: Wgate, Wup */
+    TLM_AWQ_DOWN,    /* the gated product: Wdown (scales folded into Wup) */
+    TLM_AWQ_N_INPUTS
+} tlm_awq_input;
+
+/* The type of a matrix stored as floats: scaled with its group, left out of
+ * the error that chooses alpha. */
+#define TLM_AWQ_FLOAT 0
+
+/* One transformer layer: writable f32 copies of its weights, rescaled in
+ * place (E = n_embd, F = n_ff, QD = n_head * head_dim, KD = n_head_kv *
+ * head_dim); each matrix's storage type (a tlm_qtype or TLM_AWQ_FLOAT). */
+typedef struct tlm_awq_layer {
+    int64_t n_embd, n_ff, head_dim;
+    int32_t n_head, n_head_kv;
+    float *attn_norm;    /* (E); NULL: the attention is left alone */
+    float *wq, *wk, *wv; /* (QD, E), (KD, E), (KD, E) */
+    float *bv;           /* (KD), or NULL */
+    float *wo;           /* (E, QD) */
+    int wq_type, wk_type, wv_type, wo_type;
+    float *ffn_norm;     /* (E); NULL: the MLP is left alone */
+    float *w_gate, *w_up; /* (F, E) */
+    float *w_down;       /* (E, F) */
+    int gate_type, up_type, down_type;
+    const float *stat[TLM_AWQ_N_INPUTS]; /* per input: E, QD, E, F statistics; NULL: not scaled */
+    float *imp[TLM_AWQ_N_INPUTS];        /* per input: E, QD, E, F floats of the caller's */
+} tlm_awq_layer;
+
+/* Scales every input of l that has statistics and whose sublayer is there:
+ * alpha[k] (TLM_AWQ_N_INPUTS values) is chosen on the grid when NaN and
+ * stored, else reused; the scales are folded into the weights (Wo's into
+ * Wv and bv, q/k/v's into attn_norm, Wdown's into Wup, gate/up's into
+ * ffn_norm), and imp[k] gets each channel's importance in the scaled units
+ * (for tlm_awq_quantize_pack). False when out of memory. */
+bool tlm_awq_scale_layer(const tlm_awq_layer *l, float *alpha);
 
 #endif

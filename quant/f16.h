@@ -61,4 +61,13 @@ static inline float tlm_bf16_to_f32(uint16_t b) {
     return f;
 }
 
+/* Round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t tlm_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
 #endif

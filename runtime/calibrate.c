@@ -10,8 +10,9 @@
  * loaded into the context's step buffer, run through that one layer by
  * forward_layer_batch (positions 0..len-1, the layer's KV cache reused from
  * sequence to sequence), observed, and written back. Only one layer's
- * weights are touched at a time, the step towards calibrating models larger
- * than memory; the loaders still load the whole model today.
+ * weights are touched at a time: a lazily loaded model (model.h) has each
+ * layer materialised before its turn and released after it, so that the pass
+ * holds one layer in f32 besides the embedding and output tables.
  *
  * Sums are kept so that the result does not depend on the thread count:
  * cosines go through a per-token buffer summed in token order (double), and
@@ -349,6 +350,8 @@ static tlm_status run_layers(const tlm_model *m, tlm_context *ctx, float *stream
     const uint64_t total = (uint64_t)n_run * (uint64_t)hp->n_layer;
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const tlm_layer *L = &m->layers[l];
+        tlm_status st = model_layer_materialize(m, l, err);
+        if (st != TLM_OK) return st;
         memset(r->cos_sum, 0, sizeof r->cos_sum);
         for (int32_t s = 0; s < n_seq; s++) {
             const int32_t n = seqs[s].len;
@@ -356,7 +359,7 @@ static tlm_status run_layers(const tlm_model *m, tlm_context *ctx, float *stream
             memcpy(x, rows, (size_t)n * E * sizeof(float));
             r->stream_rows = rows;
             r->attn_ran = r->finished = false;
-            tlm_status st = forward_layer_batch(ctx, l, n, &obs, err);
+            st = forward_layer_batch(ctx, l, n, &obs, err);
             if (st != TLM_OK) return st;
             /* a layer without MLP ends without an observer call: its
              * input is still in the stream, its output in x */
@@ -374,6 +377,7 @@ static tlm_status run_layers(const tlm_model *m, tlm_context *ctx, float *stream
             L->has_mlp ? (float)(1.0 - r->cos_sum[TLM_SUBLAYER_MLP] / (double)n_run) : NAN;
         cal->score[TLM_SUBLAYER_BLOCK][l] =
             (float)(1.0 - r->cos_sum[TLM_SUBLAYER_BLOCK] / (double)n_run);
+        model_layer_release(m, l);
     }
 
     /* the output head's input: the final norm of every token, a sequence at

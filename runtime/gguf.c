@@ -541,6 +541,7 @@ void gguf_close(gguf_file *f) {
 uint32_t gguf_version(const gguf_file *f) { return f->version; }
 const char *gguf_path(const gguf_file *f) { return f->path; }
 size_t gguf_file_size(const gguf_file *f) { return f->size; }
+uint64_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
 
 uint64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
 

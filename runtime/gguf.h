@@ -58,6 +58,9 @@ void gguf_close(gguf_file *f);
 uint32_t gguf_version(const gguf_file *f);
 const char *gguf_path(const gguf_file *f);
 size_t gguf_file_size(const gguf_file *f);
+/* Where the data section starts in the file: a tensor's bytes lie at
+ * gguf_data_offset(f) + t->offset. */
+uint64_t gguf_data_offset(const gguf_file *f);
 
 uint64_t gguf_n_kv(const gguf_file *f);
 const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i);

@@ -12,20 +12,16 @@
  *
  * The header (metadata and tensor directory, a few MB at most: the
  * tokenizer's arrays) is built in memory; tensor data streams row by row
- * through one buffer. The output's size is known before the first byte and
- * reserved with fallocate, so a full disk fails at once.
+ * through one buffer into a temporary file (atomic_file.h). The output's size
+ * is known before the first byte and reserved, so a full disk fails at once.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "alloc.h"
+#include "atomic_file.h"
 #include "error.h"
 #include "f16.h"
 #include "ggml_types.h"
@@ -42,106 +38,73 @@
 /* llama.cpp's llama_ftype values for general.file_type */
 enum { FTYPE_ALL_F32 = 0, FTYPE_F16 = 1, FTYPE_Q4_0 = 2, FTYPE_Q8_0 = 7, FTYPE_BF16 = 32 };
 
-/* ------------------------------------------------------- byte buffer */
-
-typedef struct byte_buf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;
-} byte_buf;
-
-static void buf_put(byte_buf *b, const void *src, size_t n) {
-    if (b->oom) return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n) {
-            if (cap > SIZE_MAX / 2) { b->oom = true; return; }
-            cap *= 2;
-        }
-        uint8_t *grown = tlm_realloc(b->p, cap);
-        if (!grown) { b->oom = true; return; }
-        b->p = grown;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
-
-static void buf_u32(byte_buf *b, uint32_t v) { buf_put(b, &v, 4); }
-static void buf_u64(byte_buf *b, uint64_t v) { buf_put(b, &v, 8); }
-static void buf_str(byte_buf *b, const char *s, size_t n) { buf_u64(b, n); buf_put(b, s, n); }
-
 /* ---------------------------------------------------------- metadata */
 
 typedef struct kv_writer {
-    byte_buf b;
+    tlm_byte_buf b;
     uint64_t n;
 } kv_writer;
 
 static void kv_key(kv_writer *w, const char *key, uint32_t type) {
-    buf_str(&w->b, key, strlen(key));
-    buf_u32(&w->b, type);
+    tlm_buf_str(&w->b, key, strlen(key));
+    tlm_buf_u32(&w->b, type);
     w->n++;
 }
 
 static void kv_u32(kv_writer *w, const char *key, uint32_t v) {
     kv_key(w, key, GGUF_VT_UINT32);
-    buf_u32(&w->b, v);
+    tlm_buf_u32(&w->b, v);
 }
 
 static void kv_f32(kv_writer *w, const char *key, float v) {
     kv_key(w, key, GGUF_VT_FLOAT32);
-    buf_put(&w->b, &v, 4);
+    tlm_buf_put(&w->b, &v, 4);
 }
 
 static void kv_string(kv_writer *w, const char *key, const char *v) {
     kv_key(w, key, GGUF_VT_STRING);
-    buf_str(&w->b, v, strlen(v));
+    tlm_buf_str(&w->b, v, strlen(v));
 }
 
 static void kv_i32_array(kv_writer *w, const char *key, const int32_t *v, uint64_t n) {
     kv_key(w, key, GGUF_VT_ARRAY);
-    buf_u32(&w->b, GGUF_VT_INT32);
-    buf_u64(&w->b, n);
-    buf_put(&w->b, v, (size_t)n * 4);
+    tlm_buf_u32(&w->b, GGUF_VT_INT32);
+    tlm_buf_u64(&w->b, n);
+    tlm_buf_put(&w->b, v, (size_t)n * 4);
 }
 
 static void kv_bool_array(kv_writer *w, const char *key, const bool *v, uint64_t n) {
     kv_key(w, key, GGUF_VT_ARRAY);
-    buf_u32(&w->b, GGUF_VT_BOOL);
-    buf_u64(&w->b, n);
+    tlm_buf_u32(&w->b, GGUF_VT_BOOL);
+    tlm_buf_u64(&w->b, n);
     for (uint64_t i = 0; i < n; i++) {
         uint8_t x = v[i];
-        buf_put(&w->b, &x, 1);
+        tlm_buf_put(&w->b, &x, 1);
     }
 }
 
-/* A key-value of a parsed GGUF, as it is; false for arrays of arrays, which
- * no tokenizer key uses (the key is then left out). */
-static bool kv_copy(kv_writer *w, const gguf_kv *kv) {
-    byte_buf *b = &w->b;
+bool tlm_gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv) {
     if (kv->type == GGUF_VT_ARRAY && kv->arr_type != GGUF_VT_STRING &&
         !gguf_vtype_size(kv->arr_type))
         return false;
-    buf_str(b, kv->key.ptr, (size_t)kv->key.len);
-    buf_u32(b, kv->type);
+    tlm_buf_str(b, kv->key.ptr, (size_t)kv->key.len);
+    tlm_buf_u32(b, kv->type);
     if (kv->type == GGUF_VT_STRING) {
         uint64_t len;
         memcpy(&len, kv->data, 8);
-        buf_put(b, kv->data, (size_t)(8 + len)); /* the reader checked it lies in the image */
+        tlm_buf_put(b, kv->data, (size_t)(8 + len)); /* the reader checked it lies in the image */
     } else if (kv->type == GGUF_VT_ARRAY) {
-        buf_u32(b, kv->arr_type);
-        buf_u64(b, kv->arr_n);
+        tlm_buf_u32(b, kv->arr_type);
+        tlm_buf_u64(b, kv->arr_n);
         if (kv->arr_type == GGUF_VT_STRING) {
             for (uint64_t i = 0; i < kv->arr_n; i++)
-                buf_str(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
+                tlm_buf_str(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
         } else {
-            buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
+            tlm_buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
         }
     } else {
-        buf_put(b, kv->data, gguf_vtype_size(kv->type));
+        tlm_buf_put(b, kv->data, gguf_vtype_size(kv->type));
     }
-    w->n++;
     return true;
 }
 
@@ -172,8 +135,6 @@ typedef struct gg_plan {
     tlm_type_rules types;  /* storage type of each tensor (--type, --keep-wide) */
     uint64_t max_row_bytes, max_cols;
 } gg_plan;
-
-static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 static uint32_t ggml_type_of(uint32_t dtype) {
     switch (dtype) {
@@ -272,17 +233,6 @@ static tlm_status plan_layer(gg_plan *p, int32_t il) {
     return TLM_OK;
 }
 
-/* Llama 3.1 RoPE scaling as llama.cpp takes it: rope_freqs.weight holds,
- * per frequency, the divisor of the base frequency (model_gguf.c reads it
- * back the same way). */
-static double llama3_divisor(double freq, double factor, double lo, double hi, double orig) {
-    const double wavelen = 2.0 * 3.14159265358979323846 / freq;
-    if (wavelen < orig / hi) return 1.0;
-    if (wavelen > orig / lo) return factor;
-    const double smooth = (orig / wavelen - lo) / (hi - lo);
-    return freq / ((1.0 - smooth) * freq / factor + smooth * freq);
-}
-
 static tlm_status plan_build(gg_plan *p) {
     const struct tlm_model *m = p->m;
     const tlm_hparams *hp = &m->hp;
@@ -325,8 +275,9 @@ static tlm_status plan_build(gg_plan *p) {
             return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
         for (int32_t j = 0; j < half; j++) {
             const double freq = pow((double)hp->rope_theta, -2.0 * j / (double)hp->rope_dim);
-            p->rope_freqs[j] = (float)llama3_divisor(freq, hp->rope_factor, hp->rope_low_freq_factor,
-                                                     hp->rope_high_freq_factor, hp->rope_orig_ctx);
+            p->rope_freqs[j] = (float)model_llama3_rope_divisor(
+                freq, hp->rope_factor, hp->rope_low_freq_factor, hp->rope_high_freq_factor,
+                hp->rope_orig_ctx);
         }
         if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, false, 0, (uint64_t)half, 0)))
             return st;
@@ -426,7 +377,7 @@ static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
             gguf_str_eq(kv->key, "tokenizer.chat_template"))
             continue;
         has_model |= gguf_str_eq(kv->key, "tokenizer.ggml.model");
-        kv_copy(w, kv);
+        if (tlm_gguf_put_kv(&w->b, kv)) w->n++;
     }
     gguf_close(f);
     if (!has_model)
@@ -442,8 +393,7 @@ static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
 
 typedef struct out_file {
     const char *dst;
-    char tmp[4096];
-    int fd;
+    tlm_atomic_file file;
     uint8_t *buf;
     size_t used;
     uint64_t pos, total;
@@ -453,15 +403,8 @@ typedef struct out_file {
 } out_file;
 
 static tlm_status out_flush(out_file *o) {
-    size_t done = 0;
-    while (done < o->used) {
-        ssize_t n = write(o->fd, o->buf + done, o->used - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0)
-            return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst,
-                              n < 0 ? strerror(errno) : "no progress");
-        done += (size_t)n;
-    }
+    tlm_status st = tlm_atomic_write(&o->file, o->buf, o->used, o->err);
+    if (st) return st;
     o->used = 0;
     if (o->progress && !o->progress(o->user, "write", o->pos, o->total))
         return tlm_seterr(o->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
@@ -496,72 +439,7 @@ static tlm_status out_pad_to(out_file *o, uint64_t offset) {
     return TLM_OK;
 }
 
-static tlm_status out_open(out_file *o) {
-    const char *slash = strrchr(o->dst, '/');
-    int n = slash ? snprintf(o->tmp, sizeof o->tmp, "%.*s/.%s.partial-XXXXXX",
-                             (int)(slash - o->dst), o->dst, slash + 1)
-                  : snprintf(o->tmp, sizeof o->tmp, ".%s.partial-XXXXXX", o->dst);
-    if (n < 0 || (size_t)n >= sizeof o->tmp) {
-        o->tmp[0] = '\0';
-        return tlm_seterr(o->err, TLM_ERR_ARG, "%s: path too long", o->dst);
-    }
-    o->fd = mkostemp(o->tmp, O_CLOEXEC);
-    if (o->fd < 0) {
-        int e = errno;
-        o->tmp[0] = '\0';
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot create a temporary file next to it: %s",
-                          o->dst, strerror(e));
-    }
-    /* reserve the whole size: a full disk fails here, not at the end */
-    if (fallocate(o->fd, 0, 0, (off_t)o->total) != 0 &&
-        (errno == ENOSPC || errno == EFBIG || errno == EDQUOT))
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write %" PRIu64 " bytes: %s", o->dst,
-                          o->total, strerror(errno));
-    return TLM_OK;
-}
-
-static void out_discard(out_file *o) {
-    if (o->fd >= 0) close(o->fd);
-    o->fd = -1;
-    if (o->tmp[0]) unlink(o->tmp);
-    o->tmp[0] = '\0';
-}
-
-static tlm_status out_commit(out_file *o) {
-    mode_t mask = umask(022); /* mkstemp made it 0600; a model is an ordinary file */
-    umask(mask);
-    if (fchmod(o->fd, 0644 & ~mask) != 0 || fsync(o->fd) != 0)
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst, strerror(errno));
-    int fd = o->fd;
-    o->fd = -1;
-    if (close(fd) != 0)
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst, strerror(errno));
-    if (rename(o->tmp, o->dst) != 0)
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot rename the temporary file onto it: %s",
-                          o->dst, strerror(errno));
-    o->tmp[0] = '\0';
-    char dir[4096];
-    const char *slash = strrchr(o->dst, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->dst) + (slash == o->dst) : 1,
-             slash ? o->dst : ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return TLM_OK;
-}
-
 /* --------------------------------------------------------- tensor data */
-
-/* Round to nearest even; NaN stays a (quiet) NaN (as tlm_writer.c). */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)(x >> 16);
-}
 
 /* The source row that lands at row r: within each head of hd rows, GGUF
  * row 2i + j is rotate-half row j * hd/2 + i (convert_hf_to_gguf.py's
@@ -599,7 +477,7 @@ static tlm_status convert_row(out_file *o, const gg_tensor *t, uint64_t r, const
         for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tlm_f32_to_f16(x[i]);
         break;
     case TLM_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_bf16(x[i]);
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tlm_f32_to_bf16(x[i]);
         break;
     default:
         for (int64_t i = 0; i < n; i++)
@@ -629,13 +507,14 @@ static tlm_status write_tensor(out_file *o, const gg_tensor *t, const float *zer
     return used ? out_put(o, scratch, used) : TLM_OK;
 }
 
-static tlm_status write_file(gg_plan *p, out_file *o, const byte_buf *header) {
-    const uint64_t data_start = align_up(header->len, GGUF_ALIGN);
+static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header) {
+    const uint64_t data_start = tlm_align_up(header->len, GGUF_ALIGN);
     const gg_tensor *last = &p->tensors[p->n_tensors - 1];
     o->total = data_start + last->offset + last->bytes;
     if (o->progress && !o->progress(o->user, "write", 0, o->total))
         return tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
-    tlm_status st = out_open(o);
+    /* the whole size is reserved: a full disk fails here, not at the end */
+    tlm_status st = tlm_atomic_open(&o->file, o->dst, 0644, o->total, o->err);
     if (st || (st = out_put(o, header->p, header->len))) return st;
 
     const size_t scratch_bytes = (size_t)(p->max_row_bytes > CHUNK_BYTES ? p->max_row_bytes
@@ -654,7 +533,7 @@ static tlm_status write_file(gg_plan *p, out_file *o, const byte_buf *header) {
         return tlm_seterr(p->err, TLM_ERR_IO, "%s: internal error: wrote %" PRIu64
                           " bytes of a planned %" PRIu64, o->dst, o->pos, o->total);
     if ((st = out_flush(o))) return st;
-    return out_commit(o);
+    return tlm_atomic_commit(&o->file, o->err);
 }
 
 tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
@@ -667,30 +546,31 @@ tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_
     if (m->hp.n_layer <= 0)
         return tlm_seterr(err, TLM_ERR_ARG, "%s: the model has no layers", dst);
     gg_plan p = {.m = m, .o = wo, .dst = dst, .err = err};
-    out_file o = {.dst = dst, .fd = -1, .progress = wo->progress, .user = wo->user, .err = err};
+    out_file o = {.dst = dst, .file = {.fd = -1}, .progress = wo->progress, .user = wo->user,
+                  .err = err};
     kv_writer kv = {0};
-    byte_buf header = {0};
+    tlm_byte_buf header = {0};
     tlm_status st = plan_build(&p);
     if (!st) st = build_metadata(&p, &kv);
     if (!st) {
         uint64_t at = 0;
         for (int32_t i = 0; i < p.n_tensors; i++) {
             p.tensors[i].offset = at;
-            at = align_up(at + p.tensors[i].bytes, GGUF_ALIGN);
+            at = tlm_align_up(at + p.tensors[i].bytes, GGUF_ALIGN);
         }
-        buf_put(&header, "GGUF", 4);
-        buf_u32(&header, 3);
-        buf_u64(&header, (uint64_t)p.n_tensors);
-        buf_u64(&header, kv.n);
-        buf_put(&header, kv.b.p, kv.b.len);
+        tlm_buf_put(&header, "GGUF", 4);
+        tlm_buf_u32(&header, 3);
+        tlm_buf_u64(&header, (uint64_t)p.n_tensors);
+        tlm_buf_u64(&header, kv.n);
+        tlm_buf_put(&header, kv.b.p, kv.b.len);
         for (int32_t i = 0; i < p.n_tensors; i++) {
             const gg_tensor *t = &p.tensors[i];
-            buf_str(&header, t->name, strlen(t->name));
-            buf_u32(&header, t->n_dims);
-            buf_u64(&header, t->cols);
-            if (t->n_dims == 2) buf_u64(&header, t->rows);
-            buf_u32(&header, ggml_type_of(t->dtype));
-            buf_u64(&header, t->offset);
+            tlm_buf_str(&header, t->name, strlen(t->name));
+            tlm_buf_u32(&header, t->n_dims);
+            tlm_buf_u64(&header, t->cols);
+            if (t->n_dims == 2) tlm_buf_u64(&header, t->rows);
+            tlm_buf_u32(&header, ggml_type_of(t->dtype));
+            tlm_buf_u64(&header, t->offset);
         }
         if (header.oom) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
     }
@@ -699,7 +579,7 @@ tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_
         if (!o.buf) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
     }
     if (!st) st = write_file(&p, &o, &header);
-    if (st) out_discard(&o);
+    if (st) tlm_atomic_discard(&o.file);
     tlm_free(o.buf);
     tlm_free(kv.b.p);
     tlm_free(header.p);

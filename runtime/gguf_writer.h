@@ -27,6 +27,8 @@
 #ifndef TLM_GGUF_WRITER_H
 #define TLM_GGUF_WRITER_H
 
+#include "byte_buf.h"
+#include "gguf.h"
 #include "tlm_format.h"
 
 #define TLM_GGUF_PLACEHOLDER_FF 32 /* width of the zero MLP standing for a removed one */
@@ -37,5 +39,9 @@
  * (a GGUF or .tlm-from-GGUF source): its tokenizer.* keys are copied. */
 tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
                           tlm_error *err);
+
+/* Appends a key-value of a parsed GGUF to b in GGUF encoding, as it is; false
+ * (and nothing appended) for arrays of arrays, which no tokenizer key uses. */
+bool tlm_gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv);
 
 #endif

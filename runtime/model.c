@@ -49,6 +49,14 @@ float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err) {
     return w;
 }
 
+double model_llama3_rope_divisor(double freq, double factor, double lo, double hi, double orig) {
+    const double wavelen = 2.0 * 3.14159265358979323846 / freq;
+    if (wavelen < orig / hi) return 1.0;
+    if (wavelen > orig / lo) return factor;
+    const double smooth = (orig / wavelen - lo) / (hi - lo);
+    return freq / ((1.0 - smooth) * freq / factor + smooth * freq);
+}
+
 tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error *err) {
 #define CHECK_RANGE(field, lo, hi)                                                          \
     if (hp->field < (lo) || hp->field > (hi))                                               \
@@ -86,7 +94,7 @@ tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error
 
 /* ------------------------------------------------------------ loading */
 
-tlm_model *tlm_model_load(const char *path, tlm_error *err) {
+static struct tlm_model *load_model(const char *path, bool lazy, tlm_error *err) {
     tlm_clearerr(err);
     if (!path || !*path) {
         tlm_seterr(err, TLM_ERR_ARG, "no model path given");
@@ -98,8 +106,8 @@ tlm_model *tlm_model_load(const char *path, tlm_error *err) {
         return NULL;
     }
     if (!S_ISDIR(st.st_mode) && model_is_tlm_file(path)) return model_load_tlm(path, err);
-    struct tlm_model *m = S_ISDIR(st.st_mode) ? model_load_hf(path, err)
-                                              : model_load_gguf(path, err);
+    struct tlm_model *m = S_ISDIR(st.st_mode) ? model_load_hf(path, lazy, err)
+                                              : model_load_gguf(path, lazy, err);
     /* Hugging Face checkpoints always hold every sublayer; the GGUF loader
      * sets them itself (a "deci" GGUF may lack some). */
     for (int32_t il = 0; m && S_ISDIR(st.st_mode) && il < m->hp.n_layer; il++)
@@ -107,8 +115,15 @@ tlm_model *tlm_model_load(const char *path, tlm_error *err) {
     return m;
 }
 
+tlm_model *tlm_model_load(const char *path, tlm_error *err) { return load_model(path, false, err); }
+
+struct tlm_model *model_load_lazy(const char *path, tlm_error *err) {
+    return load_model(path, true, err);
+}
+
 void tlm_model_free(tlm_model *m) {
     if (!m) return;
+    model_lazy_free(m->lazy); /* the materialised layers' blocks */
     for (int32_t i = 0; i < m->n_owned; i++) tlm_free(m->owned[i]);
     tlm_free(m->owned);
     tlm_free(m->layers);

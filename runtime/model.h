@@ -122,6 +122,10 @@ struct tlm_model {
     size_t map_bytes;
     int64_t quant_bytes; /* stored bytes of the quantized matrices */
     int64_t quant_params; /* their elements (also counted in n_params) */
+    /* Loaded by model_load_lazy: where each layer's tensors lie in the source,
+     * to be converted on demand by model_layer_materialize (model_lazy.c).
+     * NULL for a model loaded whole. */
+    struct model_lazy *lazy;
 };
 
 /* The matrix to compute with: q when it holds data, else the f32 array f32
@@ -139,9 +143,65 @@ float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err);
  * allocation driven by them). */
 tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error *err);
 
-/* Loaders (model_gguf.c, model_hf.c); tlm_model_load() picks one. */
-struct tlm_model *model_load_gguf(const char *path, tlm_error *err);
-struct tlm_model *model_load_hf(const char *dir, tlm_error *err);
+/* freq / (the Llama 3.1 rule's scaled freq): 1 for short wavelengths,
+ * `factor` for long ones, a smooth blend in between; what a GGUF's
+ * rope_freqs.weight holds per frequency (written by gguf_writer.c, checked
+ * by model_gguf.c). */
+double model_llama3_rope_divisor(double freq, double factor, double lo, double hi, double orig);
+
+/* Loaders (model_gguf.c, model_hf.c); tlm_model_load() picks one. lazy:
+ * validate every tensor as usual but convert only the non-layer ones (see
+ * model_load_lazy). */
+struct tlm_model *model_load_gguf(const char *path, bool lazy, tlm_error *err);
+struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err);
+/* ------------------------------------------------ lazily loaded layers
+ *
+ * For the converter, whose peak memory would otherwise be the whole model in
+ * f32: a GGUF or Hugging Face source loaded lazily holds the token embedding,
+ * output norm and output head as tlm_model_load does, but every layer's f32
+ * pointers stay NULL until model_layer_materialize(m, il) converts that
+ * layer (all its tensors at once: the activation-aware scaling rewrites a
+ * layer's norms and matrices together) with the eager loader's own
+ * conversion code, so the values are bit-identical. The source files stay
+ * open; layers are read with pread, so a file truncated after loading gives
+ * an error, not a SIGBUS. Everything a load checks (shapes, types, offsets
+ * within the file) is still checked up front.
+ *
+ * The functions take a const model: a layer's arrays are a cache behind the
+ * model's layers pointer, not part of what the model is. On a model loaded
+ * whole (or a .tlm file, which model_load_lazy loads whole) they do nothing.
+ * n_params counts every layer, materialised or not. */
+
+/* tlm_model_load, with the layers of a GGUF or Hugging Face source left for
+ * model_layer_materialize. */
+struct tlm_model *model_load_lazy(const char *path, tlm_error *err);
+
+/* Converts layer il's tensors into one f32 block (no-op when it is already
+ * there). On failure the layer is left as it was and err names the file
+ * and tensor. */
+tlm_status model_layer_materialize(const struct tlm_model *m, int32_t il, tlm_error *err);
+
+/* Frees layer il's block and sets its f32 pointers back to NULL. */
+void model_layer_release(const struct tlm_model *m, int32_t il);
+
+/* For the loaders. A source file's bytes at [offset, offset + nbytes) hold
+ * a tensor of `type` (the loader's own numbering) to be converted to
+ * rows * cols floats by convert. */
+typedef void (*model_lazy_convert_fn)(uint32_t type, const void *raw, float *dst, uint64_t rows,
+                                      uint64_t cols);
+struct model_lazy *model_lazy_new(const char *src, int32_t n_layer, model_lazy_convert_fn convert,
+                                  tlm_error *err);
+/* Opens path for later reads (once per path) and checks it still has the
+ * size it was parsed with; *file gets its index. */
+tlm_status model_lazy_open_file(struct model_lazy *lz, const char *path, uint64_t size,
+                                int32_t *file, tlm_error *err);
+/* Records that layer il's *slot (a field of m->layers[il]) is tensor name;
+ * rows == 1 for a vector. */
+tlm_status model_lazy_add_tensor(struct model_lazy *lz, int32_t il, float **slot, const char *name,
+                                 int32_t file, uint32_t type, uint64_t offset, uint64_t nbytes,
+                                 uint64_t rows, uint64_t cols, tlm_error *err);
+void model_lazy_free(struct model_lazy *lz);
+
 /* trimlm's own file (model_tlm.c, layout in tlm_format.h). */
 struct tlm_model *model_load_tlm(const char *path, tlm_error *err);
 /* True when the file at path starts with the .tlm magic or is named *.tlm. */

@@ -1,7 +1,8 @@
 /*
  * model_gguf.c — builds a tlm_model from a GGUF file: hyper-parameters from
  * the metadata, every weight dequantized to f32, the tokenizer from the
- * tokenizer.ggml.* metadata. The file is closed once everything is copied.
+ * tokenizer.ggml.* metadata. The file is closed once everything is copied;
+ * a lazy load (model.h) converts the layers later, from an open descriptor.
  * Architectures: llama, qwen2, and deci (llama.cpp's form for models whose
  * layers may lack attention or MLP, which `trimlm convert --to gguf` writes
  * for pruned models; runtime/gguf_writer.h): its per-layer arrays set the
@@ -35,6 +36,9 @@ typedef struct gguf_loader {
      * (llama.cpp's form for models whose layers may lack attention or MLP,
      * as trimlm exports pruned models) say so per layer; others hold all. */
     bool *has_attn, *has_mlp;
+    bool *has_bias; /* per layer: q/k/v biases present (known before conversion) */
+    bool lazy;      /* record the layers' tensors in m->lazy instead of converting them */
+    int32_t file;   /* the file's index in m->lazy */
 } gguf_loader;
 
 /* Reads "<arch>.<suffix>" as a non-negative int32. Absent: *out = dflt when
@@ -272,21 +276,11 @@ static tlm_status read_hparams(gguf_loader *ld, tlm_hparams *hp) {
 #define ROPE_FREQS_MAX (1024 / 2) /* rope_dim <= head_dim <= 1024 (model.c) */
 #define ROPE_FREQS_REL_TOL 1e-4   /* f32 storage of values computed in f32/f64 */
 
-/* freq / (the Llama 3.1 rule's scaled freq): 1 for short wavelengths,
- * `factor` for long ones, a smooth blend in between. */
-static double llama3_divisor(double freq, double factor, double lo, double hi, double orig) {
-    const double wavelen = 2.0 * 3.14159265358979323846 / freq;
-    if (wavelen < orig / hi) return 1.0;
-    if (wavelen > orig / lo) return factor;
-    const double smooth = (orig / wavelen - lo) / (hi - lo);
-    return freq / ((1.0 - smooth) * freq / factor + smooth * freq);
-}
-
 static bool llama3_matches(const float *div, int32_t half, const tlm_hparams *hp, double factor,
                            double lo, double hi, double orig) {
     for (int32_t j = 0; j < half; j++) {
         const double freq = pow((double)hp->rope_theta, -2.0 * j / (double)hp->rope_dim);
-        const double want = llama3_divisor(freq, factor, lo, hi, orig);
+        const double want = model_llama3_rope_divisor(freq, factor, lo, hi, orig);
         if (!(fabs((double)div[j] - want) <= ROPE_FREQS_REL_TOL * want)) return false;
     }
     return true;
@@ -347,13 +341,12 @@ static uint32_t effective_dims(uint32_t n_dims, const uint64_t *ne) {
     return n_dims;
 }
 
-/* Converts tensor `name` of the expected GGUF shape ne = [cols] (rows == 0)
- * or [cols, rows] to a new f32 array owned by m. A tensor that is absent
- * gives *out = NULL when !required. */
-static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const char *name,
-                              uint64_t rows, uint64_t cols, bool required, float **out) {
-    *out = NULL;
-    const gguf_tensor *t = gguf_find_tensor(ld->f, name);
+/* Finds tensor `name` and checks it has the expected GGUF shape ne = [cols]
+ * (rows == 0) or [cols, rows] and a type that converts. A tensor that is
+ * absent gives *out = NULL when !required. */
+static tlm_status find_weight(const gguf_loader *ld, const char *name, uint64_t rows,
+                              uint64_t cols, bool required, const gguf_tensor **out) {
+    const gguf_tensor *t = *out = gguf_find_tensor(ld->f, name);
     if (!t) {
         if (!required) return TLM_OK;
         return tlm_seterr(ld->err, TLM_ERR_FORMAT, "%s: missing tensor '%s'", ld->path, name);
@@ -374,6 +367,30 @@ static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const 
         return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
                           "%s: tensor '%s' has type %s, which trimlm cannot convert", ld->path,
                           name, ggml_type_name(t->type));
+    return TLM_OK;
+}
+
+/* rows x cols values of a ggml type at src (rows of ggml_row_bytes each) to
+ * f32; also the conversion of a lazily loaded layer (model_lazy_convert_fn). */
+static void dequantize_rows(uint32_t type, const void *src, float *w, uint64_t rows,
+                            uint64_t cols) {
+    uint64_t row_bytes;
+    ggml_row_bytes(type, cols, &row_bytes); /* the reader checked divisibility */
+    const int64_t n_rows_i = (int64_t)rows;
+#pragma omp parallel for schedule(static) if (n_rows_i >= 2 * ROWS_PER_THREAD_MIN)
+    for (int64_t r = 0; r < n_rows_i; r++)
+        ggml_dequantize_row(type, (const uint8_t *)src + (uint64_t)r * row_bytes,
+                            w + (uint64_t)r * cols, (int64_t)cols);
+}
+
+/* Converts tensor `name` (as find_weight checks it) to a new f32 array owned
+ * by m; absent and !required: *out = NULL. */
+static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const char *name,
+                              uint64_t rows, uint64_t cols, bool required, float **out) {
+    *out = NULL;
+    const gguf_tensor *t;
+    tlm_status st = find_weight(ld, name, rows, cols, required, &t);
+    if (st || !t) return st;
     const uint64_t n_rows = rows ? rows : 1;
     float *w = model_alloc_weight(m, n_rows * cols, ld->err); /* both <= 2^31 (hparams) */
     if (!w) {
@@ -381,17 +398,31 @@ static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const 
         snprintf(why, sizeof why, "%s", ld->err->msg);
         return tlm_seterr(ld->err, ld->err->code, "%s: tensor '%s': %s", ld->path, name, why);
     }
-
-    uint64_t row_bytes;
-    ggml_row_bytes(t->type, cols, &row_bytes); /* the reader checked divisibility */
-    const uint8_t *src = t->data;
-    const int64_t n_rows_i = (int64_t)n_rows;
-#pragma omp parallel for schedule(static) if (n_rows_i >= 2 * ROWS_PER_THREAD_MIN)
-    for (int64_t r = 0; r < n_rows_i; r++)
-        ggml_dequantize_row(t->type, src + (uint64_t)r * row_bytes, w + (uint64_t)r * cols,
-                            (int64_t)cols);
+    dequantize_rows(t->type, t->data, w, n_rows, cols);
     *out = w;
     return TLM_OK;
+}
+
+/* A tensor of layer il into *out: converted now, or, in a lazy load, checked
+ * and recorded for model_layer_materialize (*out stays NULL). *found (when
+ * found is not NULL): the file has it. */
+static tlm_status layer_weight(const gguf_loader *ld, struct tlm_model *m, int32_t il,
+                               const char *name, uint64_t rows, uint64_t cols, bool required,
+                               float **out, bool *found) {
+    if (!ld->lazy) {
+        tlm_status st = load_weight(ld, m, name, rows, cols, required, out);
+        if (found) *found = *out != NULL;
+        return st;
+    }
+    const gguf_tensor *t;
+    tlm_status st = find_weight(ld, name, rows, cols, required, &t);
+    if (found) *found = t != NULL;
+    if (st || !t) return st;
+    const uint64_t n_rows = rows ? rows : 1;
+    m->n_params += (int64_t)(n_rows * cols);
+    return model_lazy_add_tensor(m->lazy, il, out, name, ld->file, t->type,
+                                 gguf_data_offset(ld->f) + t->offset, t->nbytes, n_rows, cols,
+                                 ld->err);
 }
 
 static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t il) {
@@ -404,37 +435,39 @@ static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t
     const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     char name[96];
     tlm_status st;
-#define LOAD(suffix, rows, cols, required, dst)                                 \
-    do {                                                                        \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);             \
-        if ((st = load_weight(ld, m, name, rows, cols, required, dst))) return st; \
+    bool has_bq = false, has_bk = false, has_bv = false;
+#define LOAD(suffix, rows, cols, required, dst, has)                                     \
+    do {                                                                                 \
+        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);                      \
+        if ((st = layer_weight(ld, m, il, name, rows, cols, required, dst, has))) return st; \
     } while (0)
     if (L->has_attn) {
-        LOAD("attn_norm.weight", 0, n_embd, true, &L->attn_norm);
-        LOAD("attn_q.weight", q_dim, n_embd, true, &L->wq);
-        LOAD("attn_k.weight", kv_dim, n_embd, true, &L->wk);
-        LOAD("attn_v.weight", kv_dim, n_embd, true, &L->wv);
-        LOAD("attn_output.weight", n_embd, q_dim, true, &L->wo);
+        LOAD("attn_norm.weight", 0, n_embd, true, &L->attn_norm, NULL);
+        LOAD("attn_q.weight", q_dim, n_embd, true, &L->wq, NULL);
+        LOAD("attn_k.weight", kv_dim, n_embd, true, &L->wk, NULL);
+        LOAD("attn_v.weight", kv_dim, n_embd, true, &L->wv, NULL);
+        LOAD("attn_output.weight", n_embd, q_dim, true, &L->wo, NULL);
         /* qwen2 always has q/k/v biases; a llama file may carry them too */
-        LOAD("attn_q.bias", 0, q_dim, hp->qkv_bias, &L->bq);
-        LOAD("attn_k.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bk);
-        LOAD("attn_v.bias", 0, kv_dim, hp->qkv_bias || L->bq, &L->bv);
+        LOAD("attn_q.bias", 0, q_dim, hp->qkv_bias, &L->bq, &has_bq);
+        LOAD("attn_k.bias", 0, kv_dim, hp->qkv_bias || has_bq, &L->bk, &has_bk);
+        LOAD("attn_v.bias", 0, kv_dim, hp->qkv_bias || has_bq, &L->bv, &has_bv);
     }
     if (L->has_mlp) {
-        LOAD("ffn_norm.weight", 0, n_embd, true, &L->ffn_norm);
-        LOAD("ffn_gate.weight", n_ff, n_embd, true, &L->w_gate);
-        LOAD("ffn_up.weight", n_ff, n_embd, true, &L->w_up);
-        LOAD("ffn_down.weight", n_embd, n_ff, true, &L->w_down);
+        LOAD("ffn_norm.weight", 0, n_embd, true, &L->ffn_norm, NULL);
+        LOAD("ffn_gate.weight", n_ff, n_embd, true, &L->w_gate, NULL);
+        LOAD("ffn_up.weight", n_ff, n_embd, true, &L->w_up, NULL);
+        LOAD("ffn_down.weight", n_embd, n_ff, true, &L->w_down, NULL);
     }
 #undef LOAD
-    if (!L->bq && (L->bk || L->bv))
+    ld->has_bias[il] = has_bq;
+    if (!has_bq && (has_bk || has_bv))
         return tlm_seterr(ld->err, TLM_ERR_FORMAT,
                           "%s: layer %d has k/v biases but no 'blk.%d.attn_q.bias'", ld->path,
                           (int)il, (int)il);
     return TLM_OK;
 }
 
-static tlm_status load_weights(const gguf_loader *ld, struct tlm_model *m) {
+static tlm_status load_weights(gguf_loader *ld, struct tlm_model *m) {
     tlm_hparams *hp = &m->hp;
     const uint64_t n_vocab = (uint64_t)hp->n_vocab, n_embd = (uint64_t)hp->n_embd;
     tlm_status st;
@@ -446,18 +479,23 @@ static tlm_status load_weights(const gguf_loader *ld, struct tlm_model *m) {
     if (hp->tied_embeddings) m->output = m->tok_embd;
 
     m->layers = tlm_calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers)
+    ld->has_bias = tlm_calloc((size_t)hp->n_layer, sizeof *ld->has_bias);
+    if (!m->layers || !ld->has_bias)
         return tlm_seterr(ld->err, TLM_ERR_NOMEM, "%s: out of memory for %d layers", ld->path,
                           hp->n_layer);
+    if (ld->lazy &&
+        (!(m->lazy = model_lazy_new(ld->path, hp->n_layer, dequantize_rows, ld->err)) ||
+         (st = model_lazy_open_file(m->lazy, ld->path, gguf_file_size(ld->f), &ld->file, ld->err))))
+        return ld->err->code;
     for (int32_t il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(ld, m, il))) return st;
     for (int32_t il = 0; il < hp->n_layer; il++)
         if (m->layers[il].has_attn) { /* the first layer with attention decides */
-            if (m->layers[il].bq) hp->qkv_bias = true;
+            if (ld->has_bias[il]) hp->qkv_bias = true;
             break;
         }
     for (int32_t il = 0; il < hp->n_layer; il++)
-        if (m->layers[il].has_attn && (m->layers[il].bq != NULL) != hp->qkv_bias)
+        if (m->layers[il].has_attn && ld->has_bias[il] != hp->qkv_bias)
             return tlm_seterr(ld->err, TLM_ERR_FORMAT,
                               "%s: q/k/v biases are present in some layers only (layer %d differs)",
                               ld->path, (int)il);
@@ -517,7 +555,7 @@ static tlm_status load_model(gguf_loader *ld, struct tlm_model *m) {
     return load_weights(ld, m);
 }
 
-struct tlm_model *model_load_gguf(const char *path, tlm_error *err) {
+struct tlm_model *model_load_gguf(const char *path, bool lazy, tlm_error *err) {
     tlm_clearerr(err);
     gguf_file *f = gguf_open(path, err);
     if (!f) return NULL;
@@ -530,10 +568,11 @@ struct tlm_model *model_load_gguf(const char *path, tlm_error *err) {
     /* Errors are reported through a local so that a NULL err still works. */
     tlm_error local;
     tlm_clearerr(&local);
-    gguf_loader ld = {.f = f, .path = path, .err = &local};
+    gguf_loader ld = {.f = f, .path = path, .err = &local, .lazy = lazy};
     tlm_status st = load_model(&ld, m);
     tlm_free(ld.has_attn);
     tlm_free(ld.has_mlp);
+    tlm_free(ld.has_bias);
     gguf_close(f);
     if (st != TLM_OK) {
         if (err) *err = local;

@@ -7,7 +7,8 @@
  *   model.safetensors      or model-*.safetensors + model.safetensors.index.json
  *
  * Weights are converted to f32 one tensor at a time straight from the mapped
- * shards. HF stores linear layers as (out_features, in_features), which is
+ * shards (a lazy load, model.h, leaves the layers' tensors to be read back
+ * later through open descriptors). HF stores linear layers as (out_features, in_features), which is
  * the model's layout, and uses rotate-half RoPE, so nothing is permuted.
  */
 #include "model.h"
@@ -296,10 +297,10 @@ static const char *shape_str(char *buf, size_t cap, uint32_t n_dims, const uint6
     return buf;
 }
 
-/* Finds `name`, checks its shape is exactly (rows) or (rows, cols) (cols == 0
- * for a vector) and converts it into a new model-owned f32 array. */
-static float *load_tensor(struct tlm_model *m, const st_set *set, const char *dir,
-                          const char *name, int64_t rows, int64_t cols, tlm_error *err) {
+/* Finds `name` and checks its shape is exactly (rows) or (rows, cols)
+ * (cols == 0 for a vector) and that its dtype converts. */
+static const st_tensor *find_tensor(const st_set *set, const char *dir, const char *name,
+                                    int64_t rows, int64_t cols, tlm_error *err) {
     const st_tensor *t = st_find(set, name);
     if (!t) {
         tlm_seterr(err, TLM_ERR_FORMAT, "%s: tensor '%s' is missing from the safetensors files",
@@ -317,10 +318,45 @@ static float *load_tensor(struct tlm_model *m, const st_set *set, const char *di
                    shape_str(want_s, sizeof want_s, want_dims, want));
         return NULL;
     }
+    return st_check_f32(t, err) == TLM_OK ? t : NULL;
+}
+
+/* find_tensor's tensor converted into a new model-owned f32 array. */
+static float *load_tensor(struct tlm_model *m, const st_set *set, const char *dir,
+                          const char *name, int64_t rows, int64_t cols, tlm_error *err) {
+    const st_tensor *t = find_tensor(set, dir, name, rows, cols, err);
+    if (!t) return NULL;
     float *w = model_alloc_weight(m, t->n_elements, err);
     if (!w) return NULL;
     if (st_to_f32(t, w, err) != TLM_OK) return NULL;
     return w;
+}
+
+/* A lazily loaded layer's conversion (model_lazy_convert_fn): type is the st_dtype. */
+static void convert_raw(uint32_t type, const void *raw, float *dst, uint64_t rows, uint64_t cols) {
+    st_convert_f32((st_dtype)type, raw, rows * cols, dst);
+}
+
+/* A tensor of layer il into *dst: converted now, or, in a lazy load, checked
+ * and recorded for model_layer_materialize (*dst stays NULL). */
+static tlm_status layer_tensor(struct tlm_model *m, const st_set *set, const char *dir, int32_t il,
+                               const char *name, int64_t rows, int64_t cols, float **dst,
+                               tlm_error *err) {
+    if (!m->lazy) {
+        *dst = load_tensor(m, set, dir, name, rows, cols, err);
+        return *dst ? TLM_OK : err ? err->code : TLM_ERR_FORMAT;
+    }
+    const st_tensor *t = find_tensor(set, dir, name, rows, cols, err);
+    if (!t) return err ? err->code : TLM_ERR_FORMAT;
+    const char *path;
+    uint64_t file_size, offset;
+    int32_t file;
+    st_tensor_source(set, t, &path, &file_size, &offset);
+    tlm_status st = model_lazy_open_file(m->lazy, path, file_size, &file, err);
+    if (st) return st;
+    m->n_params += (int64_t)t->n_elements;
+    return model_lazy_add_tensor(m->lazy, il, dst, name, file, (uint32_t)t->dtype, offset,
+                                 t->nbytes, (uint64_t)rows, cols ? (uint64_t)cols : 1, err);
 }
 
 static tlm_status load_weights(struct tlm_model *m, const st_set *set, const char *dir,
@@ -336,37 +372,42 @@ static tlm_status load_weights(struct tlm_model *m, const st_set *set, const cha
         if (!((dst) = load_tensor(m, set, dir, name, rows, cols, err)))   \
             return err ? err->code : TLM_ERR_FORMAT;                      \
     } while (0)
+#define LOAD_LAYER(dst, rows, cols)                                                 \
+    do {                                                                            \
+        tlm_status st_ = layer_tensor(m, set, dir, l, name, rows, cols, &(dst), err); \
+        if (st_) return st_;                                                        \
+    } while (0)
 
     snprintf(name, sizeof name, "model.embed_tokens.weight");
     LOAD(m->tok_embd, n_vocab, n_embd);
     for (int32_t l = 0; l < hp->n_layer; l++) {
         tlm_layer *L = &m->layers[l];
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        LOAD(L->attn_norm, n_embd, 0);
+        LOAD_LAYER(L->attn_norm, n_embd, 0);
         snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", l);
-        LOAD(L->wq, q_dim, n_embd);
+        LOAD_LAYER(L->wq, q_dim, n_embd);
         snprintf(name, sizeof name, "model.layers.%d.self_attn.k_proj.weight", l);
-        LOAD(L->wk, kv_dim, n_embd);
+        LOAD_LAYER(L->wk, kv_dim, n_embd);
         snprintf(name, sizeof name, "model.layers.%d.self_attn.v_proj.weight", l);
-        LOAD(L->wv, kv_dim, n_embd);
+        LOAD_LAYER(L->wv, kv_dim, n_embd);
         if (hp->qkv_bias) {
             snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.bias", l);
-            LOAD(L->bq, q_dim, 0);
+            LOAD_LAYER(L->bq, q_dim, 0);
             snprintf(name, sizeof name, "model.layers.%d.self_attn.k_proj.bias", l);
-            LOAD(L->bk, kv_dim, 0);
+            LOAD_LAYER(L->bk, kv_dim, 0);
             snprintf(name, sizeof name, "model.layers.%d.self_attn.v_proj.bias", l);
-            LOAD(L->bv, kv_dim, 0);
+            LOAD_LAYER(L->bv, kv_dim, 0);
         }
         snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.weight", l);
-        LOAD(L->wo, n_embd, q_dim);
+        LOAD_LAYER(L->wo, n_embd, q_dim);
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        LOAD(L->ffn_norm, n_embd, 0);
+        LOAD_LAYER(L->ffn_norm, n_embd, 0);
         snprintf(name, sizeof name, "model.layers.%d.mlp.gate_proj.weight", l);
-        LOAD(L->w_gate, n_ff, n_embd);
+        LOAD_LAYER(L->w_gate, n_ff, n_embd);
         snprintf(name, sizeof name, "model.layers.%d.mlp.up_proj.weight", l);
-        LOAD(L->w_up, n_ff, n_embd);
+        LOAD_LAYER(L->w_up, n_ff, n_embd);
         snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj.weight", l);
-        LOAD(L->w_down, n_embd, n_ff);
+        LOAD_LAYER(L->w_down, n_embd, n_ff);
     }
     snprintf(name, sizeof name, "model.norm.weight");
     LOAD(m->out_norm, n_embd, 0);
@@ -379,12 +420,13 @@ static tlm_status load_weights(struct tlm_model *m, const st_set *set, const cha
         LOAD(m->output, n_vocab, n_embd);
     }
 #undef LOAD
+#undef LOAD_LAYER
     return TLM_OK;
 }
 
 /* ------------------------------------------------------------ loader */
 
-struct tlm_model *model_load_hf(const char *dir, tlm_error *err) {
+struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err) {
     tlm_clearerr(err);
     struct tlm_model *m = NULL;
     st_set *set = NULL;
@@ -421,6 +463,7 @@ struct tlm_model *model_load_hf(const char *dir, tlm_error *err) {
         tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
     }
+    if (lazy && !(m->lazy = model_lazy_new(dir, m->hp.n_layer, convert_raw, err))) goto fail;
 
     /* The tokenizer first: it is small and its errors are cheap to report. */
     if (!tlm_is_regular_file(tok_path)) {

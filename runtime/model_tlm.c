@@ -75,8 +75,6 @@ bool model_is_tlm_file(const char *path) {
     return n == (ssize_t)sizeof magic && memcmp(magic, TLM_MAGIC, TLM_MAGIC_BYTES) == 0;
 }
 
-static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
 /* Header fields and section geometry. */
 static tlm_status check_header(tlm_reader *r) {
     const char *path = r->path;
@@ -118,7 +116,7 @@ static tlm_status check_header(tlm_reader *r) {
               h->n_tensors <= TLM_MAX_TENSORS &&
               h->tok_offset == h->meta_offset + h->meta_bytes &&
               !__builtin_add_overflow(h->tok_offset, h->tok_bytes, &tok_end) &&
-              h->data_offset == align_up(tok_end, TLM_DATA_ALIGN) &&
+              h->data_offset == tlm_align_up(tok_end, TLM_DATA_ALIGN) &&
               !__builtin_add_overflow(h->data_offset, h->data_bytes, &data_end) &&
               h->dir_offset == data_end && h->data_bytes % TLM_DATA_ALIGN == 0 &&
               !__builtin_mul_overflow((uint64_t)h->n_tensors, (uint64_t)sizeof(tlm_tensor_entry),

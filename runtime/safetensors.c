@@ -493,31 +493,53 @@ const st_tensor *st_find(const st_set *s, const char *name) {
     return e ? &e->t : NULL;
 }
 
-tlm_status st_to_f32(const st_tensor *t, float *dst, tlm_error *err) {
+void st_tensor_source(const st_set *s, const st_tensor *t, const char **path, uint64_t *file_size,
+                      uint64_t *offset) {
     const st_entry *e = (const st_entry *)t;
-    const uint8_t *src = t->data;
-    switch (t->dtype) {
+    *path = e->path;
+    *file_size = *offset = 0;
+    for (size_t i = 0; i < s->n_files; i++)
+        if (s->files[i].path == e->path) { /* the entry borrows its file's string */
+            *file_size = s->files[i].size;
+            *offset = (uint64_t)((const uint8_t *)t->data - s->files[i].map);
+        }
+}
+
+tlm_status st_check_f32(const st_tensor *t, tlm_error *err) {
+    if (t->dtype != ST_OTHER) return TLM_OK;
+    const st_entry *e = (const st_entry *)t;
+    return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
+                      "%s: tensor '%s' has dtype %s (only F32, F16 and BF16 can be loaded)",
+                      e->path, t->name, e->dtype_name);
+}
+
+void st_convert_f32(st_dtype dtype, const void *raw, uint64_t n_elements, float *dst) {
+    const uint8_t *src = raw;
+    switch (dtype) {
     case ST_F32:
-        memcpy(dst, src, (size_t)t->n_elements * sizeof(float));
-        return TLM_OK;
+        memcpy(dst, src, (size_t)n_elements * sizeof(float));
+        break;
     case ST_F16:
-        for (uint64_t i = 0; i < t->n_elements; i++) {
+        for (uint64_t i = 0; i < n_elements; i++) {
             uint16_t h;
             memcpy(&h, src + 2 * i, sizeof h);
             dst[i] = tlm_f16_to_f32(h);
         }
-        return TLM_OK;
+        break;
     case ST_BF16:
-        for (uint64_t i = 0; i < t->n_elements; i++) {
+        for (uint64_t i = 0; i < n_elements; i++) {
             uint16_t b;
             memcpy(&b, src + 2 * i, sizeof b);
             dst[i] = tlm_bf16_to_f32(b);
         }
-        return TLM_OK;
-    case ST_OTHER:
+        break;
+    case ST_OTHER: /* refused by st_check_f32 */
         break;
     }
-    return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
-                      "%s: tensor '%s' has dtype %s (only F32, F16 and BF16 can be loaded)",
-                      e->path, t->name, e->dtype_name);
+}
+
+tlm_status st_to_f32(const st_tensor *t, float *dst, tlm_error *err) {
+    tlm_status st = st_check_f32(t, err);
+    if (st == TLM_OK) st_convert_f32(t->dtype, t->data, t->n_elements, dst);
+    return st;
 }

@@ -40,5 +40,13 @@ const st_tensor *st_find(const st_set *s, const char *name);
 
 /* Converts a tensor to f32 (n_elements floats). Fails for ST_OTHER. */
 tlm_status st_to_f32(const st_tensor *t, float *dst, tlm_error *err);
+/* st_to_f32's check alone: the error it gives for a dtype it cannot convert. */
+tlm_status st_check_f32(const st_tensor *t, tlm_error *err);
+/* st_to_f32's conversion of n_elements values of a checked dtype at raw. */
+void st_convert_f32(st_dtype dtype, const void *raw, uint64_t n_elements, float *dst);
+/* The file holding t, its size, and where t's bytes start in it (for reading
+ * the tensor again later without the mapping). */
+void st_tensor_source(const st_set *s, const st_tensor *t, const char **path, uint64_t *file_size,
+                      uint64_t *offset);
 
 #endif

@@ -162,6 +162,9 @@ typedef struct tlm_tensor_entry {
 
 _Static_assert(sizeof(tlm_tensor_entry) == 128, "directory entries are 128 bytes");
 
+/* v rounded up to a multiple of a (section offsets; the GGUF writer's too). */
+static inline uint64_t tlm_align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
 /* Bytes of one element of a float type; 0 for anything else. */
 static inline uint32_t tlm_dtype_float_bytes(uint32_t dtype) {
     switch (dtype) {

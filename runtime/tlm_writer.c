@@ -4,31 +4,31 @@
  *
  * The writer plans the whole file first (every tensor's type, offset and
  * size), so the output's size is known before the first byte: it is
- * reserved with posix_fallocate, which makes a full disk fail at once rather
- * than after minutes of conversion (a write error later is still reported
- * as such). Bytes then stream through one buffer
- * into a temporary file next to the destination while XXH3 hashes them; the
+ * reserved with fallocate, which makes a full disk fail at once rather than
+ * after minutes of conversion (a write error later is still reported as
+ * such). Bytes then stream through one buffer into a temporary file next to
+ * the destination (atomic_file.h) while XXH3 hashes them; the
  * header (offsets and checksums) is written last, at offset 0, and the file
  * is fsync'd and renamed onto the destination.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "alloc.h"
+#include "atomic_file.h"
 #include "awq.h"
 #include "error.h"
 #include "f16.h"
+#include "fileio.h"
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "model.h"
@@ -54,15 +54,6 @@ int32_t tlm_tensor_type_from_name(const char *name) {
     return -1;
 }
 
-/* Round to nearest even; NaN stays a (quiet) NaN. */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)(x >> 16);
-}
-
 /* n floats of src as dtype into dst. */
 static void convert_floats(uint32_t dtype, const float *src, void *dst, size_t n) {
     if (dtype == TLM_DTYPE_F32) {
@@ -72,7 +63,7 @@ static void convert_floats(uint32_t dtype, const float *src, void *dst, size_t n
         for (size_t i = 0; i < n; i++) h[i] = tlm_f32_to_f16(src[i]);
     } else {
         uint16_t *b = dst;
-        for (size_t i = 0; i < n; i++) b[i] = f32_to_bf16(src[i]);
+        for (size_t i = 0; i < n; i++) b[i] = tlm_f32_to_bf16(src[i]);
     }
 }
 
@@ -84,76 +75,20 @@ void tlm_tokenizer_blob_free(tlm_tokenizer_blob *b) {
     memset(b, 0, sizeof *b);
 }
 
-/* A growable byte buffer for the GGUF image below. */
-typedef struct byte_buf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;
-} byte_buf;
-
-static void buf_put(byte_buf *b, const void *src, size_t n) {
-    if (b->oom) return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n) {
-            if (cap > SIZE_MAX / 2) { b->oom = true; return; }
-            cap *= 2;
-        }
-        uint8_t *grown = tlm_realloc(b->p, cap);
-        if (!grown) { b->oom = true; return; }
-        b->p = grown;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
-
-static void buf_u32(byte_buf *b, uint32_t v) { buf_put(b, &v, 4); }
-static void buf_u64(byte_buf *b, uint64_t v) { buf_put(b, &v, 8); }
-
-/* Appends one key-value in GGUF encoding; false for nested arrays, which no
- * tokenizer key uses (the key is then left out). */
-static bool gguf_put_kv(byte_buf *b, const gguf_kv *kv) {
-    if (kv->type == GGUF_VT_ARRAY && kv->arr_type != GGUF_VT_STRING &&
-        !gguf_vtype_size(kv->arr_type))
-        return false;
-    buf_u64(b, kv->key.len);
-    buf_put(b, kv->key.ptr, (size_t)kv->key.len);
-    buf_u32(b, kv->type);
-    if (kv->type == GGUF_VT_STRING) {
-        uint64_t len;
-        memcpy(&len, kv->data, 8);
-        buf_put(b, kv->data, (size_t)(8 + len)); /* the reader checked it lies in the file */
-    } else if (kv->type == GGUF_VT_ARRAY) {
-        buf_u32(b, kv->arr_type);
-        buf_u64(b, kv->arr_n);
-        if (kv->arr_type == GGUF_VT_STRING) {
-            for (uint64_t i = 0; i < kv->arr_n; i++) {
-                buf_u64(b, kv->strs[i].len);
-                buf_put(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
-            }
-        } else {
-            buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
-        }
-    } else {
-        buf_put(b, kv->data, gguf_vtype_size(kv->type));
-    }
-    return true;
-}
-
 /* A GGUF v3 image without tensors holding the tokenizer.* keys of path. */
 static tlm_status blob_from_gguf(const char *path, tlm_tokenizer_blob *out, tlm_error *err) {
     gguf_file *f = gguf_open(path, err);
     if (!f) return err ? err->code : TLM_ERR_FORMAT;
-    byte_buf b = {0};
+    tlm_byte_buf b = {0};
     uint64_t n_kv = 0;
-    buf_put(&b, "GGUF", 4);
-    buf_u32(&b, 3);
-    buf_u64(&b, 0);    /* tensors */
-    buf_u64(&b, 0);    /* key-values: patched below */
+    tlm_buf_put(&b, "GGUF", 4);
+    tlm_buf_u32(&b, 3);
+    tlm_buf_u64(&b, 0);    /* tensors */
+    tlm_buf_u64(&b, 0);    /* key-values: patched below */
     for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
         const gguf_kv *kv = gguf_kv_at(f, i);
-        if (kv->key.len >= 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0 && gguf_put_kv(&b, kv))
+        if (kv->key.len >= 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0 &&
+            tlm_gguf_put_kv(&b, kv))
             n_kv++;
     }
     gguf_close(f);
@@ -170,32 +105,6 @@ static tlm_status blob_from_gguf(const char *path, tlm_tokenizer_blob *out, tlm_
     return TLM_OK;
 }
 
-static tlm_status read_whole_file(const char *path, uint8_t **data, uint64_t *len, tlm_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
-        (uint64_t)st.st_size > TLM_MAX_TOK_BYTES) {
-        fclose(f);
-        return tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file of a tokenizer's size", path);
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *p = tlm_malloc(n);
-    if (!p) {
-        fclose(f);
-        return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, n);
-    }
-    size_t got = fread(p, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        tlm_free(p);
-        return tlm_seterr(err, TLM_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
-    }
-    *data = p;
-    *len = n;
-    return TLM_OK;
-}
-
 static tlm_status blob_from_hf(const char *dir, tlm_tokenizer_blob *out, tlm_error *err) {
     static const char *const names[] = {"tokenizer.json", "tokenizer_config.json"};
     snprintf(out->format, sizeof out->format, "hf-json");
@@ -206,8 +115,10 @@ static tlm_status blob_from_hf(const char *dir, tlm_tokenizer_blob *out, tlm_err
             return tlm_seterr(err, TLM_ERR_ARG, "%s: path too long", dir);
         struct stat st;
         if (i == 1 && stat(path, &st) != 0) break; /* the config is optional */
-        tlm_status s = read_whole_file(path, &out->part_data[i], &out->part_bytes[i], err);
-        if (s != TLM_OK) return s;
+        size_t n_bytes = 0;
+        out->part_data[i] = (uint8_t *)tlm_read_file(path, (size_t)TLM_MAX_TOK_BYTES, &n_bytes, err);
+        if (!out->part_data[i]) return err && err->code ? err->code : TLM_ERR_IO;
+        out->part_bytes[i] = n_bytes;
         snprintf(out->part_name[i], sizeof out->part_name[i], "%s", names[i]);
         out->n_parts = i + 1;
     }
@@ -273,11 +184,9 @@ typedef struct plan {
     plan_drop *dropped; /* sublayers of the model left out */
     int32_t n_dropped;
     bool awq;           /* quantize activation-aware from o->calib */
-    float *alpha;       /* 4 x n_layer AWQ alphas per linear input, NaN = not scaled */
+    float *alpha;       /* n_layer x TLM_AWQ_N_INPUTS alphas, NaN = not scaled */
     float *out_imp;     /* n_embd: importance of the output head's input */
 } plan;
-
-static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 /* Stored bytes of a (rows, cols) tensor of dtype. */
 static uint64_t tensor_bytes(uint32_t dtype, uint64_t rows, uint64_t cols) {
@@ -411,9 +320,9 @@ static tlm_status plan_build(plan *p) {
     }
     p->awq = o->calib && tlm_dtype_is_quant(o->dtype);
     if (p->awq) {
-        if (!(p->alpha = tlm_malloc((size_t)NL * 4 * sizeof *p->alpha)))
+        if (!(p->alpha = tlm_malloc((size_t)NL * TLM_AWQ_N_INPUTS * sizeof *p->alpha)))
             return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-        for (int32_t i = 0; i < NL * 4; i++) p->alpha[i] = NAN;
+        for (int32_t i = 0; i < NL * TLM_AWQ_N_INPUTS; i++) p->alpha[i] = NAN;
     }
     if ((st = plan_add_q(p, "token_embd.weight", m->tok_embd, &m->tok_embd_q, V, E)) ||
         (st = plan_add(p, "output_norm.weight", m->out_norm, 0, E)))
@@ -466,10 +375,10 @@ typedef struct awq_layer {
     size_t cap; /* floats */
 } awq_layer;
 
-enum { AWQ_QKV, AWQ_OUT, AWQ_GATE_UP, AWQ_DOWN, AWQ_N_INPUTS };
-static const char *const awq_input_names[AWQ_N_INPUTS] = {"attn_qkv", "attn_out", "ffn_gate_up",
-                                                          "ffn_down"};
-static const tlm_linear_input awq_inputs[AWQ_N_INPUTS] = {
+/* The inputs' names in the metadata (tlm_format.h) and in the calibration. */
+static const char *const awq_input_names[TLM_AWQ_N_INPUTS] = {"attn_qkv", "attn_out", "ffn_gate_up",
+                                                              "ffn_down"};
+static const tlm_linear_input awq_inputs[TLM_AWQ_N_INPUTS] = {
     TLM_INPUT_ATTN_QKV, TLM_INPUT_ATTN_OUT, TLM_INPUT_FFN_GATE_UP, TLM_INPUT_FFN_DOWN};
 
 static plan_tensor *layer_tensor(plan *p, int32_t first, int32_t end, const char *role) {
@@ -478,57 +387,13 @@ static plan_tensor *layer_tensor(plan *p, int32_t first, int32_t end, const char
     return NULL;
 }
 
-/* A group of matrices sharing one input of n_full channels, whose scales
- * are n_small = n_head_kv * head_dim values shared by the n_head query heads
- * of each KV head (identity: n_head = n_head_kv = 1, head_dim = n_full). */
-typedef struct awq_group {
-    const float *mats[3];
-    int64_t rows[3];
-    uint32_t dtype[3];
-    int n_mats;
-    int64_t n_full, head_dim;
-    int32_t n_head, n_head_kv;
-} awq_group;
-
-static void expand_scales(const awq_group *g, const float *s_small, float *s_full) {
-    const int32_t group = g->n_head / g->n_head_kv;
-    for (int32_t h = 0; h < g->n_head; h++)
-        for (int64_t d = 0; d < g->head_dim; d++)
-            s_full[(int64_t)h * g->head_dim + d] = s_small[(int64_t)(h / group) * g->head_dim + d];
-}
-
-/* The alpha of least weighted error (round-to-nearest on sampled rows; the
- * quantized matrices of the group only); ties keep the smaller alpha. */
-static float awq_choose_alpha(const awq_group *g, const float *stat_small, const float *imp_full) {
-    const int64_t n_small = (int64_t)g->n_head_kv * g->head_dim;
-    double err[TLM_AWQ_ALPHA_STEPS];
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int a = 0; a < TLM_AWQ_ALPHA_STEPS; a++) {
-        float *s_small = tlm_malloc((size_t)(n_small + g->n_full) * sizeof(float));
-        err[a] = INFINITY;
-        if (!s_small) continue;
-        float *s_full = s_small + n_small;
-        tlm_awq_scales(stat_small, n_small, (float)a / (TLM_AWQ_ALPHA_STEPS - 1), s_small);
-        expand_scales(g, s_small, s_full);
-        double e = 0;
-        for (int k = 0; k < g->n_mats; k++) {
-            if (!tlm_dtype_is_quant(g->dtype[k])) continue;
-            const int64_t step = g->rows[k] > TLM_AWQ_SAMPLE_ROWS ? g->rows[k] / TLM_AWQ_SAMPLE_ROWS : 1;
-            e += tlm_awq_scaled_error((tlm_qtype)g->dtype[k], g->mats[k], g->rows[k], g->n_full,
-                                      imp_full, s_full, step, false);
-        }
-        err[a] = e;
-        tlm_free(s_small);
-    }
-    int best = 0;
-    for (int a = 1; a < TLM_AWQ_ALPHA_STEPS; a++)
-        if (err[a] < err[best]) best = a;
-    return (float)best / (TLM_AWQ_ALPHA_STEPS - 1);
+static int awq_type(const plan_tensor *t) {
+    return tlm_dtype_is_quant(t->dtype) ? (int)t->dtype : TLM_AWQ_FLOAT;
 }
 
 /* Prepares layer il (plan tensors [first, end)): copies its float matrices,
- * chooses (when *alpha is NaN) or reuses the alpha of each input, folds the
- * scales in, and points the tensors at the copies and their importances. */
+ * scales them with tlm_awq_scale_layer (choosing the alphas still NaN), and
+ * points the tensors at the copies and their importances. */
 static tlm_status awq_prepare_layer(plan *p, awq_layer *al, int32_t il, int32_t first,
                                     int32_t end) {
     const tlm_hparams *hp = &p->m->hp;
@@ -548,8 +413,7 @@ static tlm_status awq_prepare_layer(plan *p, awq_layer *al, int32_t il, int32_t 
     const bool attn = an && tq && tk && tv && to && an->src && tq->src && tk->src && tv->src &&
                       to->src && (!tbv || tbv->src);
     const bool mlp = fn && tg && tu && td && fn->src && tg->src && tu->src && td->src;
-    const int64_t n_max = QD > F ? (QD > E ? QD : E) : (F > E ? F : E);
-    size_t need = (size_t)(2 * E + QD + F + 3 * n_max);
+    size_t need = (size_t)(2 * E + QD + F);
     if (attn) need += (size_t)(E + 2 * QD * E + 2 * KD * E + KD);
     if (mlp) need += (size_t)(E + 3 * F * E);
     if (need > al->cap) {
@@ -562,70 +426,40 @@ static tlm_status awq_prepare_layer(plan *p, awq_layer *al, int32_t il, int32_t 
     float *at = al->buf;
 #define TAKE(n) (at += (n), at - (n))
 #define COPY(t, n) (t ? memcpy(TAKE(n), t->src, (size_t)(n) * sizeof(float)) : NULL)
-    float *stat_small = TAKE(n_max), *s_small = TAKE(n_max), *s_full = TAKE(n_max);
-    const float *stat[AWQ_N_INPUTS];
-    const int64_t want_n[AWQ_N_INPUTS] = {E, QD, E, F};
-    for (int k = 0; k < AWQ_N_INPUTS; k++) {
+    tlm_awq_layer l = {.n_embd = E, .n_ff = F, .head_dim = HD, .n_head = hp->n_head,
+                       .n_head_kv = hp->n_head_kv, .imp = {TAKE(E), TAKE(QD), TAKE(E), TAKE(F)}};
+    const int64_t want_n[TLM_AWQ_N_INPUTS] = {E, QD, E, F};
+    for (int k = 0; k < TLM_AWQ_N_INPUTS; k++) {
         int64_t n = 0;
-        stat[k] = tlm_calib_act_stats(p->o->calib, il, awq_inputs[k], &n);
-        if (n != want_n[k]) stat[k] = NULL;
+        l.stat[k] = tlm_calib_act_stats(p->o->calib, il, awq_inputs[k], &n);
+        if (n != want_n[k]) l.stat[k] = NULL;
     }
-    float *imp[AWQ_N_INPUTS] = {TAKE(E), TAKE(QD), TAKE(E), TAKE(F)};
-    /* One input: importance, alpha, scales; the fold is left to the caller. */
-#define CHOOSE(k, grp)                                                                    \
-    do {                                                                                  \
-        const awq_group *g_ = (grp);                                                      \
-        const int64_t ns_ = (int64_t)g_->n_head_kv * g_->head_dim;                        \
-        tlm_awq_importance(stat[k], g_->n_full, imp[k]);                                  \
-        if (g_->n_head != g_->n_head_kv)                                                  \
-            tlm_awq_kv_stat(stat[k], g_->n_head, g_->n_head_kv, g_->head_dim, stat_small); \
-        else                                                                              \
-            memcpy(stat_small, stat[k], (size_t)ns_ * sizeof(float));                     \
-        float *alpha_ = &p->alpha[(size_t)il * AWQ_N_INPUTS + k];                         \
-        if (isnan(*alpha_)) *alpha_ = awq_choose_alpha(g_, stat_small, imp[k]);           \
-        tlm_awq_scales(stat_small, ns_, *alpha_, s_small);                                \
-        expand_scales(g_, s_small, s_full);                                               \
-        for (int64_t j = 0; j < g_->n_full; j++) imp[k][j] /= s_full[j] * s_full[j];      \
-    } while (0)
     if (attn) {
-        float *norm = COPY(an, E), *wq = COPY(tq, QD * E), *wk = COPY(tk, KD * E),
-              *wv = COPY(tv, KD * E), *bv = COPY(tbv, KD), *wo = COPY(to, E * QD);
-        if (stat[AWQ_OUT]) { /* first: it rescales Wv, an input of the next group */
-            awq_group g = {{wo}, {E}, {to->dtype}, 1, QD, HD, hp->n_head, hp->n_head_kv};
-            CHOOSE(AWQ_OUT, &g);
-            tlm_awq_fold_rows(wv, bv, E, wo, E, hp->n_head, hp->n_head_kv, HD, s_small);
-            to->imp = imp[AWQ_OUT];
-        }
-        if (stat[AWQ_QKV]) {
-            awq_group g = {{wq, wk, wv}, {QD, KD, KD}, {tq->dtype, tk->dtype, tv->dtype}, 3, E, E, 1, 1};
-            CHOOSE(AWQ_QKV, &g);
-            float *mats[3] = {wq, wk, wv};
-            tlm_awq_fold_norm(norm, E, mats, g.rows, 3, s_full);
-            tq->imp = tk->imp = tv->imp = imp[AWQ_QKV];
-        }
-        an->src = norm, tq->src = wq, tk->src = wk, tv->src = wv, to->src = wo;
-        if (tbv) tbv->src = bv;
+        l.attn_norm = COPY(an, E), l.wq = COPY(tq, QD * E), l.wk = COPY(tk, KD * E);
+        l.wv = COPY(tv, KD * E), l.bv = COPY(tbv, KD), l.wo = COPY(to, E * QD);
+        l.wq_type = awq_type(tq), l.wk_type = awq_type(tk), l.wv_type = awq_type(tv);
+        l.wo_type = awq_type(to);
     }
     if (mlp) {
-        float *norm = COPY(fn, E), *wg = COPY(tg, F * E), *wu = COPY(tu, F * E), *wd = COPY(td, E * F);
-        if (stat[AWQ_DOWN]) {
-            awq_group g = {{wd}, {E}, {td->dtype}, 1, F, F, 1, 1};
-            CHOOSE(AWQ_DOWN, &g);
-            tlm_awq_fold_rows(wu, NULL, E, wd, E, 1, 1, F, s_small);
-            td->imp = imp[AWQ_DOWN];
-        }
-        if (stat[AWQ_GATE_UP]) {
-            awq_group g = {{wg, wu}, {F, F}, {tg->dtype, tu->dtype}, 2, E, E, 1, 1};
-            CHOOSE(AWQ_GATE_UP, &g);
-            float *mats[2] = {wg, wu};
-            tlm_awq_fold_norm(norm, E, mats, g.rows, 2, s_full);
-            tg->imp = tu->imp = imp[AWQ_GATE_UP];
-        }
-        fn->src = norm, tg->src = wg, tu->src = wu, td->src = wd;
+        l.ffn_norm = COPY(fn, E), l.w_gate = COPY(tg, F * E), l.w_up = COPY(tu, F * E);
+        l.w_down = COPY(td, E * F);
+        l.gate_type = awq_type(tg), l.up_type = awq_type(tu), l.down_type = awq_type(td);
     }
-#undef CHOOSE
 #undef COPY
 #undef TAKE
+    if (!tlm_awq_scale_layer(&l, &p->alpha[(size_t)il * TLM_AWQ_N_INPUTS]))
+        return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory for layer %d", p->dst, (int)il);
+    if (attn) {
+        if (l.stat[TLM_AWQ_OUT]) to->imp = l.imp[TLM_AWQ_OUT];
+        if (l.stat[TLM_AWQ_QKV]) tq->imp = tk->imp = tv->imp = l.imp[TLM_AWQ_QKV];
+        an->src = l.attn_norm, tq->src = l.wq, tk->src = l.wk, tv->src = l.wv, to->src = l.wo;
+        if (tbv) tbv->src = l.bv;
+    }
+    if (mlp) {
+        if (l.stat[TLM_AWQ_DOWN]) td->imp = l.imp[TLM_AWQ_DOWN];
+        if (l.stat[TLM_AWQ_GATE_UP]) tg->imp = tu->imp = l.imp[TLM_AWQ_GATE_UP];
+        fn->src = l.ffn_norm, tg->src = l.w_gate, tu->src = l.w_up, td->src = l.w_down;
+    }
     return TLM_OK;
 }
 
@@ -788,8 +622,8 @@ static bool add_importance(cJSON *root, const plan *p) {
         cJSON *awq = cJSON_AddObjectToObject(root, "awq"), *arr;
         if (!awq || !(arr = cJSON_AddArrayToObject(awq, "alpha"))) return false;
         for (int32_t il = 0; il < NL; il++)
-            for (int k = 0; k < AWQ_N_INPUTS; k++) {
-                const float a = p->alpha[il * AWQ_N_INPUTS + k];
+            for (int k = 0; k < TLM_AWQ_N_INPUTS; k++) {
+                const float a = p->alpha[il * TLM_AWQ_N_INPUTS + k];
                 if (isnan(a)) continue;
                 cJSON *e = cJSON_CreateObject();
                 if (!e || !cJSON_AddItemToArray(arr, e) ||
@@ -843,8 +677,7 @@ done:
 
 typedef struct out_file {
     const char *dst;    /* the final name, for messages */
-    char tmp[4096];     /* the temporary file */
-    int fd;
+    tlm_atomic_file file;
     uint8_t *buf;
     size_t used;
     uint64_t pos;       /* bytes written or buffered: the file offset reached */
@@ -856,15 +689,8 @@ typedef struct out_file {
 } out_file;
 
 static tlm_status out_flush(out_file *o) {
-    size_t done = 0;
-    while (done < o->used) {
-        ssize_t n = write(o->fd, o->buf + done, o->used - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0)
-            return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst,
-                              n < 0 ? strerror(errno) : "no progress");
-        done += (size_t)n;
-    }
+    tlm_status st = tlm_atomic_write(&o->file, o->buf, o->used, o->err);
+    if (st) return st;
     o->used = 0;
     if (o->progress && !o->progress(o->user, "write", o->pos, o->total))
         return tlm_seterr(o->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
@@ -906,75 +732,15 @@ static tlm_status out_pad_to(out_file *o, uint64_t offset) {
     return offset > o->pos ? out_zeros(o, offset - o->pos) : TLM_OK;
 }
 
+/* The whole size is reserved now: a full disk fails here, not at the end. */
 static tlm_status out_open(out_file *o) {
-    const char *slash = strrchr(o->dst, '/');
-    int n;
-    if (slash)
-        n = snprintf(o->tmp, sizeof o->tmp, "%.*s/.%s.partial-XXXXXX", (int)(slash - o->dst),
-                     o->dst, slash + 1);
-    else
-        n = snprintf(o->tmp, sizeof o->tmp, ".%s.partial-XXXXXX", o->dst);
-    if (n < 0 || (size_t)n >= sizeof o->tmp)
-        return tlm_seterr(o->err, TLM_ERR_ARG, "%s: path too long", o->dst);
-    o->fd = mkostemp(o->tmp, O_CLOEXEC);
-    if (o->fd < 0) {
-        int e = errno;
-        o->tmp[0] = '\0';
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot create a temporary file next to it: %s",
-                          o->dst, strerror(e));
-    }
-    /* Reserve the whole size now: a full disk fails here, not at the end.
-     * fallocate(2), not posix_fallocate: where the file system cannot
-     * reserve, the latter would emulate it by writing every block. */
-    if (fallocate(o->fd, 0, 0, (off_t)o->total) != 0 &&
-        (errno == ENOSPC || errno == EFBIG || errno == EDQUOT))
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write %" PRIu64 " bytes: %s", o->dst,
-                          o->total, strerror(errno));
-    return TLM_OK;
+    return tlm_atomic_open(&o->file, o->dst, 0644, o->total, o->err);
 }
 
-static void out_discard(out_file *o) {
-    if (o->fd >= 0) close(o->fd);
-    o->fd = -1;
-    if (o->tmp[0]) unlink(o->tmp);
-    o->tmp[0] = '\0';
-}
-
-/* Header at offset 0, permissions, fsync, rename, fsync of the directory. */
+/* The header at offset 0, then fsync and rename. */
 static tlm_status out_commit(out_file *o, const tlm_file_header *h) {
-    size_t done = 0;
-    const uint8_t *hb = (const uint8_t *)h;
-    while (done < sizeof *h) {
-        ssize_t n = pwrite(o->fd, hb + done, sizeof *h - done, (off_t)done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0)
-            return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write the header: %s", o->dst,
-                              strerror(errno));
-        done += (size_t)n;
-    }
-    mode_t mask = umask(022); /* mkstemp made it 0600; a model is an ordinary file */
-    umask(mask);
-    if (fchmod(o->fd, 0644 & ~mask) != 0 || fsync(o->fd) != 0)
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst, strerror(errno));
-    int fd = o->fd;
-    o->fd = -1;
-    if (close(fd) != 0)
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot write: %s", o->dst, strerror(errno));
-    if (rename(o->tmp, o->dst) != 0)
-        return tlm_seterr(o->err, TLM_ERR_IO, "%s: cannot rename the temporary file onto it: %s",
-                          o->dst, strerror(errno));
-    o->tmp[0] = '\0';
-    /* the rename itself reaches the disk with its directory */
-    char dir[4096];
-    const char *slash = strrchr(o->dst, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->dst) + (slash == o->dst) : 1,
-             slash ? o->dst : ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return TLM_OK;
+    tlm_status st = tlm_atomic_pwrite(&o->file, h, sizeof *h, 0, "the header", o->err);
+    return st ? st : tlm_atomic_commit(&o->file, o->err);
 }
 
 /* A damaged source can carry NaN or infinity, whose conversion to an integer
@@ -1073,11 +839,11 @@ static tlm_status write_file(plan *p, out_file *o, const char *meta, size_t meta
     h.meta_bytes = meta_bytes;
     h.tok_offset = h.meta_offset + h.meta_bytes;
     for (int i = 0; i < tb->n_parts; i++) h.tok_bytes += tb->part_bytes[i];
-    h.data_offset = align_up(h.tok_offset + h.tok_bytes, TLM_DATA_ALIGN);
+    h.data_offset = tlm_align_up(h.tok_offset + h.tok_bytes, TLM_DATA_ALIGN);
     uint64_t at = 0;
     for (int32_t i = 0; i < p->n_tensors; i++) {
         p->tensors[i].offset = at;
-        at = align_up(at + p->tensors[i].bytes, TLM_DATA_ALIGN);
+        at = tlm_align_up(at + p->tensors[i].bytes, TLM_DATA_ALIGN);
     }
     h.data_bytes = at;
     h.dir_offset = h.data_offset + h.data_bytes;
@@ -1159,7 +925,8 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
     if ((uint64_t)m->hp.n_layer > TLM_MAX_TENSORS / 16)
         return tlm_seterr(err, TLM_ERR_ARG, "%s: too many layers (%d)", dst, m->hp.n_layer);
     plan p = {.m = m, .o = wo, .dst = dst, .err = err};
-    out_file o = {.dst = dst, .fd = -1, .progress = wo->progress, .user = wo->user, .err = err};
+    out_file o = {.dst = dst, .file = {.fd = -1}, .progress = wo->progress, .user = wo->user,
+                  .err = err};
     char *meta = NULL;
     tlm_status st = plan_build(&p);
     if (!st) st = awq_choose_all(&p);
@@ -1173,7 +940,7 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
         if (!o.buf || !o.file_hash) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
     }
     if (!st) st = write_file(&p, &o, meta, strlen(meta));
-    if (st) out_discard(&o);
+    if (st) tlm_atomic_discard(&o.file);
     cJSON_free(meta);
     tlm_free(o.buf);
     tlm_free(o.file_hash);

@@ -20,3 +20,9 @@ set_tests_properties(calib_cli PROPERTIES TIMEOUT 300 PROCESSORS 2)
 tlm_py_test(calib_realmodel test_calib_real.py)
 set_tests_properties(calib_realmodel PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 600
                      PROCESSORS 2 LABELS "reference;realmodel")
+
+# The same pass on a lazily loaded model (layers materialised one at a time)
+# gives byte-identical output for GGUF and Hugging Face sources; a truncated
+# source is refused at load, and one cut after loading gives an error.
+tlm_py_test(calib_lazy test_calib_lazy.py $<TARGET_FILE:tool_calib_dump>)
+set_tests_properties(calib_lazy PROPERTIES TIMEOUT 300 PROCESSORS 2)

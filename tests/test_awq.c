@@ -10,7 +10,9 @@
  *    those per-channel variances. Errors are computed here from the
  *    dequantized packed bytes, not with the library's own error function.
  *  - Folding scales into the preceding ops leaves the f32 function of an
- *    attention sublayer (GQA) and of an MLP sublayer unchanged (1e-5 rel).
+ *    attention sublayer (GQA) and of an MLP sublayer unchanged (1e-5 rel),
+ *    both for the fold primitives and for a whole layer scaled by
+ *    tlm_awq_scale_layer (alphas chosen on the grid).
  *  - drop_select_scores picks the lowest scores, deeper layer first on ties.
  */
 #include <math.h>
@@ -324,6 +326,59 @@ static void test_fold_mlp(void **state) {
     free(x), free(norm), free(wg), free(wu), free(wd);
 }
 
+/* tlm_awq_scale_layer on a whole GQA layer: the alphas it chooses lie on
+ * the grid, the f32 function of both sublayers is unchanged, and with every
+ * alpha given as 0 the weights stay as they are and each importance is the
+ * plain tlm_awq_importance of its input's statistics. */
+static void test_scale_layer(void **state) {
+    (void)state;
+    float *x = randv(T * E, 1.0f), *an = randv(E, 0.1f), *fn = randv(E, 0.1f);
+    for (int j = 0; j < E; j++) an[j] += 1.0f, fn[j] += 1.0f;
+    float *wq = randv(QD * E, 0.125f), *wk = randv(KD * E, 0.125f), *wv = randv(KD * E, 0.125f);
+    float *bv = randv(KD, 0.1f), *wo = randv(E * QD, 0.125f);
+    float *wg = randv(FF * E, 0.125f), *wu = randv(FF * E, 0.125f), *wd = randv(E * FF, 0.1f);
+    static float stat_e[E], stat_q[QD], stat_f[FF], imp_qkv[E], imp_o[QD], imp_gu[E], imp_d[FF];
+    rand_scales(stat_e, E);
+    rand_scales(stat_q, QD);
+    rand_scales(stat_f, FF);
+    tlm_awq_layer l = {.n_embd = E, .n_ff = FF, .head_dim = HD, .n_head = NH, .n_head_kv = NKV,
+                       .attn_norm = an, .wq = wq, .wk = wk, .wv = wv, .bv = bv, .wo = wo,
+                       .wq_type = TLM_Q4_G32, .wk_type = TLM_Q4_G32, .wv_type = TLM_Q4_G32,
+                       .wo_type = TLM_Q4_G32, .ffn_norm = fn, .w_gate = wg, .w_up = wu,
+                       .w_down = wd, .gate_type = TLM_Q4_G32, .up_type = TLM_Q4_G32,
+                       .down_type = TLM_AWQ_FLOAT,
+                       .stat = {stat_e, stat_q, stat_e, stat_f},
+                       .imp = {imp_qkv, imp_o, imp_gu, imp_d}};
+    static float before[T * E], after[T * E], before_mlp[T * E], after_mlp[T * E];
+    attention(x, an, wq, wk, wv, bv, wo, before);
+    mlp(x, fn, wg, wu, wd, before_mlp);
+
+    float alpha[TLM_AWQ_N_INPUTS] = {NAN, NAN, NAN, NAN};
+    assert_true(tlm_awq_scale_layer(&l, alpha));
+    for (int k = 0; k < TLM_AWQ_N_INPUTS; k++) {
+        const float step = alpha[k] * (TLM_AWQ_ALPHA_STEPS - 1);
+        print_message("input %d: alpha %.1f\n", k, (double)alpha[k]);
+        assert_true(alpha[k] >= 0 && alpha[k] <= 1 && fabsf(step - roundf(step)) < 1e-4f);
+    }
+    attention(x, an, wq, wk, wv, bv, wo, after);
+    mlp(x, fn, wg, wu, wd, after_mlp);
+    assert_true(rel_diff(before, after, T * E) < 1e-5);
+    assert_true(rel_diff(before_mlp, after_mlp, T * E) < 1e-5);
+
+    float *wq0 = malloc(sizeof(float) * QD * E), imp[FF]; /* FF > QD */
+    memcpy(wq0, wq, sizeof(float) * QD * E);
+    float zero[TLM_AWQ_N_INPUTS] = {0, 0, 0, 0};
+    assert_true(tlm_awq_scale_layer(&l, zero));
+    assert_memory_equal(wq, wq0, sizeof(float) * QD * E);
+    tlm_awq_importance(stat_q, QD, imp);
+    assert_memory_equal(imp_o, imp, sizeof(float) * QD);
+    tlm_awq_importance(stat_f, FF, imp);
+    assert_memory_equal(imp_d, imp, sizeof(float) * FF);
+    free(wq0);
+    free(x), free(an), free(fn), free(wq), free(wk), free(wv), free(bv), free(wo);
+    free(wg), free(wu), free(wd);
+}
+
 /* ---------------------------------------------------------- drop ranking */
 
 static void test_drop_ranking(void **state) {
@@ -379,6 +434,7 @@ int main(void) {
         cmocka_unit_test(test_scales),
         cmocka_unit_test(test_fold_attention_gqa),
         cmocka_unit_test(test_fold_mlp),
+        cmocka_unit_test(test_scale_layer),
         cmocka_unit_test(test_drop_ranking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,15 +12,14 @@ import csv
 import io
 import json
 import os
-import subprocess
 import sys
+
+from testutil import check, stderr_lines, summary
+import testutil
 
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "bench")
 SKIP = 77
-
-failures = []
-passes = 0
 
 # the synthetic model (tests/py/synth_gguf.py defaults)
 N_LAYER, N_HEAD_KV, HEAD_DIM = 2, 2, 16
@@ -30,18 +29,7 @@ JSON_FIELDS = ("test", "threads", "n_prompt", "n_gen", "tokens_per_s", "stddev",
 
 
 def run(args, timeout=300):
-    p = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
+    return testutil.run(args, timeout)
 
 
 # --------------------------------------------------------------- formats
@@ -122,7 +110,7 @@ def test_csv(model):
 
 def expect_usage_error(name, args, must_contain):
     rc, out, err = run([TRIMLM, "bench"] + args)
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = stderr_lines(err)
     ok = rc == 2 and len(lines) == 1 and lines[0].startswith("trimlm bench: ") and \
         all(s in lines[0] for s in must_contain) and out == ""
     check(f"usage error: {name}", ok, f"rc={rc} stderr={err!r} stdout={out[:200]!r}")
@@ -195,7 +183,7 @@ def test_pg_depth(model):
           and "KV cache at the tested context" in out, repr(out))
     # the synthetic model's context is 256 tokens
     rc, out, err = run([TRIMLM, "bench", "-m", model, "-p", "16", "-n", "0", "-d", "250", "-r", "1"])
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = stderr_lines(err)
     check("-d beyond the model's context: exit 1, one line naming -d and the sizes",
           rc == 1 and len(lines) == 1 and "-d 250" in lines[0] and "266" in lines[0] and "256" in lines[0]
           and out == "", f"rc={rc} {err!r} {out!r}")
@@ -284,8 +272,7 @@ def main():
                           n_head_kv=N_HEAD_KV, n_ff=96, ctx=256, seed=3, qtype="q8_0")
     test_compare(model, model_b)
     test_membw(sys.argv[1])
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

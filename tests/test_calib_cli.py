@@ -30,18 +30,11 @@ import numpy as np
 
 import ref_llama
 import synth_gguf
+from testutil import check, scratch_dir, summary
 
 TRIMLM = os.environ["TRIMLM"]
 SCORE_TOL = 1e-5
 KINDS = ("attn", "mlp", "block")
-
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def score(*args, timeout=120):
@@ -50,8 +43,7 @@ def score(*args, timeout=120):
 
 
 def main():
-    out = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "calib_cli")
-    os.makedirs(out, exist_ok=True)
+    out = scratch_dir("calib_cli")
     model = os.path.join(out, "m.gguf")
     synth_gguf.write_gguf(model, arch="llama", n_layer=4, seed=31)
     text = os.path.join(out, "text.txt")
@@ -63,13 +55,13 @@ def main():
 
     # ------------------------------------------------------------ json
     r = score(model, *common, "--format", "json", "-t", "2")
-    check(r.returncode == 0, f"json: exit 0 ({r.stderr.strip()})")
+    check(f"json: exit 0 ({r.stderr.strip()})", r.returncode == 0)
     data = json.loads(r.stdout)
-    check(isinstance(data, list) and len(data) == 3 * n_layer, "json: a list of 3 x n_layer")
-    check(all(set(e) == {"layer", "kind", "score"} for e in data), "json: keys layer, kind, score")
-    check([(e["layer"], e["kind"]) for e in data] == [(l, k) for l in range(n_layer) for k in KINDS],
-          "json: layer order, attn/mlp/block")
-    check("calibration:" in r.stderr, "json: settings on stderr, not in the list")
+    check("json: a list of 3 x n_layer", isinstance(data, list) and len(data) == 3 * n_layer)
+    check("json: keys layer, kind, score", all(set(e) == {"layer", "kind", "score"} for e in data))
+    check("json: layer order, attn/mlp/block",
+          [(e["layer"], e["kind"]) for e in data] == [(l, k) for l in range(n_layer) for k in KINDS])
+    check("json: settings on stderr, not in the list", "calibration:" in r.stderr)
     got = {k: np.array([e["score"] for e in data if e["kind"] == k]) for k in KINDS}
 
     # the reference over the same sequences: the text tokenised by the
@@ -92,56 +84,57 @@ def main():
     seqs = ref_llama.calibration_sequences(list(buf[:n]), n_tokens, seq)
     want = ref_llama.calibration_stats(ref_llama.load(model), seqs)
     err = max(float(np.abs(got[k] - want[k]).max()) for k in KINDS)
-    check(err < SCORE_TOL, f"json: scores vs numpy reference, max abs err {err:.2e}")
+    check(f"json: scores vs numpy reference, max abs err {err:.2e}", err < SCORE_TOL)
 
     r1 = score("-m", model, *common, "--format", "json", "-t", "1")
     one = {k: np.array([e["score"] for e in json.loads(r1.stdout) if e["kind"] == k]) for k in KINDS}
     d = max(float(np.abs(one[k] - got[k]).max()) for k in KINDS)
-    check(r1.returncode == 0 and d <= 1e-6, f"-m and 1 thread agree with SRC and 2 threads ({d:.1e})")
+    check(f"-m and 1 thread agree with SRC and 2 threads ({d:.1e})", r1.returncode == 0 and d <= 1e-6)
 
     # ------------------------------------------------------------- csv
     r = score(model, *common, "--format", "csv")
-    check(r.returncode == 0, "csv: exit 0")
+    check("csv: exit 0", r.returncode == 0)
     rows = [l for l in r.stdout.splitlines() if not l.startswith("#")]
     footer = [l for l in r.stdout.splitlines() if l.startswith("#")]
     table = list(csv.DictReader(io.StringIO("\n".join(rows))))
-    check(list(table[0].keys()) == ["layer", "attn", "attn_rank", "mlp", "block"], "csv: header")
-    check(len(table) == n_layer, "csv: one row per layer")
+    check("csv: header", list(table[0].keys()) == ["layer", "attn", "attn_rank", "mlp", "block"])
+    check("csv: one row per layer", len(table) == n_layer)
     csv_attn = np.array([float(t["attn"]) for t in table])
-    check(float(np.abs(csv_attn - got["attn"]).max()) < 1e-7, "csv: the same attention scores")
+    check("csv: the same attention scores", float(np.abs(csv_attn - got["attn"]).max()) < 1e-7)
     ranks = [int(t["attn_rank"]) for t in table]
-    check(sorted(ranks) == list(range(1, n_layer + 1)), "csv: ranks are 1..n_layer")
-    check(list(np.argsort(csv_attn, kind="stable") + 1) == [ranks.index(k) + 1 for k in range(1, n_layer + 1)],
-          "csv: rank 1 = lowest attention score")
-    check(any("calibration:" in l and f"{n_tokens} tokens" in l for l in footer),
-          "csv: settings in the footer")
+    check("csv: ranks are 1..n_layer", sorted(ranks) == list(range(1, n_layer + 1)))
+    check("csv: rank 1 = lowest attention score",
+          list(np.argsort(csv_attn, kind="stable") + 1) == [ranks.index(k) + 1 for k in range(1, n_layer + 1)])
+    check("csv: settings in the footer",
+          any("calibration:" in l and f"{n_tokens} tokens" in l for l in footer))
 
     # ----------------------------------------------------------- table
     r = score(model, *common)
     lines = r.stdout.splitlines()
     body = [l.split() for l in lines if l[:5].strip().isdigit()]
-    check(r.returncode == 0 and len(body) == n_layer, "table: one line per layer")
-    check(all(abs(float(b[1]) - got["attn"][i]) < 1e-6 and int(b[2]) == ranks[i]
-              for i, b in enumerate(body)), "table: attention score and rank per layer")
-    check(any(l.startswith("calibration:") and "sequences of <= 32" in l for l in lines),
-          "table: settings line")
+    check("table: one line per layer", r.returncode == 0 and len(body) == n_layer)
+    check("table: attention score and rank per layer",
+          all(abs(float(b[1]) - got["attn"][i]) < 1e-6 and int(b[2]) == ranks[i]
+              for i, b in enumerate(body)))
+    check("table: settings line",
+          any(l.startswith("calibration:") and "sequences of <= 32" in l for l in lines))
 
     # ------------------------------------------------------------ plot
     svg = os.path.join(out, "scores.svg")
     if os.path.exists(svg):
         os.remove(svg)
     r = score(model, *common, "--format", "json", "--plot", svg)
-    check(r.returncode == 0 and os.path.exists(svg), f"plot: written ({r.stderr.strip()})")
+    check(f"plot: written ({r.stderr.strip()})", r.returncode == 0 and os.path.exists(svg))
     root = ET.parse(svg).getroot()
     ns = "{http://www.w3.org/2000/svg}"
-    check(root.tag == ns + "svg", "plot: an <svg> root")
+    check("plot: an <svg> root", root.tag == ns + "svg")
     texts = ["".join(t.itertext()) for t in root.iter(ns + "text")]
-    check(any("synthetic llama" in t for t in texts), "plot: the title names the model")
-    check(all(any(t == name for t in texts) for name in ("attention", "MLP", "block")),
-          "plot: a legend with the three kinds")
-    check(len(list(root.iter(ns + "polyline"))) == 3, "plot: three lines")
-    check(any(t == "layer" for t in texts), "plot: an x-axis label")
-    check(not [f for f in os.listdir(out) if ".tmp" in f], "plot: no temporary file left")
+    check("plot: the title names the model", any("synthetic llama" in t for t in texts))
+    check("plot: a legend with the three kinds",
+          all(any(t == name for t in texts) for name in ("attention", "MLP", "block")))
+    check("plot: three lines", len(list(root.iter(ns + "polyline"))) == 3)
+    check("plot: an x-axis label", any(t == "layer" for t in texts))
+    check("plot: no temporary file left", not [f for f in os.listdir(out) if ".partial-" in f or ".tmp" in f])
 
     # ------------------------------------------------- .tlm sources
     # pruned: the removed sublayers are null; layer 0 (upstream of them) is
@@ -149,26 +142,27 @@ def main():
     pruned = os.path.join(out, "pruned.tlm")
     r = subprocess.run([TRIMLM, "convert", model, "-o", pruned, "--type", "f32", "--no-calib",
                         "--drop-list", "attn:1 mlp:2"], stderr=subprocess.PIPE, text=True)
-    check(r.returncode == 0, f"convert a pruned .tlm ({r.stderr.strip()})")
+    check(f"convert a pruned .tlm ({r.stderr.strip()})", r.returncode == 0)
     r = score(pruned, *common, "--format", "json")
     pj = {(e["layer"], e["kind"]): e["score"] for e in json.loads(r.stdout or "[]")}
-    check(r.returncode == 0 and pj.get((1, "attn"), 0) is None and pj.get((2, "mlp"), 0) is None,
-          "pruned .tlm: removed sublayers score null")
-    check(all(pj.get((l, k)) is not None for l in range(n_layer) for k in KINDS
-              if (l, k) not in ((1, "attn"), (2, "mlp"))), "pruned .tlm: the others are scored")
+    check("pruned .tlm: removed sublayers score null",
+          r.returncode == 0 and pj.get((1, "attn"), 0) is None and pj.get((2, "mlp"), 0) is None)
+    check("pruned .tlm: the others are scored",
+          all(pj.get((l, k)) is not None for l in range(n_layer) for k in KINDS
+              if (l, k) not in ((1, "attn"), (2, "mlp"))))
     d0 = max(abs(pj.get((0, k), 9) - got[k][0]) for k in KINDS)
-    check(d0 < 1e-6, f"pruned .tlm: layer 0 unchanged ({d0:.1e})")
+    check(f"pruned .tlm: layer 0 unchanged ({d0:.1e})", d0 < 1e-6)
     r = score(pruned, *common)
     row1 = next((l.split() for l in r.stdout.splitlines() if l.split()[:1] == ["1"]), [])
-    check(row1[1:3] == ["-", "-"], f"pruned .tlm: the table shows '-' ({row1})")
+    check(f"pruned .tlm: the table shows '-' ({row1})", row1[1:3] == ["-", "-"])
     q8 = os.path.join(out, "q8.tlm")
     r = subprocess.run([TRIMLM, "convert", model, "-o", q8, "--type", "int8", "--no-calib"],
                        stderr=subprocess.PIPE, text=True)
     r = score(q8, *common, "--format", "json")
     qd = [e["score"] for e in json.loads(r.stdout or "[]")]
     dq = max((abs(a - b) for a, b in zip(qd, [e["score"] for e in data])), default=9)
-    check(r.returncode == 0 and len(qd) == 3 * n_layer and dq < 0.02,
-          f"int8 .tlm: scores within 0.02 of the f32 model's ({dq:.1e})")
+    check(f"int8 .tlm: scores within 0.02 of the f32 model's ({dq:.1e})",
+          r.returncode == 0 and len(qd) == 3 * n_layer and dq < 0.02)
 
     # -------------------------------------------------------- bad input
     empty = os.path.join(out, "empty.txt")
@@ -196,21 +190,18 @@ def main():
             score(model, *args)
         msg = r.stderr.strip()
         ok = r.returncode == rc and all(s in msg for s in needles) and len(msg.splitlines()) == 1
-        check(ok, f"{' '.join(args)}: exit {r.returncode} (want {rc}), message {msg!r}")
+        check(f"{' '.join(args)}: exit {r.returncode} (want {rc}), message {msg!r}", ok)
     r = score()
-    check(r.returncode == 2 and "trimlm score: no model" in r.stderr, "no model: exit 2")
+    check("no model: exit 2", r.returncode == 2 and "trimlm score: no model" in r.stderr)
     r = score(os.path.join(out, "missing.gguf"))
-    check(r.returncode == 1 and "missing.gguf" in r.stderr, "missing model: exit 1 naming it")
+    check("missing model: exit 1 naming it", r.returncode == 1 and "missing.gguf" in r.stderr)
     r = score(model, "--calib", bad_utf8, "--calib-tokens", "64", "--calib-seq", "16", "--format", "json")
-    check(r.returncode == 0 and len(json.loads(r.stdout)) == 3 * n_layer,
-          f"invalid UTF-8 text: accepted ({r.stderr.strip()})")
+    check(f"invalid UTF-8 text: accepted ({r.stderr.strip()})",
+          r.returncode == 0 and len(json.loads(r.stdout)) == 3 * n_layer)
     r = score("--help")
-    check(r.returncode == 0 and "usage: trimlm score" in r.stdout, "--help")
+    check("--help", r.returncode == 0 and "usage: trimlm score" in r.stdout)
 
-    if failures:
-        print("\n".join(["FAILURES:"] + failures))
-        sys.exit(1)
-    print("all score CLI checks passed")
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+from testutil import scratch_dir
+
 TRIMLM = os.environ["TRIMLM"]
 N_LAYER = 30
 
 
 def main():
-    out = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "calib_real")
-    os.makedirs(out, exist_ok=True)
+    out = scratch_dir("calib_real")
     svg = os.path.join(out, "smollm2-scores.svg")
     if os.path.exists(svg):
         os.remove(svg)

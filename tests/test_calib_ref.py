@@ -27,6 +27,7 @@ import numpy as np
 
 import ref_llama
 import synth_gguf
+from testutil import scratch_dir
 
 SCORE_TOL = 1e-5
 STAT_TOL = 1e-4
@@ -108,8 +109,7 @@ def compare(label, got, want, failures):
 
 def main():
     tool = sys.argv[1]
-    out = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "calib_ref")
-    os.makedirs(out, exist_ok=True)
+    out = scratch_dir("calib_ref")
     text = os.path.join(out, "calib.txt")
     make_text(text, 400, seed=11)
 

@@ -11,22 +11,10 @@ import subprocess
 import sys
 
 import synth_gguf
+from testutil import check, summary, write_bytes
 
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "chat")
-
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
 
 
 def chat(model, lines, args=(), timeout=120, raw=None):
@@ -47,12 +35,6 @@ def run(model, args, timeout=120):
 def load_json(path):
     with open(path, "rb") as f:
         return json.loads(f.read().decode("utf-8"))
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
 
 
 def main():
@@ -89,7 +71,7 @@ def main():
     conv = load_json(f("three.json"))
     third_incremental = conv["messages"][5]["content"] if len(conv["messages"]) == 6 else None
     two = {"system": None, "messages": conv["messages"][:4]}
-    write(f("two.json"), json.dumps(two).encode())
+    write_bytes(f("two.json"), json.dumps(two).encode())
     rc, out, err = chat(model, [f"/load {f('two.json')}", "and then", f"/save {f('three-b.json')}"],
                         ["-n", "12"])
     conv_b = load_json(f("three-b.json")) if rc == 0 else {"messages": []}
@@ -161,17 +143,17 @@ def main():
           f"rc={rc} err={err!r} {conv!r}")
 
     # ---- bad /load files: one clear line each, the conversation is unchanged
-    write(f("bad-json.json"), b'{"system": null, "messages": [')
-    write(f("bad-shape.json"), b'[1, 2, 3]')
-    write(f("bad-messages.json"), b'{"messages": {"role": "user"}}')
-    write(f("bad-role.json"), b'{"messages": [{"role": "assistant", "content": "x"}, '
-                              b'{"role": "user", "content": "y"}]}')
-    write(f("bad-content.json"), b'{"messages": [{"role": "user", "content": 5}, '
-                                 b'{"role": "assistant", "content": "y"}]}')
-    write(f("bad-odd.json"), b'{"messages": [{"role": "user", "content": "x"}]}')
-    write(f("bad-utf8.json"), b'{"messages": [{"role": "user", "content": "a\xff\xfeb"}, '
-                              b'{"role": "assistant", "content": "y"}]}')
-    write(f("bad-system.json"), b'{"system": 3, "messages": []}')
+    write_bytes(f("bad-json.json"), b'{"system": null, "messages": [')
+    write_bytes(f("bad-shape.json"), b'[1, 2, 3]')
+    write_bytes(f("bad-messages.json"), b'{"messages": {"role": "user"}}')
+    write_bytes(f("bad-role.json"), b'{"messages": [{"role": "assistant", "content": "x"}, '
+                                    b'{"role": "user", "content": "y"}]}')
+    write_bytes(f("bad-content.json"), b'{"messages": [{"role": "user", "content": 5}, '
+                                       b'{"role": "assistant", "content": "y"}]}')
+    write_bytes(f("bad-odd.json"), b'{"messages": [{"role": "user", "content": "x"}]}')
+    write_bytes(f("bad-utf8.json"), b'{"messages": [{"role": "user", "content": "a\xff\xfeb"}, '
+                                    b'{"role": "assistant", "content": "y"}]}')
+    write_bytes(f("bad-system.json"), b'{"system": 3, "messages": []}')
     cases = [("missing", f("no-such-file.json"), "No such file"),
              ("bad-json", f("bad-json.json"), "not valid JSON"),
              ("bad-shape", f("bad-shape.json"), "expected an object"),
@@ -234,8 +216,7 @@ def main():
     check("missing model: exit 1 naming it", p.returncode == 1 and b"no-such-model.gguf" in p.stderr,
           f"{p!r}")
 
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import sys
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from testutil import real_model_path, scratch_dir
+
 # ------------------------------------------------------------ templates
 # Transcribed from the families' published tokenizer_config.json files.
 
@@ -173,13 +175,6 @@ def compare(tool, out_dir, name, reference_template, messages_list, bos, eos, **
     return checked, failures
 
 
-def real_model_path():
-    if os.environ.get("TLM_MODEL_PATH"):
-        return os.environ["TLM_MODEL_PATH"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def gguf_template_and_specials(path):
     """The chat template and BOS/EOS texts, read with the gguf package."""
     import gguf
@@ -203,8 +198,7 @@ def gguf_template_and_specials(path):
 
 def main():
     mode, tool = sys.argv[1], sys.argv[2]
-    out_dir = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "chat")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = scratch_dir("chat")
     total = failed = 0
     if mode == "synthetic":
         for name, template, bos, eos, reference in CASES:

@@ -19,22 +19,13 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "py"))
+
+from testutil import check, real_model_path, summary  # noqa: E402
+
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "chat-tmux")
-
-failures = []
-passes = 0
 SLACK = 4
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
 
 
 class Terminal:
@@ -130,7 +121,6 @@ def history_lines(term):
 # ------------------------------------------------------------- synthetic
 
 def test_synthetic():
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "py"))
     import synth_gguf
     os.makedirs(OUT, exist_ok=True)
     model = os.path.join(OUT, "synthetic.gguf")
@@ -203,13 +193,6 @@ def test_synthetic():
 
 # ------------------------------------------------------------ real model
 
-def real_model_path():
-    if os.environ.get("TLM_MODEL_PATH"):
-        return os.environ["TLM_MODEL_PATH"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def test_real():
     os.makedirs(OUT, exist_ok=True)
     t = Terminal("real", ["-m", real_model_path(), "--temp", "0", "-n", "1500", "-t", "2"])
@@ -264,8 +247,7 @@ def main():
         test_synthetic()
     else:
         test_real()
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -8,50 +8,28 @@ one line on stderr that names the offending input.
 """
 import os
 import struct
-import subprocess
 import sys
+
+from testutil import check, real_model_path, stderr_lines, summary, write_bytes
+import testutil
 
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "cli")
 
-failures = []
-passes = 0
-
 
 def run(args, timeout=120, env=None, stdin=None):
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    p = subprocess.run([TRIMLM] + args, capture_output=True, timeout=timeout, env=full_env,
-                       stdin=stdin if stdin is not None else subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
+    return testutil.run([TRIMLM] + args, timeout, env=dict(os.environ, **(env or {})), stdin=stdin)
 
 
 def expect_error(name, args, rc_want, must_contain=(), exact=None, env=None):
     """One stderr line, the wanted exit code, no crash, no stdout noise."""
     rc, out, err = run(args, env=env)
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = stderr_lines(err)
     ok = rc == rc_want and len(lines) == 1 and all(s in lines[0] for s in must_contain)
     if exact is not None:
         ok = ok and lines[0] == exact
     check(name, ok, f"rc={rc} (want {rc_want}) stderr={err!r} stdout={out[:200]!r}")
     return lines[0] if lines else ""
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
 
 
 def gguf_header(n_tensors, n_kv):
@@ -112,16 +90,16 @@ def test_errors():
     os.makedirs(empty_dir, exist_ok=True)
     expect_error("directory without config.json", ["run", "-m", empty_dir, "-p", "hi"], 1,
                  [empty_dir])
-    empty = write(os.path.join(OUT, "empty.gguf"), b"")
+    empty = write_bytes(os.path.join(OUT, "empty.gguf"), b"")
     expect_error("empty file", ["run", "-m", empty, "-p", "hi"], 1, [empty])
-    garbage = write(os.path.join(OUT, "garbage.gguf"), b"not a model at all\n" * 100)
+    garbage = write_bytes(os.path.join(OUT, "garbage.gguf"), b"not a model at all\n" * 100)
     expect_error("not a GGUF", ["run", "-m", garbage, "-p", "hi"], 1, [garbage])
-    cut_header = write(os.path.join(OUT, "cut-header.gguf"), gguf_header(1, 3)[:12])
+    cut_header = write_bytes(os.path.join(OUT, "cut-header.gguf"), gguf_header(1, 3)[:12])
     expect_error("GGUF cut in the header", ["run", "-m", cut_header, "-p", "hi"], 1, [cut_header])
-    cut_kv = write(os.path.join(OUT, "cut-kv.gguf"),
-                   gguf_header(1, 3) + gguf_kv_string("general.architecture", "llama")[:-3])
+    cut_kv = write_bytes(os.path.join(OUT, "cut-kv.gguf"),
+                         gguf_header(1, 3) + gguf_kv_string("general.architecture", "llama")[:-3])
     expect_error("GGUF cut in the metadata", ["run", "-m", cut_kv, "-p", "hi"], 1, [cut_kv])
-    absurd = write(os.path.join(OUT, "absurd-count.gguf"), gguf_header(1, 1 << 62))
+    absurd = write_bytes(os.path.join(OUT, "absurd-count.gguf"), gguf_header(1, 1 << 62))
     expect_error("GGUF with an absurd count", ["run", "-m", absurd, "-p", "hi"], 1, [absurd])
     expect_error("eval: nonexistent model", ["eval", "-m", missing, "--ppl", garbage], 1, [missing])
     missing_text = os.path.join(OUT, "no-such-text.txt")
@@ -132,13 +110,6 @@ def test_errors():
 
 
 # ------------------------------------------------------------ real model
-
-def real_model_path():
-    if os.environ.get("TLM_MODEL_PATH"):
-        return os.environ["TLM_MODEL_PATH"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
 
 def test_real():
     os.makedirs(OUT, exist_ok=True)
@@ -154,7 +125,7 @@ def test_real():
           rc == 0 and len(out.strip()) > 0 and "tokens/s" in err and "tokens/s" not in out,
           f"rc={rc} out={out!r} err={err!r}")
 
-    prompt_file = write(os.path.join(OUT, "prompt.txt"), b"Name a colour.")
+    prompt_file = write_bytes(os.path.join(OUT, "prompt.txt"), b"Name a colour.")
     rc, out, err = run(["run", "-m", model, "-f", prompt_file, "-n", "4", "--seed", "7"],
                        timeout=240)
     rc_b, out_b, _ = run(["run", "-m", model, "-f", prompt_file, "-n", "4", "--seed", "7"],
@@ -169,12 +140,12 @@ def test_real():
 
     with open(model, "rb") as f:
         head = f.read(5 << 20)
-    cut = write(os.path.join(OUT, "truncated-real.gguf"), head)
+    cut = write_bytes(os.path.join(OUT, "truncated-real.gguf"), head)
     expect_error("truncated real GGUF", ["run", "-m", cut, "-p", "hi"], 1, [cut])
-    cut_small = write(os.path.join(OUT, "truncated-real-small.gguf"), head[:100000])
+    cut_small = write_bytes(os.path.join(OUT, "truncated-real-small.gguf"), head[:100000])
     expect_error("real GGUF cut in the metadata", ["run", "-m", cut_small, "-p", "hi"], 1,
                  [cut_small])
-    short_text = write(os.path.join(OUT, "short.txt"), b"Too short for a chunk.\n")
+    short_text = write_bytes(os.path.join(OUT, "short.txt"), b"Too short for a chunk.\n")
     expect_error("eval: text too short", ["eval", "-m", model, "--ppl", short_text], 1,
                  [short_text, "too short"])
     expect_error("run: context too small", ["run", "-m", model, "-p", "word " * 50, "-c", "8"], 1,
@@ -186,8 +157,7 @@ def main():
         test_errors()
     else:
         test_real()
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ leave no partial file.
 import ctypes
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +23,10 @@ import time
 import numpy as np
 
 import gguf
-import gguf_fixtures
 import hf_fixtures
 import synth_gguf
+from testutil import check, failures, fresh_dir, one_line, summary
+import testutil
 
 TRIMLM = os.environ["TRIMLM"]
 BUILD = os.environ.get("TLM_BUILD", ".")
@@ -37,35 +37,9 @@ ROOT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "convert")
 F16_LOGIT_TOL = 0.25
 BF16_LOGIT_TOL = 1.0
 
-failures = []
-passes = 0
 
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
-
-def run(args, timeout=600, **kw):
-    p = subprocess.run([TRIMLM] + args, capture_output=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL, **kw)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-
-
-def one_line(err):
-    return len([l for l in err.splitlines() if l.strip()]) == 1
-
-
-def fresh(name):
-    path = os.path.join(ROOT, name)
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    return path
+def run(args, timeout=600):
+    return testutil.run([TRIMLM] + args, timeout)
 
 
 def logits(tool, model, tokens, out, threads=1):
@@ -268,7 +242,7 @@ def damaged_copies(tool, work, tlm):
 
 def disk_full(src):
     """Converting onto a 64 KiB tmpfs in a private mount namespace."""
-    target = fresh("full")
+    target = fresh_dir(os.path.join(ROOT, "full"))
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{target}'"],
                            capture_output=True)
     if probe.returncode != 0:
@@ -287,7 +261,7 @@ def disk_full(src):
 
 def synthetic(tool):
     api = Api()
-    work = fresh("synthetic")
+    work = fresh_dir(os.path.join(ROOT, "synthetic"))
     tokens = [1, 17, 300, 42, 5, 99, 250, 7, 318, 0, 64]
 
     src = os.path.join(work, "llama.gguf")
@@ -372,8 +346,8 @@ def synthetic(tool):
 
 def real(tool):
     api = Api()
-    src = gguf_fixtures.real_model_path()
-    work = fresh("real")
+    src = testutil.real_model_path()
+    work = fresh_dir(os.path.join(ROOT, "real"))
     f32 = os.path.join(work, "smollm2-f32.tlm")
     f16 = os.path.join(work, "smollm2-f16.tlm")
     t0 = time.time()
@@ -462,11 +436,7 @@ def main():
         real(tool)
     else:
         raise SystemExit(f"unknown mode {mode}")
-    print(f"{passes} passed, {len(failures)} failed")
-    if failures:
-        for f in failures:
-            print("FAILED: " + f)
-        sys.exit(1)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 
-from gguf_fixtures import fail, random_blocks, real_model_path, run, scratch_dir  # noqa: E402
+from gguf_fixtures import random_blocks, run  # noqa: E402
+from testutil import fail, real_model_path, scratch_dir  # noqa: E402
 
 TOLERANCE_ULPS = 0  # bit-exact; see the module docstring
 

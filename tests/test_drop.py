@@ -29,8 +29,6 @@ round-to-nearest (--no-calib) on the first 20000 bytes of WikiText-2 test.
 """
 import json
 import os
-import struct
-import subprocess
 import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -39,6 +37,8 @@ import numpy as np
 
 import ref_llama
 import synth_gguf
+from testutil import check, log_softmax, read_tlm_header, summary
+import testutil
 
 TRIMLM = os.environ["TRIMLM"]
 ROOT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "drop")
@@ -51,48 +51,17 @@ AWQ_VS_F32_REL = {"int8": 0.05, "int4": 0.40}
 CALIB = ["--calib-tokens", "512", "--calib-seq", "64"]
 TOKENS = [5, 300, 17, 42, 260, 99, 1, 7, 128, 64, 33, 250, 12, 301]
 
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
 
 def run(args, timeout=900):
-    p = subprocess.run([TRIMLM] + args, capture_output=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    return testutil.run([TRIMLM] + args, timeout)
 
 
 def info_json(path):
-    rc, out, err = run(["info", path, "--json", "--tensors"])
-    if rc != 0:
-        raise RuntimeError(f"info {path}: {err}")
-    return json.loads(out)
-
-
-def header(path):
-    """The .tlm header fields this test needs (runtime/tlm_format.h)."""
-    with open(path, "rb") as f:
-        h = f.read(128)
-    names = ["file_bytes", "meta_offset", "meta_bytes", "tok_offset", "tok_bytes",
-             "data_offset", "data_bytes", "dir_offset"]
-    out = dict(zip(names, struct.unpack_from("<8Q", h, 16)))
-    out["n_tensors"] = struct.unpack_from("<I", h, 80)[0]
-    return out
+    return testutil.info_json(TRIMLM, path, "--tensors")
 
 
 def tool_logits(tool, model, mode, out):
-    subprocess.run([tool, model, "--tokens", ",".join(map(str, TOKENS)), "--mode", mode,
-                    "-t", "1", out], check=True, timeout=300)
-    return np.fromfile(out, dtype=np.float32)
+    return testutil.tool_logits(tool, model, TOKENS, out, mode)
 
 
 def sublayer_tensors(layer, kind, qkv_bias):
@@ -146,7 +115,7 @@ def check_drop_list(tool, case, gguf, n_layer, qkv_bias, drop_list, skip_attn, s
               (bt[n]["type"], bt[n]["shape"], bt[n]["bytes"]) for n in dt))
     # sizes: each tensor starts at a multiple of 64 of the data section, so
     # removing a tensor of b bytes removes align64(b) (b plus 0..63 bytes)
-    hb, hd = header(base), header(out)
+    hb, hd = read_tlm_header(base), read_tlm_header(out)
     removed_bytes = sum(bt[n]["bytes"] for n in removed)
     removed_aligned = sum(align64(bt[n]["bytes"]) for n in removed)
     check(f"{case}: data section shrinks by the removed tensors' aligned bytes",
@@ -310,11 +279,6 @@ def check_bad_specs(gguf, dropped_tlm):
 # ------------------------------------------------------- calibrated quant
 
 
-def log_softmax(x):
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
-
-
 def check_calibrated_quant(tool, gguf, case, kinds=("int8", "int4")):
     model = ref_llama.load(gguf)
     ref = model.session().forward(TOKENS)
@@ -403,10 +367,7 @@ def main():
         if f.endswith(".tlm"):
             os.unlink(os.path.join(ROOT, f))
     synthetic(tool) if mode == "synthetic" else real(tool)
-    print(f"{passes} passed, {len(failures)} failed")
-    if failures:
-        print("failed: " + ", ".join(failures))
-        sys.exit(1)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

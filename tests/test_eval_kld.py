@@ -18,27 +18,12 @@ import sys
 
 import numpy as np
 
+from testutil import check, log_softmax, summary
+import testutil
+
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "eval_kld")
 SKIP = 77
-
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
-
-def log_softmax(x):
-    m = x.max(axis=-1, keepdims=True)
-    return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
 
 def reference(model, ref, tokens, ctx):
@@ -70,8 +55,7 @@ def reference(model, ref, tokens, ctx):
 def trimlm_kld(model, ref, text, ctx, *extra):
     cmd = [TRIMLM, "eval", "-m", model, "--kld", ref, "--ppl", text, "--ctx", str(ctx), "--kv", "f32",
            "--json", *extra]
-    p = subprocess.run(cmd, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
+    return testutil.run(cmd, 300)
 
 
 def main():
@@ -153,8 +137,7 @@ def main():
     check("--kld without --ppl is a usage error", p.returncode == 2 and b"--ppl" in p.stderr,
           f"rc={p.returncode} {p.stderr!r}")
 
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

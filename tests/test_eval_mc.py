@@ -18,33 +18,20 @@ acc picks argmax ll_c, acc_norm argmax ll_c / bytes(continuation_c).
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
+
+from testutil import check, real_model_path, stderr_lines, summary
+import testutil
 
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "eval_mc")
 SKIP = 77
 
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
 
 def run(args, timeout=600):
-    p = subprocess.run([TRIMLM, "eval", *args], capture_output=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return testutil.run([TRIMLM, "eval", *args], timeout)
 
 
 def write_lines(path, rows):
@@ -201,7 +188,7 @@ def test_synthetic():
 
 def expect_fail(name, args, must_contain, rc_want=1):
     rc, out, err = run(args)
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = stderr_lines(err)
     ok = rc == rc_want and len(lines) == 1 and all(s in lines[0] for s in must_contain) and out == ""
     check(f"error: {name}", ok, f"rc={rc} stderr={err!r} stdout={out[:200]!r}")
 
@@ -242,13 +229,6 @@ def test_errors(model_path):
 
 # ----------------------------------------------------------------- real
 
-def real_model_path():
-    if os.environ.get("TLM_MODEL_PATH"):
-        return os.environ["TLM_MODEL_PATH"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def test_real():
     data = os.environ["TLM_SHARED_DATA"]
     sets = {"hellaswag": "hellaswag/hellaswag_val_first2000.jsonl", "arc": "arc_easy/arc_easy.jsonl",
@@ -269,8 +249,7 @@ def main():
         test_synthetic()
     else:
         test_real()
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

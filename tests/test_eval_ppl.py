@@ -22,33 +22,23 @@ import sys
 
 import numpy as np
 
+from testutil import check, real_model_path, summary
+import testutil
+
 TRIMLM = os.environ["TRIMLM"]
 OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "eval_ppl")
 SKIP = 77
 
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
 
 def trimlm_eval(model, text_path, ctx, *extra, timeout=600):
     cmd = [TRIMLM, "eval", "-m", model, "--ppl", text_path, "--ctx", str(ctx), "--json", *extra]
-    p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.decode()!r}")
-    lines = p.stdout.decode().splitlines()
+    rc, out, err = testutil.run(cmd, timeout)
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {rc}: {err!r}")
+    lines = out.splitlines()
     if len(lines) != 1:
         raise RuntimeError(f"expected one JSON line on stdout, got {lines!r}")
-    return json.loads(lines[0]), p.stderr.decode()
+    return json.loads(lines[0]), err
 
 
 # ------------------------------------------------------------ synthetic
@@ -146,13 +136,6 @@ def test_synthetic():
 
 # ----------------------------------------------------------------- real
 
-def real_model_path():
-    if os.environ.get("TLM_MODEL_PATH"):
-        return os.environ["TLM_MODEL_PATH"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def test_real():
     os.makedirs(OUT, exist_ok=True)
     src = os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.test.raw")
@@ -182,8 +165,7 @@ def main():
         test_synthetic()
     else:
         test_real()
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 import synth_gguf
+from testutil import scratch_dir
 
 TOL = {"f16": 2e-3, "int8": 3e-2}
 # between runs of one compact type: f32 arithmetic in a different order
@@ -51,8 +52,7 @@ def rel_err(got, want):
 
 def main():
     tool = sys.argv[1]
-    out = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "forward_kv")
-    os.makedirs(out, exist_ok=True)
+    out = scratch_dir("forward_kv")
     models = []
     p = os.path.join(out, "llama.gguf")
     synth_gguf.write_gguf(p, arch="llama", tied=False, seed=11)

@@ -29,6 +29,7 @@ import numpy as np
 import hf_fixtures as hf
 import ref_llama
 import synth_gguf
+from testutil import scratch_dir
 
 TOL = 1e-4
 TOKENS = [5, 300, 17, 64, 299, 1, 250, 42, 42, 42, 100, 7, 200, 3, 260, 311, 0, 128, 9, 77,
@@ -51,8 +52,7 @@ def rel_err(got, want):
 
 def main():
     tool = sys.argv[1]
-    out = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "forward_ref")
-    os.makedirs(out, exist_ok=True)
+    out = scratch_dir("forward_ref")
 
     # ---------------------------------------------------------------- models
     models = []  # (name, path, expected rows kept in mixed mode)

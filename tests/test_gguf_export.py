@@ -36,7 +36,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 
@@ -45,6 +44,8 @@ import numpy as np
 import gguf
 import ref_llama
 import synth_gguf
+from testutil import check, read_tlm_tensors, summary
+import testutil
 
 TRIMLM = os.environ.get("TRIMLM", "trimlm")
 ROOT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "gguf_export")
@@ -53,24 +54,9 @@ SKIP = 77
 GT = gguf.GGMLQuantizationType
 TYPE_OF = {"f32": GT.F32, "f16": GT.F16, "bf16": GT.BF16, "int8": GT.Q8_0, "int4": GT.Q4_0}
 
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
 
 def run(args, timeout=900):
-    p = subprocess.run([TRIMLM] + args, capture_output=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    return testutil.run([TRIMLM] + args, timeout)
 
 
 def convert(src, dst, typ, extra=()):
@@ -80,30 +66,7 @@ def convert(src, dst, typ, extra=()):
 
 
 def tool_logits(tool, model, tokens, out):
-    subprocess.run([tool, model, "--tokens", ",".join(map(str, tokens)), "--mode", "prefill",
-                    "-t", "1", out], check=True, timeout=300)
-    return np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1)
-
-
-# ------------------------------------------------- .tlm reader (tlm_format.h)
-
-HEADER = struct.Struct("<8sIIQQQQQQQQII5Q")
-ENTRY = struct.Struct("<64sIIQQQQQII Q".replace(" ", ""))
-
-
-def read_tlm(path):
-    """{name: (dtype, rows, cols, bytes)} of a .tlm file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    h = HEADER.unpack_from(data, 0)
-    data_offset, dir_offset, n_tensors = h[8], h[10], h[11]
-    out = {}
-    for i in range(n_tensors):
-        e = ENTRY.unpack_from(data, dir_offset + i * 128)
-        name = e[0].rstrip(b"\0").decode()
-        dtype, rows, cols, off, nbytes = e[1], e[3], e[4], e[5], e[6]
-        out[name] = (dtype, rows, cols, data[data_offset + off:data_offset + off + nbytes])
-    return out
+    return testutil.tool_logits(tool, model, tokens, out).reshape(len(tokens), -1)
 
 
 def unpack_r16(dtype, raw, rows, cols):
@@ -246,7 +209,7 @@ def check_export(case, kw, src, weights, typ):
     names = {t.name: t for t in r.tensors}
     check(f"{case}/{typ}: tensor names", set(names) == set(want),
           f"extra {set(names) - set(want)}, missing {set(want) - set(names)}")
-    tlm_t = read_tlm(tlm)
+    tlm_t = read_tlm_tensors(tlm)
     bad = []
     for name, a in want.items():
         t = names.get(name)
@@ -551,8 +514,7 @@ def real():
               "or $TLM_LLAMACPP_BIN; build it with bench/compare-llamacpp --build-only")
         return SKIP
     llamacpp_synthetic(bin_dir)
-    from gguf_fixtures import real_model_path
-    src = real_model_path()
+    src = testutil.real_model_path()
     data = os.path.join(os.environ.get("TLM_SHARED_DATA", "../shared/data"), "wikitext2", "wiki.test.raw")
     text = os.path.join(ROOT, "ppl-text.txt")
     with open(data, "rb") as f:
@@ -589,8 +551,7 @@ def main():
         rc = real()
         if rc == SKIP:
             return SKIP
-    print(f"{passes} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf import GGUFValueType as VT  # noqa: E402
 
-from gguf_fixtures import (fail, real_model_path, run, scratch_dir, tiny_hparams,  # noqa: E402
-                           tiny_tensors, write_tiny_model)
+from gguf_fixtures import run, tiny_hparams, tiny_tensors, write_tiny_model  # noqa: E402
+from testutil import fail, real_model_path, scratch_dir  # noqa: E402
 
 TOOL = None
 OUT = None

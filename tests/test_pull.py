@@ -15,30 +15,18 @@ import subprocess
 import sys
 import zipfile
 
+from testutil import check, fresh_dir, one_line, summary
+import testutil
+
 TRIMLM = os.environ["TRIMLM"]
 ROOT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "pull")
-
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
 
 
 def run(args, env_extra):
     env = dict(os.environ)
     env.pop("TRIMLM_REGISTRY", None)
     env.update(env_extra)
-    p = subprocess.run([TRIMLM] + args, capture_output=True, timeout=60, env=env,
-                       stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
+    return testutil.run([TRIMLM] + args, 60, env=env)
 
 
 def sha256(data):
@@ -50,21 +38,10 @@ def cache_listing(cache_home):
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
-def fresh_cache(name):
-    path = os.path.join(ROOT, name)
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    return path
-
-
-def one_line(err):
-    return len([l for l in err.splitlines() if l.strip()]) == 1
-
-
 def disk_full_check(reg_path, gguf_url):
     """A full disk: a 64 KiB tmpfs as the cache, mounted in a private mount
     namespace (gone when the command exits). Needs root; skipped otherwise."""
-    cache = fresh_cache("full")
+    cache = fresh_dir(os.path.join(ROOT, "full"))
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{cache}'"],
                            capture_output=True)
     if probe.returncode != 0:
@@ -93,7 +70,7 @@ def main():
         f.write(model_bytes)
 
     # ---- a .gguf URL
-    cache = fresh_cache("url")
+    cache = fresh_dir(os.path.join(ROOT, "url"))
     env = {"XDG_CACHE_HOME": cache}
     url = "file://" + os.path.abspath(gguf_src)
     dest = os.path.join(cache, "trimlm", "models", "tiny-model.gguf")
@@ -161,7 +138,7 @@ def main():
     with open(reg_path, "w") as f:
         json.dump(registry, f)
 
-    cache = fresh_cache("registry")
+    cache = fresh_dir(os.path.join(ROOT, "registry"))
     env = {"XDG_CACHE_HOME": cache, "TRIMLM_REGISTRY": reg_path}
     dest = os.path.join(cache, "trimlm", "models", "Tiny-Model.gguf")
     for name, wanted in (("tiny-truncated", "size/hash mismatch"),
@@ -198,7 +175,7 @@ def main():
           rc == 0 and open(dest, "rb").read() == model_bytes, f"rc={rc} err={err!r}")
 
     # -m NAME on another command pulls first, then loads (the fake model fails to load)
-    cache = fresh_cache("resolve")
+    cache = fresh_dir(os.path.join(ROOT, "resolve"))
     env = {"XDG_CACHE_HOME": cache, "TRIMLM_REGISTRY": reg_path}
     rc, out, err = run(["run", "-m", "tiny", "-p", "hi"], env)
     check("run -m NAME pulls a missing registry model first",
@@ -215,8 +192,7 @@ def main():
     check("a malformed TRIMLM_REGISTRY is reported", rc == 1 and one_line(err) and bad_reg in err,
           f"rc={rc} err={err!r}")
 
-    print(f"{passes} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

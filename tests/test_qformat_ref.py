@@ -18,6 +18,8 @@ import tempfile
 
 import numpy as np
 
+from testutil import check, round_half_away, summary
+
 GROUP, ROWS_PER_TILE = 32, 16
 # f32 GEMV vs float64: the int32 group sums are exact, each group adds one
 # rounding of d_w*d_x and one of the fma, so the error is a few f32 ulps of
@@ -28,19 +30,6 @@ F32 = np.float32
 BLOCK_Q8 = np.dtype([("d", "<f2"), ("qs", "i1", (32,))])
 BLOCK_Q4 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
 ACT = np.dtype([("d", "<f4"), ("sum", "<i4"), ("qs", "i1", (32,))])
-FAILED = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        FAILED.append(what)
-
-
-def round_half_away(v):
-    """C roundf on float32 values (computed in float64, where +0.5 is exact)."""
-    a = np.abs(v.astype(np.float64))
-    return (np.sign(v) * np.floor(a + 0.5)).astype(np.int64)
 
 
 def quantize_q8(w):
@@ -140,24 +129,24 @@ def main():
         y8, y4 = rd("y_q8.f32", F32), rd("y_q4.f32", F32)
 
     want8, want4 = quantize_q8(w), quantize_q4(w)
-    check(b8.tobytes() == want8.tobytes(), "q8_g32 row blocks == numpy")
-    check(b4.tobytes() == want4.tobytes(), "q4_g32 row blocks == numpy")
+    check("q8_g32 row blocks == numpy", b8.tobytes() == want8.tobytes())
+    check("q4_g32 row blocks == numpy", b4.tobytes() == want4.tobytes())
     try:
         import gguf
         from gguf.quants import quantize
         QT = gguf.GGMLQuantizationType
         g8 = quantize(w, QT.Q8_0).tobytes()
         g4 = quantize(w, QT.Q4_0).tobytes()
-        check(b8.tobytes() == g8, "q8_g32 row blocks == gguf Q8_0 quantizer")
-        check(b4.tobytes() == g4, "q4_g32 row blocks == gguf Q4_0 quantizer")
+        check("q8_g32 row blocks == gguf Q8_0 quantizer", b8.tobytes() == g8)
+        check("q4_g32 row blocks == gguf Q4_0 quantizer", b4.tobytes() == g4)
     except ImportError:
         print("skip  gguf package not installed: no comparison with its quantizer")
 
-    check(p8 == pack(want8, rows, n_in, "q8"), "q8_g32_r16 packed bytes == numpy packing")
-    check(p4 == pack(want4, rows, n_in, "q4"), "q4_g32_r16 packed bytes == numpy packing")
+    check("q8_g32_r16 packed bytes == numpy packing", p8 == pack(want8, rows, n_in, "q8"))
+    check("q4_g32_r16 packed bytes == numpy packing", p4 == pack(want4, rows, n_in, "q4"))
 
     wantx = quantize_act(x)
-    check(xq.tobytes() == wantx.tobytes(), "activation q8_g32 blocks == numpy")
+    check("activation q8_g32 blocks == numpy", xq.tobytes() == wantx.tobytes())
 
     xd = (wantx["d"].astype(np.float64)[:, None] * wantx["qs"].astype(np.float64)).ravel()
     for name, y, wd in (("q8", y8, dequant_q8(want8)), ("q4", y4, dequant_q4(want4))):
@@ -165,16 +154,15 @@ def main():
         ref = wd @ xd
         mag = np.abs(wd) @ np.abs(xd)
         err = np.abs(y.astype(np.float64) - ref) / np.maximum(mag, 1e-30)
-        check(bool(np.all(err <= TOL_GEMV_F32)),
-              f"scalar gemv {name}_g32_r16 vs float64 dot (max rel err {err.max():.2e}, "
-              f"tol {TOL_GEMV_F32:.0e})")
+        check(f"scalar gemv {name}_g32_r16 vs float64 dot (max rel err {err.max():.2e}, "
+              f"tol {TOL_GEMV_F32:.0e})",
+              bool(np.all(err <= TOL_GEMV_F32)))
         # quantization error against the exact f32 product, for the record
         exact = w.astype(np.float64) @ x.astype(np.float64)
         rel = np.linalg.norm(y - exact) / np.linalg.norm(exact)
         print(f"info  {name}: |y - y_f32| / |y_f32| = {rel:.4f}")
 
-    print(f"{len(FAILED)} failed" if FAILED else "all reference checks passed")
-    sys.exit(1 if FAILED else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

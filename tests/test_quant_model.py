@@ -24,13 +24,14 @@ WikiText-2 (8 chunks of 512) and a greedy answer.
 """
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 import ref_llama
 import synth_gguf
+from testutil import check, round_half_away, summary, tool_logits
+import testutil
 
 TRIMLM = os.environ["TRIMLM"]
 ROOT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "quant_model")
@@ -47,32 +48,12 @@ DECODE_TOL = 2e-2
 # costs on random weights (measured ~1.7% for int8, ~14% for int4).
 VS_F32_REL = {"int8": 0.05, "int4": 0.30}
 
-failures = []
-passes = 0
-
-
-def check(name, ok, detail=""):
-    global passes
-    if ok:
-        passes += 1
-        print(f"ok   {name}")
-    else:
-        failures.append(name)
-        print(f"FAIL {name}: {detail}")
-
 
 def run(args, timeout=900):
-    p = subprocess.run([TRIMLM] + args, capture_output=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    return testutil.run([TRIMLM] + args, timeout)
 
 
 # ------------------------------------------------------- numpy formats
-
-
-def round_half_away(v):
-    """C roundf of float32 values (exact in float64)."""
-    return np.sign(v) * np.floor(np.abs(v.astype(np.float64)) + 0.5)
 
 
 def f16(v):
@@ -191,16 +172,7 @@ def quantized_model(gguf_path, qtypes):
 
 
 def info_json(path):
-    rc, out, err = run(["info", path, "--json"])
-    if rc != 0:
-        raise RuntimeError(f"info {path}: {err}")
-    return json.loads(out)
-
-
-def tool_logits(tool, model, tokens, mode, threads, out):
-    subprocess.run([tool, model, "--tokens", ",".join(map(str, tokens)), "--mode", mode,
-                    "-t", str(threads), out], check=True, timeout=300)
-    return np.fromfile(out, dtype=np.float32)
+    return testutil.info_json(TRIMLM, path)
 
 
 # --------------------------------------------------------------- synthetic
@@ -222,7 +194,7 @@ def synthetic(tool):
         gguf_path = os.path.join(ROOT, f"{case}.gguf")
         synth_gguf.write_gguf(gguf_path, **kw)
         n_vocab = kw.get("n_vocab", 320)
-        f32_logits = tool_logits(tool, gguf_path, tokens, "prefill", 1,
+        f32_logits = tool_logits(tool, gguf_path, tokens,
                                  os.path.join(ROOT, f"{case}-f32.bin")).reshape(len(tokens), n_vocab)
         for kind in ("int8", "int4"):
             tlm = os.path.join(ROOT, f"{case}-{kind}.tlm")
@@ -257,9 +229,9 @@ def synthetic(tool):
             out = {}
             for mode in ("prefill", "decode"):
                 for t in (1, 2):
-                    out[mode, t] = tool_logits(tool, tlm, tokens, mode, t,
-                                               os.path.join(ROOT, f"{case}-{kind}-{mode}-{t}.bin")
-                                               ).reshape(len(tokens), n_vocab)
+                    out[mode, t] = tool_logits(tool, tlm, tokens,
+                                               os.path.join(ROOT, f"{case}-{kind}-{mode}-{t}.bin"),
+                                               mode, t).reshape(len(tokens), n_vocab)
             for t in (1, 2):
                 # prefill is dequantize + sgemm (f32 activations), or, where the
                 # kernel table prefers it (AVX-512 VNNI), the int8 GEMM, which
@@ -281,8 +253,8 @@ def synthetic(tool):
                       rel < VS_F32_REL[kind], rel)
             # mixed prefill/decode steps (each with its own activation
             # rounding, sharing one KV cache) stay as close to f32
-            mixed = tool_logits(tool, tlm, tokens, "mixed", 2,
-                                os.path.join(ROOT, f"{case}-{kind}-mixed.bin")).reshape(len(tokens), n_vocab)
+            mixed = tool_logits(tool, tlm, tokens, os.path.join(ROOT, f"{case}-{kind}-mixed.bin"),
+                                "mixed", 2).reshape(len(tokens), n_vocab)
             kept = ~np.isnan(mixed[:, 0])
             rel = np.abs(mixed[kept] - f32_logits[kept]).max() / scale
             check(f"{case} {kind}: mixed steps vs f32 model {rel:.3f}", rel < VS_F32_REL[kind], rel)
@@ -294,8 +266,8 @@ def synthetic(tool):
     rc, _, err = run(["convert", src, "-o", again, "--type", "int8"])
     check("int8 .tlm -> int8 again", rc == 0, err)
     if rc == 0:
-        a = tool_logits(tool, src, tokens, "decode", 1, os.path.join(ROOT, "again-a.bin"))
-        b = tool_logits(tool, again, tokens, "decode", 1, os.path.join(ROOT, "again-b.bin"))
+        a = tool_logits(tool, src, tokens, os.path.join(ROOT, "again-a.bin"), "decode")
+        b = tool_logits(tool, again, tokens, os.path.join(ROOT, "again-b.bin"), "decode")
         check("int8 .tlm -> int8 again: same logits", np.array_equal(a, b))
     rc, _, err = run(["convert", src, "-o", os.path.join(ROOT, "x.tlm"), "--type", "int4"])
     check("int8 .tlm -> int4 refused", rc != 0 and "convert from the original" in err, err)
@@ -358,10 +330,7 @@ def main():
     mode, tool = sys.argv[1], sys.argv[2]
     os.makedirs(ROOT, exist_ok=True)
     synthetic(tool) if mode == "synthetic" else real(tool)
-    print(f"{passes} passed, {len(failures)} failed")
-    if failures:
-        print("failed: " + ", ".join(failures))
-        sys.exit(1)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 import ref_llama
+from testutil import real_model_path, scratch_dir
 
 N_GEN = 32
 NEAR_TIE = 1e-3
@@ -46,22 +47,13 @@ PROMPTS = {
 }
 
 
-def model_path():
-    p = os.environ.get("TLM_MODEL_PATH")
-    if p:
-        return p
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def main():
     tool = sys.argv[1]
-    path = model_path()
+    path = real_model_path()
     if not os.path.exists(path):
         print(f"model not found: {path}")
         sys.exit(1)
-    out = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "realmodel_greedy")
-    os.makedirs(out, exist_ok=True)
+    out = scratch_dir("realmodel_greedy")
 
     t0 = time.time()
     model = ref_llama.load(path, np.float32)

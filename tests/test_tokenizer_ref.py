@@ -29,6 +29,8 @@ import time
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
 from tokenizers import pre_tokenizers, processors, trainers
 
+from testutil import real_model_path
+
 GPT2_RE = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
 LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
              r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -165,21 +167,13 @@ def compare(label, ref, rows, records, special=True, add_bos=False, roundtrip=Tr
 
 # ------------------------------------------------------------------ SmolLM2
 
-def model_path():
-    p = os.environ.get("TLM_MODEL_PATH")
-    if p:
-        return p
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def gguf_strings(field):
     return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
 
 
 def smollm2(tool, corpus_path):
     from gguf import GGUFReader
-    path = model_path()
+    path = real_model_path()
     if not os.path.exists(path):
         raise SystemExit("model not found: %s (set TLM_MODEL_PATH)" % path)
     r = GGUFReader(path)

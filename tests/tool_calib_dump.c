@@ -3,7 +3,8 @@
  * as JSON, for the numpy reference comparison (tests/test_calib_ref.py).
  *
  *   tool_calib_dump MODEL [--calib FILE] [--tokens N] [--seq L] [-t N]
- *                   [--drop-attn I] [--drop-mlp I] [--cancel-at K] OUT.json
+ *                   [--drop-attn I] [--drop-mlp I] [--cancel-at K]
+ *                   [--lazy [--truncate-source BYTES]] OUT.json
  *
  * --drop-attn / --drop-mlp remove a sublayer from the loaded model in memory
  * (as a pruned .tlm lacks it), so that its absence can be checked.
@@ -11,11 +12,19 @@
  * reference can cut the same sequences, the scores (null for NaN), and every
  * statistic, and what the progress callback saw: calls, whether done grew
  * steadily, the last done/total. --cancel-at K makes the K-th call cancel.
+ * --lazy loads the model with model_load_lazy (layers materialised by the
+ * pass itself), whose output must be byte-identical to the eager load's;
+ * --truncate-source then cuts the model file (a GGUF file: give a copy) to
+ * BYTES after loading, as if it changed under the converter, so that the
+ * materialisation's error can be checked. The peak resident set size goes
+ * to stderr ("peak_rss_kib N") for memory measurements.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "model.h"
 #include "trimlm.h"
@@ -69,6 +78,8 @@ int main(int argc, char **argv) {
     tlm_calib_params p = tlm_calib_default_params();
     const char *model_path = NULL, *out_path = NULL;
     int drop_attn = -1, drop_mlp = -1;
+    bool lazy = false;
+    long long truncate_at = -1;
     progress_log prog = {.monotonic = true, .stage_ok = true};
     p.progress = on_progress;
     p.user = &prog;
@@ -81,6 +92,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--drop-attn") && i + 1 < argc) drop_attn = atoi(argv[++i]);
         else if (!strcmp(a, "--drop-mlp") && i + 1 < argc) drop_mlp = atoi(argv[++i]);
         else if (!strcmp(a, "--cancel-at") && i + 1 < argc) prog.cancel_at = atoll(argv[++i]);
+        else if (!strcmp(a, "--lazy")) lazy = true;
+        else if (!strcmp(a, "--truncate-source") && i + 1 < argc) truncate_at = atoll(argv[++i]);
         else if (!model_path) model_path = a;
         else if (!out_path) out_path = a;
         else { fprintf(stderr, "tool_calib_dump: unexpected argument %s\n", a); return 2; }
@@ -90,8 +103,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     tlm_error err;
-    tlm_model *m = tlm_model_load(model_path, &err);
+    tlm_model *m = lazy ? model_load_lazy(model_path, &err) : tlm_model_load(model_path, &err);
     if (!m) { fprintf(stderr, "tool_calib_dump: %s\n", err.msg); return 1; }
+    if (truncate_at >= 0 && truncate(model_path, (off_t)truncate_at) != 0) {
+        perror(model_path);
+        return 1;
+    }
     tlm_model_info info;
     tlm_model_get_info(m, &info);
     if (drop_attn >= 0 && drop_attn < info.n_layer) m->layers[drop_attn].has_attn = false;
@@ -154,5 +171,7 @@ int main(int argc, char **argv) {
     free(text);
     tlm_calib_free(cal);
     tlm_model_free(m);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) fprintf(stderr, "peak_rss_kib %ld\n", ru.ru_maxrss);
     return 0;
 }

@@ -3,12 +3,11 @@
 #include "chat_conv.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 
 /* --------------------------------------------------------------- UTF-8 */
@@ -157,40 +156,12 @@ tlm_status chat_conv_save(const chat_conv *c, const char *path, tlm_error *err) 
     cJSON_Delete(root);
     if (!text) return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory writing the conversation", path);
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) { free(text); return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path); }
-    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        cli_seterr(err, TLM_ERR_IO, "%s: cannot create a file there: %s", path, strerror(errno));
-        free(tmp);
-        free(text);
-        return TLM_ERR_IO;
-    }
-    size_t len = strlen(text), done = 0;
+    size_t len = strlen(text);
     text[len] = '\n'; /* cJSON_Print's buffer ends in NUL: swap it for a final newline */
-    len++;
-    int saved = 0;
-    while (done < len) {
-        ssize_t w = write(fd, text + done, len - done);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            saved = errno;
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (!saved && fsync(fd) != 0) saved = errno;
-    if (close(fd) != 0 && !saved) saved = errno;
-    if (!saved && rename(tmp, path) != 0) saved = errno;
-    if (saved) {
-        unlink(tmp);
-        cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(saved));
-    }
-    free(tmp);
+    /* 0600: a conversation may be private */
+    tlm_status st = tlm_atomic_write_file(path, text, len + 1, 0600, err);
     free(text);
-    return saved ? TLM_ERR_IO : TLM_OK;
+    return st;
 }
 
 /* ----------------------------------------------------------------- load */

@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "chat_conv.h"
+#include "cli.h"
 
 #define PROMPT_FIRST ">>> "
 #define PROMPT_MORE "... "
@@ -71,16 +73,26 @@ static char *history_path(void) {
 static void history_save(chat_input *in) {
     if (!in->hist || !in->hist_path) return;
     HistEvent ev;
-    size_t n = strlen(in->hist_path) + 8;
-    char *tmp = malloc(n);
-    if (!tmp) return;
-    snprintf(tmp, n, "%s.tmp", in->hist_path);
-    if (history(in->hist, &ev, H_SAVE, tmp) < 0 || rename(tmp, in->hist_path) != 0) {
-        fprintf(stderr, "trimlm: warning: could not save the history to %s: %s\n", in->hist_path,
-                errno ? strerror(errno) : "write failed");
-        unlink(tmp);
+    tlm_error err;
+    tlm_atomic_file f;
+    /* 0600 as libedit makes it: the history may hold private text; libedit
+     * writes through a stdio copy of the descriptor, which fclose closes */
+    tlm_status st = tlm_atomic_open(&f, in->hist_path, 0600, 0, &err);
+    if (!st) {
+        errno = 0;
+        int fd = dup(f.fd);
+        FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!fp && fd >= 0) close(fd);
+        bool saved = fp && history(in->hist, &ev, H_SAVE_FP, fp) >= 0;
+        if (fp && fclose(fp) != 0) saved = false;
+        st = saved ? tlm_atomic_commit(&f, &err)
+                   : cli_seterr(&err, TLM_ERR_IO, "%s: %s", in->hist_path,
+                                errno ? strerror(errno) : "write failed");
     }
-    free(tmp);
+    if (st) {
+        fprintf(stderr, "trimlm: warning: could not save the history: %s\n", err.msg);
+        tlm_atomic_discard(&f);
+    }
 }
 
 /* ------------------------------------------------------ terminal input */

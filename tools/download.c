@@ -6,7 +6,6 @@
 #include <archive_entry.h>
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,53 +55,23 @@ static void track_temp(const char *path, bool live) {
     }
 }
 
-static tlm_status temp_create(temp_file *t, const char *dir, const char *final_path,
-                              tlm_error *err) {
-    int n = snprintf(t->path, sizeof t->path, "%s/.partial-XXXXXX", dir);
-    if (n < 0 || (size_t)n >= sizeof t->path)
-        return cli_seterr(err, TLM_ERR_ARG, "%s: path too long", dir);
-    t->fd = mkstemp(t->path);
-    if (t->fd < 0) {
-        t->path[0] = '\0';
-        return cli_seterr(err, TLM_ERR_IO, "cannot create a temporary file for %s in %s: %s",
-                          final_path, dir, strerror(errno));
-    }
-    track_temp(t->path, true);
+static tlm_status temp_create(tlm_atomic_file *t, const char *final_path, tlm_error *err) {
+    /* 0644: a cached model is an ordinary readable file */
+    if (tlm_atomic_open(t, final_path, 0644, 0, err) != TLM_OK) return TLM_ERR_IO;
+    track_temp(t->tmp, true);
     return TLM_OK;
 }
 
-void temp_discard(temp_file *t) {
-    if (t->fd >= 0) close(t->fd);
-    t->fd = -1;
-    if (t->path[0]) {
-        unlink(t->path);
-        track_temp(t->path, false);
-        t->path[0] = '\0';
-    }
+void temp_discard(tlm_atomic_file *t) {
+    if (t->tmp[0]) track_temp(t->tmp, false);
+    tlm_atomic_discard(t);
 }
 
-/* fsync + close, so that a rename never exposes a file whose data is not on disk. */
-static tlm_status temp_finish(temp_file *t, const char *final_path, tlm_error *err) {
-    /* mkstemp creates 0600; a cached model is an ordinary readable file */
-    mode_t mask = umask(022);
-    umask(mask);
-    int rc = fchmod(t->fd, 0644 & ~mask);
-    if (rc == 0) rc = fsync(t->fd);
-    int saved = errno;
-    if (close(t->fd) != 0 && rc == 0) { rc = -1; saved = errno; }
-    t->fd = -1;
-    if (rc != 0)
-        return cli_seterr(err, TLM_ERR_IO, "writing %s: %s", final_path, strerror(saved));
-    return TLM_OK;
-}
-
-tlm_status temp_commit(temp_file *t, const char *final_path, tlm_error *err) {
-    if (t->fd >= 0 && temp_finish(t, final_path, err) != TLM_OK) return TLM_ERR_IO;
-    if (rename(t->path, final_path) != 0)
-        return cli_seterr(err, TLM_ERR_IO, "cannot move the download to %s: %s", final_path,
-                          strerror(errno));
-    track_temp(t->path, false);
-    t->path[0] = '\0';
+tlm_status temp_commit(tlm_atomic_file *t, tlm_error *err) {
+    char tmp[sizeof t->tmp];
+    snprintf(tmp, sizeof tmp, "%s", t->tmp);
+    if (tlm_atomic_commit(t, err) != TLM_OK) return TLM_ERR_IO;
+    track_temp(tmp, false);
     return TLM_OK;
 }
 
@@ -172,37 +141,23 @@ tlm_status sha256_file(const char *path, char *sha256_hex, uint64_t *size, tlm_e
     return TLM_OK;
 }
 
-/* Writes all of buf to fd; false with errno set on failure (ENOSPC, EIO...). */
-static bool write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 /* ----------------------------------------------------------- download */
 
 typedef struct download_sink {
-    int fd;
+    tlm_atomic_file *file;
     EVP_MD_CTX *md;
     uint64_t received;
     uint64_t expected; /* Content-Length, 0 while unknown */
-    int write_errno; /* non-zero once a write failed */
+    bool write_failed; /* write_err says why */
+    tlm_error write_err;
     cli_progress progress;
 } download_sink;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *user) {
     download_sink *s = user;
     size_t n = size * nmemb;
-    if (!write_all(s->fd, data, n)) {
-        s->write_errno = errno ? errno : EIO;
+    if (tlm_atomic_write(s->file, data, n, &s->write_err) != TLM_OK) {
+        s->write_failed = true;
         return 0; /* makes curl stop with CURLE_WRITE_ERROR */
     }
     EVP_DigestUpdate(s->md, data, n);
@@ -218,18 +173,18 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
     return 0;
 }
 
-tlm_status download_to_temp(const char *url, const char *dir, const char *label,
-                            const char *final_path, temp_file *out, char *sha256_hex,
-                            uint64_t *size, tlm_error *err) {
+tlm_status download_to_temp(const char *url, const char *label, const char *final_path,
+                            tlm_atomic_file *out, char *sha256_hex, uint64_t *size,
+                            tlm_error *err) {
     static bool curl_ready;
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
             return cli_seterr(err, TLM_ERR_NETWORK, "cannot initialise libcurl");
         curl_ready = true;
     }
-    if (temp_create(out, dir, final_path, err) != TLM_OK) return TLM_ERR_IO;
+    if (temp_create(out, final_path, err) != TLM_OK) return TLM_ERR_IO;
 
-    download_sink sink = {.fd = out->fd};
+    download_sink sink = {.file = out};
     sink.md = sha256_begin(err);
     CURL *curl = sink.md ? curl_easy_init() : NULL;
     if (!curl) {
@@ -265,12 +220,14 @@ tlm_status download_to_temp(const char *url, const char *dir, const char *label,
     curl_easy_cleanup(curl);
 
     tlm_status st = TLM_OK;
-    if (sink.write_errno)
-        st = cli_seterr(err, TLM_ERR_IO, "writing %s: %s", final_path, strerror(sink.write_errno));
-    else if (rc != CURLE_OK)
+    if (sink.write_failed) {
+        st = sink.write_err.code;
+        if (err) *err = sink.write_err;
+    } else if (rc != CURLE_OK) {
         st = cli_seterr(err, TLM_ERR_NETWORK, "downloading %s: %s", url,
                         curl_msg[0] ? curl_msg : curl_easy_strerror(rc));
-    if (st == TLM_OK) st = temp_finish(out, final_path, err);
+    }
+    if (st == TLM_OK) st = tlm_atomic_close(out, err);
     if (st != TLM_OK) {
         EVP_MD_CTX_free(sink.md);
         temp_discard(out);
@@ -285,10 +242,10 @@ tlm_status download_to_temp(const char *url, const char *dir, const char *label,
 /* ------------------------------------------------------------ archives */
 
 tlm_status extract_zip_member(const char *archive_path, const char *archive_label,
-                              const char *member, const char *dir, const char *final_path,
-                              temp_file *out, char *sha256_hex, uint64_t *size, tlm_error *err) {
+                              const char *member, const char *final_path, tlm_atomic_file *out,
+                              char *sha256_hex, uint64_t *size, tlm_error *err) {
     out->fd = -1;
-    out->path[0] = '\0';
+    out->tmp[0] = '\0';
     struct archive *a = archive_read_new();
     if (!a) return cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise libarchive");
     archive_read_support_format_zip(a);
@@ -306,7 +263,7 @@ tlm_status extract_zip_member(const char *archive_path, const char *archive_labe
         const char *name = archive_entry_pathname(entry);
         if (!name || strcmp(name, member) != 0) continue;
         found = true;
-        if (temp_create(out, dir, final_path, err) != TLM_OK) { st = TLM_ERR_IO; break; }
+        if (temp_create(out, final_path, err) != TLM_OK) { st = TLM_ERR_IO; break; }
         EVP_MD_CTX *md = sha256_begin(err);
         if (!md) { st = TLM_ERR_NOMEM; break; }
         uint64_t total = 0;
@@ -317,10 +274,7 @@ tlm_status extract_zip_member(const char *archive_path, const char *archive_labe
         size_t len;
         la_int64_t offset;
         while ((rc = archive_read_data_block(a, &block, &len, &offset)) == ARCHIVE_OK) {
-            if (!write_all(out->fd, block, len)) {
-                st = cli_seterr(err, TLM_ERR_IO, "writing %s: %s", final_path, strerror(errno));
-                break;
-            }
+            if ((st = tlm_atomic_write(out, block, len, err)) != TLM_OK) break;
             EVP_DigestUpdate(md, block, len);
             total += len;
             cli_progress_bytes(&progress, total, expect > 0 ? (uint64_t)expect : 0, false);
@@ -330,7 +284,7 @@ tlm_status extract_zip_member(const char *archive_path, const char *archive_labe
         if (st == TLM_OK && rc != ARCHIVE_EOF)
             st = cli_seterr(err, TLM_ERR_FORMAT, "%s: cannot extract %s: %s", archive_label,
                             member, archive_error_string(a));
-        if (st == TLM_OK) st = temp_finish(out, final_path, err);
+        if (st == TLM_OK) st = tlm_atomic_close(out, err);
         if (st == TLM_OK) {
             hex_digest(md, sha256_hex);
             *size = total;

@@ -36,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "eval.h"
 #include "model_registry.h"
@@ -505,8 +507,8 @@ int eval_mc(const eval_options *o) {
     mc_scorer sc = {0};
     tlm_model *model = NULL;
     mc_choice_score *scores = NULL;
-    FILE *details = NULL;
-    char *details_tmp = NULL;
+    tlm_atomic_file details_file = {.fd = -1};
+    FILE *details = NULL; /* streams into details_file */
     int rc = CLI_EXIT_FAIL;
 
     if (read_items(o, &set, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
@@ -548,9 +550,19 @@ int eval_mc(const eval_options *o) {
     if (!scores) { cli_fail("out of memory"); goto out; }
 
     if (o->details_file) {
-        details_tmp = concat3(o->details_file, ".tmp", "");
-        details = details_tmp ? fopen(details_tmp, "w") : NULL;
-        if (!details) { cli_fail("%s: %s", details_tmp ? details_tmp : o->details_file, strerror(errno)); goto out; }
+        /* created now, so that a bad path fails before the scoring; stdio
+         * writes through a duplicate descriptor, which fclose closes */
+        if (tlm_atomic_open(&details_file, o->details_file, 0666, 0, &err) != TLM_OK) {
+            cli_fail_err(&err);
+            goto out;
+        }
+        int fd = dup(details_file.fd);
+        details = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!details) {
+            cli_fail("%s: %s", o->details_file, strerror(errno));
+            if (fd >= 0) close(fd);
+            goto out;
+        }
     }
 
     /* ---- score */
@@ -570,7 +582,7 @@ int eval_mc(const eval_options *o) {
             correct[k] += pred[k] == it->gold;
         }
         if (details && !write_details_line(details, it, scores, &sc, pred)) {
-            cli_fail("%s: writing failed", details_tmp);
+            cli_fail("%s: writing failed", o->details_file);
             goto out;
         }
         mc_progress(&prog, o->task, i + 1, set.n, (double)correct[1] / (double)(i + 1), sc.tokens_decoded,
@@ -580,10 +592,11 @@ int eval_mc(const eval_options *o) {
     if (details) {
         bool failed = fclose(details) != 0;
         details = NULL;
-        if (failed || rename(details_tmp, o->details_file) != 0) {
-            cli_fail("%s: %s", o->details_file, strerror(errno));
+        if (failed) {
+            cli_fail("%s: cannot write: %s", o->details_file, strerror(errno));
             goto out;
         }
+        if (tlm_atomic_commit(&details_file, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
     }
 
     double seconds = cli_now_seconds() - t_loaded;
@@ -626,8 +639,7 @@ int eval_mc(const eval_options *o) {
 
 out:
     if (details) fclose(details);
-    if (details_tmp && rc != CLI_EXIT_OK) remove(details_tmp);
-    free(details_tmp);
+    tlm_atomic_discard(&details_file); /* nothing once committed */
     free(scores);
     free_scorer(&sc);
     tlm_model_free(model);

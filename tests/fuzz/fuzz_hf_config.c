@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!model_dir) LLVMFuzzerInitialize(NULL, NULL);
     fuzz_tmpdir_write("config.json", data, size);
     tlm_error err;
-    tlm_model *m = model_load_hf(model_dir, &err);
+    tlm_model *m = model_load_hf(model_dir, false, &err);
     if (!m) {
         FUZZ_CHECK_ERROR(err);
         return 0;

@@ -3,19 +3,71 @@
  * reader, hyper-parameters, RoPE factors, tokenizer, dequantization) on
  * arbitrary bytes, and on success one short forward pass through the public
  * API, since shapes the loader accepts must be shapes the forward pass can
- * run.
+ * run. The lazy load (model.h) of the same bytes must accept exactly what
+ * the eager one accepts, with the same message when it refuses, and give
+ * every layer bit-identical arrays when materialised.
  */
+#include <string.h>
+
 #include "fuzz_model_checks.h"
+
+/* a (n) array of the lazy layer equals the eager one, bit for bit; both NULL counts too */
+static void check_same(const float *lazy, const float *eager, int64_t n, int32_t il,
+                       const char *what) {
+    FUZZ_CHECK((lazy == NULL) == (eager == NULL), "layer %d %s: present lazily %d, eagerly %d",
+               (int)il, what, lazy != NULL, eager != NULL);
+    if (lazy)
+        FUZZ_CHECK(memcmp(lazy, eager, (size_t)n * sizeof(float)) == 0,
+                   "layer %d %s differs between the lazy and the eager load", (int)il, what);
+}
+
+static void check_lazy(const char *path, const tlm_model *eager, const tlm_error *eager_err) {
+    tlm_error err;
+    tlm_model *m = model_load_lazy(path, &err);
+    FUZZ_CHECK((m != NULL) == (eager != NULL), "the lazy load %s what the eager one %s",
+               m ? "accepts" : "refuses", eager ? "accepts" : "refuses");
+    if (!m) {
+        FUZZ_CHECK(strcmp(err.msg, eager_err->msg) == 0, "lazy error '%s', eager '%s'", err.msg,
+                   eager_err->msg);
+        return;
+    }
+    const tlm_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, F = hp->n_ff, Q = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    FUZZ_CHECK(m->n_params == eager->n_params, "n_params %lld lazily, %lld eagerly",
+               (long long)m->n_params, (long long)eager->n_params);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        FUZZ_CHECK(model_layer_materialize(m, il, &err) == TLM_OK, "layer %d: %s", (int)il, err.msg);
+        FUZZ_CHECK(model_layer_materialize(m, il, &err) == TLM_OK, "layer %d again", (int)il);
+        const tlm_layer *L = &m->layers[il], *R = &eager->layers[il];
+        check_same(L->attn_norm, R->attn_norm, E, il, "attn_norm");
+        check_same(L->wq, R->wq, Q * E, il, "wq");
+        check_same(L->wk, R->wk, KV * E, il, "wk");
+        check_same(L->wv, R->wv, KV * E, il, "wv");
+        check_same(L->bq, R->bq, Q, il, "bq");
+        check_same(L->bk, R->bk, KV, il, "bk");
+        check_same(L->bv, R->bv, KV, il, "bv");
+        check_same(L->wo, R->wo, E * Q, il, "wo");
+        check_same(L->ffn_norm, R->ffn_norm, E, il, "ffn_norm");
+        check_same(L->w_gate, R->w_gate, F * E, il, "w_gate");
+        check_same(L->w_up, R->w_up, F * E, il, "w_up");
+        check_same(L->w_down, R->w_down, E * F, il, "w_down");
+        if (il % 2 == 0) { /* odd layers stay for tlm_model_free */
+            model_layer_release(m, il);
+            FUZZ_CHECK(!L->attn_norm && !L->wq && !L->w_down, "layer %d released", (int)il);
+        }
+    }
+    tlm_model_free(m);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
     if (!fuzz_memfd_write(0, data, size, path)) return 0;
     tlm_error err;
-    tlm_model *m = model_load_gguf(path, &err);
-    if (!m) {
-        FUZZ_CHECK_ERROR(err);
-        return 0;
-    }
+    tlm_model *m = model_load_gguf(path, false, &err);
+    if (!m) FUZZ_CHECK_ERROR(err);
+    check_lazy(path, m, &err);
+    if (!m) return 0;
     fuzz_exercise_model(m);
     tlm_model_free(m);
     return 0;

@@ -1,40 +1,17 @@
-"""Helpers for the GGUF tests: random but valid quantized blocks, tiny llama /
-qwen2 GGUF files written with the independent `gguf` package, and the path of
-the real default model."""
+"""Helpers for the GGUF tests: random but valid quantized blocks and tiny
+llama / qwen2 GGUF files written with the independent `gguf` package.
+The paths (the real model's too) and fail() are in testutil.py."""
 
-import os
 import subprocess
-import sys
 
 import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-# ------------------------------------------------------------------ paths
-
-
-def real_model_path():
-    """The default model, where `trimlm pull` puts it (or TLM_MODEL_PATH)."""
-    if os.environ.get("TLM_MODEL_PATH"):
-        return os.environ["TLM_MODEL_PATH"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def scratch_dir(name):
-    base = os.environ.get("TLM_TEST_OUT") or os.getcwd()
-    path = os.path.join(base, name)
-    os.makedirs(path, exist_ok=True)
-    return path
-
 
 def run(cmd):
+    """cmd's CompletedProcess, with its output as text."""
     return subprocess.run(cmd, capture_output=True, text=True)
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
 
 
 # ------------------------------------------------------ random valid blocks

@@ -1,0 +1,119 @@
+/* atomic_file.c — see atomic_file.h. */
+#include "atomic_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+
+tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, mode_t mode, uint64_t reserve,
+                           tlm_error *err) {
+    f->dst = dst;
+    f->fd = -1;
+    f->mode = mode;
+    const char *slash = strrchr(dst, '/');
+    int n = slash ? snprintf(f->tmp, sizeof f->tmp, "%.*s/.%s.partial-XXXXXX",
+                             (int)(slash - dst), dst, slash + 1)
+                  : snprintf(f->tmp, sizeof f->tmp, ".%s.partial-XXXXXX", dst);
+    if (n < 0 || (size_t)n >= sizeof f->tmp) {
+        f->tmp[0] = '\0';
+        return tlm_seterr(err, TLM_ERR_ARG, "%s: path too long", dst);
+    }
+    f->fd = mkostemp(f->tmp, O_CLOEXEC);
+    if (f->fd < 0) {
+        int e = errno;
+        f->tmp[0] = '\0';
+        return tlm_seterr(err, TLM_ERR_IO, "%s: cannot create a temporary file next to it: %s",
+                          dst, strerror(e));
+    }
+    /* fallocate(2), not posix_fallocate: where the file system cannot
+     * reserve, the latter would emulate it by writing every block */
+    if (reserve > 0 && fallocate(f->fd, 0, 0, (off_t)reserve) != 0 &&
+        (errno == ENOSPC || errno == EFBIG || errno == EDQUOT))
+        return tlm_seterr(err, TLM_ERR_IO, "%s: cannot write %" PRIu64 " bytes: %s", dst,
+                          reserve, strerror(errno));
+    return TLM_OK;
+}
+
+tlm_status tlm_atomic_write(tlm_atomic_file *f, const void *src, size_t n, tlm_error *err) {
+    const uint8_t *p = src;
+    while (n > 0) {
+        ssize_t w = write(f->fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return tlm_seterr(err, TLM_ERR_IO, "%s: cannot write: %s", f->dst,
+                              w < 0 ? strerror(errno) : "no progress");
+        p += w;
+        n -= (size_t)w;
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint64_t offset,
+                             const char *what, tlm_error *err) {
+    const uint8_t *p = src;
+    for (size_t done = 0; done < n;) {
+        ssize_t w = pwrite(f->fd, p + done, n - done, (off_t)(offset + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return tlm_seterr(err, TLM_ERR_IO, "%s: cannot write %s: %s", f->dst, what,
+                              w < 0 ? strerror(errno) : "no progress");
+        done += (size_t)w;
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_atomic_close(tlm_atomic_file *f, tlm_error *err) {
+    mode_t mask = umask(022); /* mkstemp made it 0600 */
+    umask(mask);
+    if (fchmod(f->fd, f->mode & ~mask) != 0 || fsync(f->fd) != 0)
+        return tlm_seterr(err, TLM_ERR_IO, "%s: cannot write: %s", f->dst, strerror(errno));
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0)
+        return tlm_seterr(err, TLM_ERR_IO, "%s: cannot write: %s", f->dst, strerror(errno));
+    return TLM_OK;
+}
+
+tlm_status tlm_atomic_commit(tlm_atomic_file *f, tlm_error *err) {
+    tlm_status st = f->fd >= 0 ? tlm_atomic_close(f, err) : TLM_OK;
+    if (st) return st;
+    if (rename(f->tmp, f->dst) != 0)
+        return tlm_seterr(err, TLM_ERR_IO, "%s: cannot rename the temporary file onto it: %s",
+                          f->dst, strerror(errno));
+    f->tmp[0] = '\0';
+    /* the rename itself reaches the disk with its directory */
+    char dir[4096];
+    const char *slash = strrchr(f->dst, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - f->dst) + (slash == f->dst) : 1,
+             slash ? f->dst : ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return TLM_OK;
+}
+
+void tlm_atomic_discard(tlm_atomic_file *f) {
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
+    if (f->tmp[0]) unlink(f->tmp);
+    f->tmp[0] = '\0';
+}
+
+tlm_status tlm_atomic_write_file(const char *dst, const void *data, size_t n, mode_t mode,
+                                 tlm_error *err) {
+    tlm_atomic_file f;
+    tlm_status st = tlm_atomic_open(&f, dst, mode, 0, err);
+    if (!st) st = tlm_atomic_write(&f, data, n, err);
+    if (!st) st = tlm_atomic_commit(&f, err);
+    if (st) tlm_atomic_discard(&f);
+    return st;
+}

@@ -1,0 +1,58 @@
+/*
+ * atomic_file.h — writing a file all or nothing, so that a crash, a full
+ * disk or an interruption never leaves a half-written file under the
+ * destination's name. The bytes go to a temporary file ".NAME.partial-XXXXXX"
+ * in the destination's directory (a rename within one file system is
+ * atomic); committing fsyncs it, renames it onto the destination and fsyncs
+ * the directory, so that the rename itself is durable. Every failure message
+ * names the destination and the system's reason ("No space left on device").
+ * The caller removes the temporary on any failure with tlm_atomic_discard.
+ */
+#ifndef TLM_ATOMIC_FILE_H
+#define TLM_ATOMIC_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "trimlm.h"
+
+typedef struct tlm_atomic_file {
+    const char *dst; /* the destination (the caller's string, kept for messages) */
+    char tmp[4096];  /* the temporary file; "" when there is none */
+    int fd;          /* -1 once closed */
+    mode_t mode;     /* the destination's permissions, less the umask */
+} tlm_atomic_file;
+
+/* Creates the temporary file for dst; mode: the permissions dst gets (less
+ * the umask), as for open(2). reserve > 0 allocates that many bytes at once,
+ * so that a full disk fails here rather than after minutes of writing. */
+tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, mode_t mode, uint64_t reserve,
+                           tlm_error *err);
+
+/* Appends n bytes (short writes and EINTR retried). */
+tlm_status tlm_atomic_write(tlm_atomic_file *f, const void *src, size_t n, tlm_error *err);
+
+/* Writes n bytes at offset (e.g. a header filled in last); what names them
+ * in the message ("the header"). */
+tlm_status tlm_atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint64_t offset,
+                             const char *what, tlm_error *err);
+
+/* Sets the permissions, fsyncs and closes the temporary file, which stays
+ * under f->tmp (readable, e.g. to check a download) until committed. */
+tlm_status tlm_atomic_close(tlm_atomic_file *f, tlm_error *err);
+
+/* Closes the temporary file (when still open) and renames it onto the
+ * destination. */
+tlm_status tlm_atomic_commit(tlm_atomic_file *f, tlm_error *err);
+
+/* Closes and removes the temporary file; a no-op once committed or
+ * discarded. */
+void tlm_atomic_discard(tlm_atomic_file *f);
+
+/* n bytes of data as the whole file dst: open, write, commit, discard on
+ * failure. */
+tlm_status tlm_atomic_write_file(const char *dst, const void *data, size_t n, mode_t mode,
+                                 tlm_error *err);
+
+#endif

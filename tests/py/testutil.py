@@ -1,0 +1,172 @@
+"""What the end-to-end test scripts share.
+
+- where things are: real_model_path() (the default model), scratch_dir(name)
+  (a directory under $TLM_TEST_OUT), fresh_dir(path) (emptied first);
+- a tally of named checks: check() prints `ok   name` or `FAIL name: detail`
+  and records it, summary() prints the counts and gives the exit status;
+  fail() ends a script at its first failure instead;
+- running programs: run() gives (exit code, stdout, stderr) as text,
+  stderr_lines() / one_line() look at what an error printed, info_json() is
+  `trimlm info --json`, tool_logits() runs tests/tool_logits.c;
+- reading a .tlm file (runtime/tlm_format.h): read_tlm_header(),
+  read_tlm_tensors();
+- numeric references: log_softmax(), round_half_away() (C's roundf);
+- write_bytes() for hand-made input files.
+
+numpy is imported only inside the helpers that return arrays, so that the
+scripts which need none (test_cli.py, test_pull.py, ...) run on a bare python3.
+"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+# ------------------------------------------------------------------ paths
+
+
+def real_model_path():
+    """The default model, where `trimlm pull` puts it (or TLM_MODEL_PATH)."""
+    if os.environ.get("TLM_MODEL_PATH"):
+        return os.environ["TLM_MODEL_PATH"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def scratch_dir(name):
+    """$TLM_TEST_OUT/name (or ./name), created if missing."""
+    base = os.environ.get("TLM_TEST_OUT") or os.getcwd()
+    path = os.path.join(base, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def fresh_dir(path):
+    """path as a new empty directory (whatever was there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+# ------------------------------------------------------------------ checks
+
+failures = []  # names of the failed checks, in order
+passes = 0
+
+
+def check(name, ok, detail=""):
+    global passes
+    if ok:
+        passes += 1
+        print(f"ok   {name}")
+    else:
+        failures.append(name)
+        print(f"FAIL {name}: {detail}")
+
+
+def summary():
+    """Prints the tally and the failed checks; returns the exit status."""
+    print(f"{passes} passed, {len(failures)} failed")
+    for name in failures:
+        print("FAILED: " + name)
+    return 1 if failures else 0
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+# ------------------------------------------------------------ running tools
+
+
+def run(cmd, timeout, env=None, stdin=None):
+    """(exit code, stdout, stderr) of cmd, output decoded as UTF-8 with bad
+    bytes replaced. stdin: a file object, else none (never the terminal's)."""
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env,
+                       stdin=stdin if stdin is not None else subprocess.DEVNULL)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def stderr_lines(err):
+    """The non-blank lines of an error output."""
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def one_line(err):
+    return len(stderr_lines(err)) == 1
+
+
+def info_json(trimlm, path, *extra):
+    """`trimlm info PATH --json` parsed; raises if it fails."""
+    rc, out, err = run([trimlm, "info", path, "--json", *extra], timeout=900)
+    if rc != 0:
+        raise RuntimeError(f"info {path}: {err}")
+    return json.loads(out)
+
+
+def tool_logits(tool, model, tokens, out, mode="prefill", threads=1):
+    """The logits tests/tool_logits.c writes for tokens, flat float32
+    (len(tokens) x n_vocab in prefill mode)."""
+    import numpy as np
+    subprocess.run([tool, model, "--tokens", ",".join(map(str, tokens)), "--mode", mode,
+                    "-t", str(threads), out], check=True, timeout=300)
+    return np.fromfile(out, dtype=np.float32)
+
+
+# ------------------------------------------------- .tlm reader (tlm_format.h)
+
+TLM_SECTIONS = ["file_bytes", "meta_offset", "meta_bytes", "tok_offset", "tok_bytes",
+                "data_offset", "data_bytes", "dir_offset"]
+TLM_ENTRY = struct.Struct("<64sIIQQQQQIIQ")  # one 128-byte directory entry
+
+
+def tlm_header(data):
+    """The section offsets and sizes and n_tensors of a .tlm header (bytes)."""
+    out = dict(zip(TLM_SECTIONS, struct.unpack_from("<8Q", data, 16)))
+    out["n_tensors"] = struct.unpack_from("<I", data, 80)[0]
+    return out
+
+
+def read_tlm_header(path):
+    with open(path, "rb") as f:
+        return tlm_header(f.read(128))
+
+
+def read_tlm_tensors(path):
+    """{name: (dtype, rows, cols, bytes)} of a .tlm file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    h = tlm_header(data)
+    out = {}
+    for i in range(h["n_tensors"]):
+        e = TLM_ENTRY.unpack_from(data, h["dir_offset"] + i * TLM_ENTRY.size)
+        name = e[0].rstrip(b"\0").decode()
+        dtype, rows, cols, off, nbytes = e[1], e[3], e[4], e[5], e[6]
+        start = h["data_offset"] + off
+        out[name] = (dtype, rows, cols, data[start:start + nbytes])
+    return out
+
+
+# ------------------------------------------------------- numeric references
+
+
+def log_softmax(x):
+    """log softmax over the last axis, shifted by the maximum first."""
+    import numpy as np
+    m = x.max(axis=-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+
+
+def round_half_away(v):
+    """C roundf of float32 values (exact in float64), as float64."""
+    import numpy as np
+    return np.sign(v) * np.floor(np.abs(v.astype(np.float64)) + 0.5)
