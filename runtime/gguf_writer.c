@@ -14,6 +14,8 @@
  * tokenizer's arrays) is built in memory; tensor data streams row by row
  * through one buffer into a temporary file (atomic_file.h). The output's size
  * is known before the first byte and reserved, so a full disk fails at once.
+ * The layers of a lazily loaded source (model.h) are materialised one at a
+ * time, around the writing of their tensors.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -118,6 +120,10 @@ typedef struct gg_tensor {
     const float *src;      /* rows x cols f32, or NULL and: */
     const tlm_matrix *qsrc; /* a packed quantized matrix (.tlm source), or NULL and: */
     bool zero;             /* a placeholder of zeros */
+    float *const *slot;    /* a layer tensor's field of the model's tlm_layer: src is
+                              taken from it when the layer is entered (a lazily
+                              loaded layer's arrays exist only in between) */
+    int32_t layer;         /* the model layer slot belongs to; -1 without slot */
     int32_t perm_heads;    /* > 0: rows are that many heads in rotate-half order */
     uint64_t row_bytes, bytes, offset;
 } gg_tensor;
@@ -152,10 +158,14 @@ static uint64_t row_bytes_of(uint32_t dtype, uint64_t cols) {
     return cols * tlm_dtype_float_bytes(dtype);
 }
 
-/* rows == 0: a vector of cols. Exactly one of src, q (with data) or zero. */
-static tlm_status plan_add(gg_plan *p, const char *name, const float *src, const tlm_matrix *q,
-                           bool zero, uint64_t rows, uint64_t cols, int32_t perm_heads) {
-    if (!zero && !src && !(q && q->data))
+/* rows == 0: a vector of cols. Exactly one of src, q (with data) or zero.
+ * slot: a field of layer il (src is then *slot), whose array a lazily loaded
+ * model fills only when the layer is entered (layer_enter checks it). */
+static tlm_status plan_add(gg_plan *p, const char *name, const float *src, float *const *slot,
+                           int32_t il, const tlm_matrix *q, bool zero, uint64_t rows,
+                           uint64_t cols, int32_t perm_heads) {
+    if (slot) src = *slot;
+    if (!zero && !src && !(q && q->data) && !(slot && p->m->lazy))
         return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
     if (p->n_tensors == p->cap_tensors) {
         int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
@@ -168,8 +178,10 @@ static tlm_status plan_add(gg_plan *p, const char *name, const float *src, const
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->src = zero ? NULL : src;
-    t->qsrc = zero || src ? NULL : q;
+    t->qsrc = !zero && !src && q && q->data ? q : NULL;
     t->zero = zero;
+    t->slot = slot;
+    t->layer = slot ? il : -1;
     t->n_dims = rows ? 2 : 1;
     t->rows = rows ? rows : 1;
     t->cols = cols;
@@ -200,28 +212,28 @@ static tlm_status plan_layer(gg_plan *p, int32_t il) {
     const int32_t pkh = hp->rope_style == TLM_ROPE_NEOX ? hp->n_head_kv : 0;
     char name[TLM_TENSOR_NAME_MAX];
     tlm_status st;
-#define ADD(suffix, ptr, q, zero, rows, cols, perm)                                   \
-    do {                                                                             \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);                   \
-        if ((st = plan_add(p, name, ptr, q, zero, rows, cols, perm))) return st;     \
+#define ADD(suffix, slot, q, zero, rows, cols, perm)                                      \
+    do {                                                                                \
+        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);                      \
+        if ((st = plan_add(p, name, NULL, slot, il, q, zero, rows, cols, perm))) return st; \
     } while (0)
     if (p->keep_attn[il]) {
-        ADD("attn_norm.weight", L->attn_norm, NULL, false, 0, E, 0);
-        ADD("attn_q.weight", L->wq, &L->wq_q, false, q_dim, E, ph);
-        ADD("attn_k.weight", L->wk, &L->wk_q, false, kv_dim, E, pkh);
-        ADD("attn_v.weight", L->wv, &L->wv_q, false, kv_dim, E, 0);
+        ADD("attn_norm.weight", &L->attn_norm, NULL, false, 0, E, 0);
+        ADD("attn_q.weight", &L->wq, &L->wq_q, false, q_dim, E, ph);
+        ADD("attn_k.weight", &L->wk, &L->wk_q, false, kv_dim, E, pkh);
+        ADD("attn_v.weight", &L->wv, &L->wv_q, false, kv_dim, E, 0);
         if (hp->qkv_bias) {
-            ADD("attn_q.bias", L->bq, NULL, false, 0, q_dim, ph);
-            ADD("attn_k.bias", L->bk, NULL, false, 0, kv_dim, pkh);
-            ADD("attn_v.bias", L->bv, NULL, false, 0, kv_dim, 0);
+            ADD("attn_q.bias", &L->bq, NULL, false, 0, q_dim, ph);
+            ADD("attn_k.bias", &L->bk, NULL, false, 0, kv_dim, pkh);
+            ADD("attn_v.bias", &L->bv, NULL, false, 0, kv_dim, 0);
         }
-        ADD("attn_output.weight", L->wo, &L->wo_q, false, E, q_dim, 0);
+        ADD("attn_output.weight", &L->wo, &L->wo_q, false, E, q_dim, 0);
     }
     if (p->keep_mlp[il]) {
-        ADD("ffn_norm.weight", L->ffn_norm, NULL, false, 0, E, 0);
-        ADD("ffn_gate.weight", L->w_gate, &L->w_gate_q, false, F, E, 0);
-        ADD("ffn_up.weight", L->w_up, &L->w_up_q, false, F, E, 0);
-        ADD("ffn_down.weight", L->w_down, &L->w_down_q, false, E, F, 0);
+        ADD("ffn_norm.weight", &L->ffn_norm, NULL, false, 0, E, 0);
+        ADD("ffn_gate.weight", &L->w_gate, &L->w_gate_q, false, F, E, 0);
+        ADD("ffn_up.weight", &L->w_up, &L->w_up_q, false, F, E, 0);
+        ADD("ffn_down.weight", &L->w_down, &L->w_down_q, false, E, F, 0);
     } else if (p->placeholder_mlp[il]) {
         const uint64_t PF = TLM_GGUF_PLACEHOLDER_FF;
         ADD("ffn_norm.weight", NULL, NULL, true, 0, E, 0);
@@ -267,7 +279,8 @@ static tlm_status plan_build(gg_plan *p) {
     for (int32_t il = 0; il < NL; il++)
         p->placeholder_mlp[il] = p->pruned && !p->keep_mlp[il] && (p->keep_attn[il] || il == NL - 1);
 
-    if ((st = plan_add(p, "token_embd.weight", m->tok_embd, &m->tok_embd_q, false, V, E, 0)))
+    if ((st = plan_add(p, "token_embd.weight", m->tok_embd, NULL, -1, &m->tok_embd_q, false, V,
+                       E, 0)))
         return st;
     if (hp->rope_scaling == TLM_ROPE_SCALING_LLAMA3) {
         const int32_t half = hp->rope_dim / 2;
@@ -279,14 +292,16 @@ static tlm_status plan_build(gg_plan *p) {
                 freq, hp->rope_factor, hp->rope_low_freq_factor, hp->rope_high_freq_factor,
                 hp->rope_orig_ctx);
         }
-        if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, false, 0, (uint64_t)half, 0)))
+        if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, -1, NULL, false, 0,
+                           (uint64_t)half, 0)))
             return st;
     }
     for (int32_t il = 0; il < NL; il++)
         if ((st = plan_layer(p, il))) return st;
-    if ((st = plan_add(p, "output_norm.weight", m->out_norm, NULL, false, 0, E, 0))) return st;
+    if ((st = plan_add(p, "output_norm.weight", m->out_norm, NULL, -1, NULL, false, 0, E, 0)))
+        return st;
     if (!hp->tied_embeddings &&
-        (st = plan_add(p, "output.weight", m->output, &m->output_q, false, V, E, 0)))
+        (st = plan_add(p, "output.weight", m->output, NULL, -1, &m->output_q, false, V, E, 0)))
         return st;
     return tlm_type_rules_check_used(&p->types, p->err);
 }
@@ -507,6 +522,29 @@ static tlm_status write_tensor(out_file *o, const gg_tensor *t, const float *zer
     return used ? out_put(o, scratch, used) : TLM_OK;
 }
 
+/* Layer il's arrays for its tensors [first, end): materialised when the model
+ * was loaded lazily (model.h), so that the writer holds one layer in f32 at a
+ * time; on a model loaded whole the pointers are already there. */
+static tlm_status layer_enter(gg_plan *p, int32_t il, int32_t first, int32_t end) {
+    tlm_status st = model_layer_materialize(p->m, il, p->err);
+    if (st) return st;
+    for (int32_t i = first; i < end; i++) {
+        gg_tensor *t = &p->tensors[i];
+        t->src = *t->slot;
+        if (!t->src && !t->qsrc) /* the loaders record every tensor of a present sublayer */
+            return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst,
+                              t->name);
+    }
+    return TLM_OK;
+}
+
+/* After layer il's last tensor is written: frees a materialised layer (its
+ * tensors' src back to the fields, NULL for a released layer). */
+static void layer_leave(gg_plan *p, int32_t il, int32_t first, int32_t end) {
+    model_layer_release(p->m, il);
+    for (int32_t i = first; i < end; i++) p->tensors[i].src = *p->tensors[i].slot;
+}
+
 static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header) {
     const uint64_t data_start = tlm_align_up(header->len, GGUF_ALIGN);
     const gg_tensor *last = &p->tensors[p->n_tensors - 1];
@@ -522,9 +560,18 @@ static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header
     uint8_t *scratch = tlm_malloc_aligned(scratch_bytes);
     float *zero_row = tlm_calloc((size_t)p->max_cols, sizeof(float));
     if (!scratch || !zero_row) st = tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", o->dst);
+    int32_t first = 0, end = 0; /* the current layer's tensors (contiguous in the plan) */
     for (int32_t i = 0; i < p->n_tensors && !st; i++) {
-        st = out_pad_to(o, data_start + p->tensors[i].offset);
+        const int32_t il = p->tensors[i].layer;
+        if (il >= 0 && i >= end) {
+            first = i;
+            end = i + 1;
+            while (end < p->n_tensors && p->tensors[end].layer == il) end++;
+            st = layer_enter(p, il, first, end);
+        }
+        if (!st) st = out_pad_to(o, data_start + p->tensors[i].offset);
         if (!st) st = write_tensor(o, &p->tensors[i], zero_row, scratch, scratch_bytes);
+        if (il >= 0 && (st || i + 1 == end)) layer_leave(p, il, first, end);
     }
     tlm_free(scratch);
     tlm_free(zero_row);

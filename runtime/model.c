@@ -184,51 +184,17 @@ void tlm_free_string(char *s) { tlm_free(s); }
 
 /* ------------------------------------------------ streaming detokenizer */
 
-/* Length of the UTF-8 sequence a lead byte starts (1 for invalid leads, which
- * are passed through so that output never stalls). */
-static int utf8_seq_len(unsigned char c) {
-    if (c < 0x80) return 1;
-    if ((c & 0xe0) == 0xc0) return 2;
-    if ((c & 0xf0) == 0xe0) return 3;
-    if ((c & 0xf8) == 0xf0) return 4;
-    return 1;
-}
-
 void tlm_detok_init(tlm_detok *d, const tlm_model *m) {
     d->model = m;
     d->n_pending = 0;
 }
 
-static size_t put_bytes(char *out, size_t cap, size_t at, const void *src, size_t n) {
-    size_t room = at < cap ? cap - at : 0;
-    if (n > room) n = room;
-    memcpy(out + at, src, n);
-    return n;
-}
-
 size_t tlm_detok_push(tlm_detok *d, int32_t tok, char *out, size_t cap) {
-    size_t n = 0, len = 0;
-    const unsigned char *b =
-        (const unsigned char *)tokenizer_token_bytes(d->model->tok, tok, false, &len);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = b[i];
-        if (d->n_pending > 0 && (c & 0xc0) != 0x80) {
-            /* a sequence that never completed: replace it, then go on */
-            n += put_bytes(out, cap, n, "\xef\xbf\xbd", 3);
-            d->n_pending = 0;
-        }
-        d->pending[d->n_pending++] = c;
-        if (d->n_pending >= utf8_seq_len(d->pending[0])) {
-            n += put_bytes(out, cap, n, d->pending, (size_t)d->n_pending);
-            d->n_pending = 0;
-        }
-    }
-    return n;
+    size_t len = 0;
+    const char *b = tokenizer_token_bytes(d->model->tok, tok, false, &len);
+    return tokenizer_utf8_push(d->pending, &d->n_pending, b, len, out, cap);
 }
 
 size_t tlm_detok_flush(tlm_detok *d, char *out, size_t cap) {
-    size_t n = 0;
-    if (d->n_pending > 0) n = put_bytes(out, cap, 0, "\xef\xbf\xbd", 3);
-    d->n_pending = 0;
-    return n;
+    return tokenizer_utf8_flush(&d->n_pending, out, cap);
 }

@@ -10,6 +10,11 @@
  * the destination (atomic_file.h) while XXH3 hashes them; the
  * header (offsets and checksums) is written last, at offset 0, and the file
  * is fsync'd and renamed onto the destination.
+ *
+ * A lazily loaded source (model.h) holds no layer in f32 until the writer
+ * materialises it: each layer is materialised around its turn (once to
+ * choose the activation-aware scales, once to write it) and released after,
+ * so the peak is one layer, not the model.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -144,6 +149,9 @@ typedef struct plan_tensor {
     char name[TLM_TENSOR_NAME_MAX];
     const float *src;   /* rows x cols f32 values of the model, or NULL and: */
     const tlm_matrix *qsrc; /* the model's quantized matrix (a .tlm source) */
+    float *const *slot; /* a layer tensor: its field of the model's tlm_layer, from
+                           which src is taken when the layer is entered (a lazily
+                           loaded layer's arrays exist only in between) */
     uint64_t rows, cols;
     uint32_t n_dims, dtype;
     uint64_t offset;    /* from data_offset */
@@ -197,10 +205,13 @@ static uint64_t tensor_bytes(uint32_t dtype, uint64_t rows, uint64_t cols) {
 
 /* rows == 0: a vector of cols. src: f32 values, or NULL and q: a quantized
  * matrix, which is copied when it keeps its type (re-quantizing a quantized
- * model would compound the rounding: convert from the original instead). */
-static tlm_status plan_add_q(plan *p, const char *name, const float *src, const tlm_matrix *q,
-                             uint64_t rows, uint64_t cols) {
-    if (!src && !(q && q->data))
+ * model would compound the rounding: convert from the original instead).
+ * slot: a layer tensor's field (src is then *slot), whose array a lazily
+ * loaded model fills only when the layer is entered (layer_enter checks it). */
+static tlm_status plan_add_q(plan *p, const char *name, const float *src, float *const *slot,
+                             const tlm_matrix *q, uint64_t rows, uint64_t cols) {
+    if (slot) src = *slot;
+    if (!src && !(q && q->data) && !(slot && p->m->lazy))
         return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
     if (p->n_tensors == p->cap_tensors) {
         int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
@@ -213,7 +224,8 @@ static tlm_status plan_add_q(plan *p, const char *name, const float *src, const 
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->src = src;
-    t->qsrc = src ? NULL : q;
+    t->slot = slot;
+    t->qsrc = !src && q && q->data ? q : NULL;
     t->layer = -1;
     if (strncmp(name, "blk.", 4) == 0) t->layer = (int32_t)strtol(name + 4, NULL, 10);
     t->n_dims = rows ? 2 : 1;
@@ -232,7 +244,7 @@ static tlm_status plan_add_q(plan *p, const char *name, const float *src, const 
 
 static tlm_status plan_add(plan *p, const char *name, const float *src, uint64_t rows,
                            uint64_t cols) {
-    return plan_add_q(p, name, src, NULL, rows, cols);
+    return plan_add_q(p, name, src, NULL, NULL, rows, cols);
 }
 
 static tlm_status plan_layer(plan *p, int32_t il) {
@@ -245,12 +257,12 @@ static tlm_status plan_layer(plan *p, int32_t il) {
     const tlm_write_options *o = p->o;
     char name[TLM_TENSOR_NAME_MAX];
     tlm_status st;
-#define ADD_Q(suffix, ptr, q, rows, cols)                               \
-    do {                                                                \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);     \
-        if ((st = plan_add_q(p, name, ptr, q, rows, cols))) return st;  \
+#define ADD_Q(suffix, field, q, rows, cols)                                    \
+    do {                                                                      \
+        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);           \
+        if ((st = plan_add_q(p, name, NULL, &L->field, q, rows, cols))) return st; \
     } while (0)
-#define ADD(suffix, ptr, rows, cols) ADD_Q(suffix, ptr, NULL, rows, cols)
+#define ADD(suffix, field, rows, cols) ADD_Q(suffix, field, NULL, rows, cols)
     for (int kind = 0; kind < 2; kind++) {
         const bool is_attn = kind == 0;
         const bool present = is_attn ? L->has_attn : L->has_mlp;
@@ -268,21 +280,21 @@ static tlm_status plan_layer(plan *p, int32_t il) {
             s->score = score;
         }
         if (is_attn) {
-            ADD("attn_norm.weight", L->attn_norm, 0, E);
-            ADD_Q("attn_q.weight", L->wq, &L->wq_q, q_dim, E);
-            ADD_Q("attn_k.weight", L->wk, &L->wk_q, kv_dim, E);
-            ADD_Q("attn_v.weight", L->wv, &L->wv_q, kv_dim, E);
+            ADD("attn_norm.weight", attn_norm, 0, E);
+            ADD_Q("attn_q.weight", wq, &L->wq_q, q_dim, E);
+            ADD_Q("attn_k.weight", wk, &L->wk_q, kv_dim, E);
+            ADD_Q("attn_v.weight", wv, &L->wv_q, kv_dim, E);
             if (hp->qkv_bias) {
-                ADD("attn_q.bias", L->bq, 0, q_dim);
-                ADD("attn_k.bias", L->bk, 0, kv_dim);
-                ADD("attn_v.bias", L->bv, 0, kv_dim);
+                ADD("attn_q.bias", bq, 0, q_dim);
+                ADD("attn_k.bias", bk, 0, kv_dim);
+                ADD("attn_v.bias", bv, 0, kv_dim);
             }
-            ADD_Q("attn_output.weight", L->wo, &L->wo_q, E, q_dim);
+            ADD_Q("attn_output.weight", wo, &L->wo_q, E, q_dim);
         } else {
-            ADD("ffn_norm.weight", L->ffn_norm, 0, E);
-            ADD_Q("ffn_gate.weight", L->w_gate, &L->w_gate_q, F, E);
-            ADD_Q("ffn_up.weight", L->w_up, &L->w_up_q, F, E);
-            ADD_Q("ffn_down.weight", L->w_down, &L->w_down_q, E, F);
+            ADD("ffn_norm.weight", ffn_norm, 0, E);
+            ADD_Q("ffn_gate.weight", w_gate, &L->w_gate_q, F, E);
+            ADD_Q("ffn_up.weight", w_up, &L->w_up_q, F, E);
+            ADD_Q("ffn_down.weight", w_down, &L->w_down_q, E, F);
         }
         s->count = p->n_tensors - s->first;
     }
@@ -324,11 +336,11 @@ static tlm_status plan_build(plan *p) {
             return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
         for (int32_t i = 0; i < NL * TLM_AWQ_N_INPUTS; i++) p->alpha[i] = NAN;
     }
-    if ((st = plan_add_q(p, "token_embd.weight", m->tok_embd, &m->tok_embd_q, V, E)) ||
+    if ((st = plan_add_q(p, "token_embd.weight", m->tok_embd, NULL, &m->tok_embd_q, V, E)) ||
         (st = plan_add(p, "output_norm.weight", m->out_norm, 0, E)))
         return st;
     if (!hp->tied_embeddings &&
-        (st = plan_add_q(p, "output.weight", m->output, &m->output_q, V, E)))
+        (st = plan_add_q(p, "output.weight", m->output, NULL, &m->output_q, V, E)))
         return st;
     for (int32_t il = 0; il < hp->n_layer; il++)
         if ((st = plan_layer(p, il))) return st;
@@ -363,6 +375,31 @@ static void plan_free(plan *p) {
     tlm_free(p->alpha);
     tlm_free(p->out_imp);
     tlm_type_rules_free(&p->types);
+}
+
+/* Layer il's arrays for its plan tensors [first, end): materialised when the
+ * model was loaded lazily (model.h), so that the writer holds one layer in
+ * f32 at a time; on a model loaded whole the pointers are already there. */
+static tlm_status layer_enter(plan *p, int32_t il, int32_t first, int32_t end) {
+    tlm_status st = model_layer_materialize(p->m, il, p->err);
+    if (st) return st;
+    for (int32_t i = first; i < end; i++) {
+        plan_tensor *t = &p->tensors[i];
+        if (t->slot) t->src = *t->slot;
+        if (!t->src && !t->qsrc) /* the loaders record every tensor of a present sublayer */
+            return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst,
+                              t->name);
+    }
+    return TLM_OK;
+}
+
+/* After layer il's last tensor has been used: frees a materialised layer.
+ * src may point into the activation-aware scratch buffer or at the layer's
+ * own arrays; it goes back to the field, NULL for a released layer. */
+static void layer_leave(plan *p, int32_t il, int32_t first, int32_t end) {
+    model_layer_release(p->m, il);
+    for (int32_t i = first; i < end; i++)
+        if (p->tensors[i].slot) p->tensors[i].src = *p->tensors[i].slot;
 }
 
 /* ------------------------------------------ activation-aware quantization */
@@ -481,7 +518,9 @@ static tlm_status awq_choose_all(plan *p) {
         if (il >= 0) {
             if (o->progress && !o->progress(o->user, "awq", (uint64_t)il, (uint64_t)NL))
                 st = tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", p->dst);
+            if (!st) st = layer_enter(p, il, i, end);
             if (!st) st = awq_prepare_layer(p, &al, il, i, end);
+            layer_leave(p, il, i, end);
         }
         i = end;
     }
@@ -872,16 +911,21 @@ static tlm_status write_file(plan *p, out_file *o, const char *meta, size_t meta
     uint8_t *scratch = tlm_malloc_aligned(CHUNK_BYTES);
     if (!scratch) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", o->dst);
     awq_layer al = {0};
+    int32_t first = 0, end = 0; /* the current layer's tensors */
     for (int32_t i = 0; i < p->n_tensors && !st; i++) {
         const int32_t il = p->tensors[i].layer;
-        if (p->awq && il >= 0 && (i == 0 || p->tensors[i - 1].layer != il)) {
-            int32_t end = i + 1;
+        if (il >= 0 && i >= end) { /* a layer's tensors are contiguous in the plan */
+            first = i;
+            end = i + 1;
             while (end < p->n_tensors && p->tensors[end].layer == il) end++;
-            st = awq_prepare_layer(p, &al, il, i, end);
-            if (st) break;
+            st = layer_enter(p, il, first, end);
+            if (!st && p->awq) st = awq_prepare_layer(p, &al, il, first, end);
         }
-        st = out_pad_to(o, h.data_offset + p->tensors[i].offset);
+        if (!st) st = out_pad_to(o, h.data_offset + p->tensors[i].offset);
         if (!st) st = write_tensor(o, &p->tensors[i], scratch);
+        /* only now: the scaled copies in al.buf and the layer's own arrays
+         * (unscaled norms, biases) are both read up to the last tensor */
+        if (il >= 0 && (st || i + 1 == end)) layer_leave(p, il, first, end);
     }
     tlm_free(al.buf);
     tlm_free(scratch);
@@ -1059,7 +1103,8 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
         st = tlm_seterr(&local, TLM_ERR_ARG, "%s: cancelled; nothing was written", dst);
         goto fail;
     }
-    tlm_model *m = tlm_model_load(src, &local);
+    /* the writers hold one layer in f32 at a time, not the whole source */
+    tlm_model *m = model_load_lazy(src, &local);
     if (!m) {
         st = local.code != TLM_OK ? local.code : TLM_ERR_FORMAT;
         goto fail;

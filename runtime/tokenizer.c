@@ -634,3 +634,74 @@ done:
     }
     return (int32_t)st.sink.n;
 }
+
+/* ------------------------------------------------ streaming UTF-8 repair */
+
+/* Length of the UTF-8 sequence a lead byte starts; 0 for a byte that cannot
+ * start one (a continuation byte, the overlong leads C0/C1, F5..FF). */
+static int utf8_seq_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return 2;
+    if ((c & 0xf0) == 0xe0) return 3;
+    if (c >= 0xf0 && c <= 0xf4) return 4;
+    return 0;
+}
+
+/* Whether c can follow pending[0..n) in a well-formed sequence: the second
+ * byte's range excludes overlong forms, surrogates and code points past
+ * U+10FFFF (Unicode's table 3-7). */
+static bool utf8_continues(const unsigned char *pending, int n, unsigned char c) {
+    if ((c & 0xc0) != 0x80) return false;
+    if (n != 1) return true;
+    switch (pending[0]) {
+    case 0xe0: return c >= 0xa0;
+    case 0xed: return c <= 0x9f;
+    case 0xf0: return c >= 0x90;
+    case 0xf4: return c <= 0x8f;
+    default: return true;
+    }
+}
+
+static size_t put_bytes(char *out, size_t cap, size_t at, const void *src, size_t n) {
+    size_t room = at < cap ? cap - at : 0;
+    if (n > room) n = room;
+    memcpy(out + at, src, n);
+    return n;
+}
+
+#define UTF8_REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
+
+size_t tokenizer_utf8_push(unsigned char *pending, int *n_pending, const char *in, size_t len,
+                           char *out, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (*n_pending > 0) {
+            if (utf8_continues(pending, *n_pending, c)) {
+                pending[(*n_pending)++] = c;
+                if (*n_pending == utf8_seq_len(pending[0])) {
+                    n += put_bytes(out, cap, n, pending, (size_t)*n_pending);
+                    *n_pending = 0;
+                }
+                continue;
+            }
+            /* a sequence that cannot complete: replace it; c starts afresh */
+            n += put_bytes(out, cap, n, UTF8_REPLACEMENT, 3);
+            *n_pending = 0;
+        }
+        int need = utf8_seq_len(c);
+        if (need == 1)
+            n += put_bytes(out, cap, n, &c, 1);
+        else if (need == 0)
+            n += put_bytes(out, cap, n, UTF8_REPLACEMENT, 3);
+        else
+            pending[(*n_pending)++] = c;
+    }
+    return n;
+}
+
+size_t tokenizer_utf8_flush(int *n_pending, char *out, size_t cap) {
+    size_t n = *n_pending > 0 ? put_bytes(out, cap, 0, UTF8_REPLACEMENT, 3) : 0;
+    *n_pending = 0;
+    return n;
+}

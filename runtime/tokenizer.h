@@ -62,4 +62,15 @@ const char *tokenizer_token_bytes(const tlm_tokenizer *t, int32_t id, bool rende
 /* The token's string as stored in the vocabulary. */
 const char *tokenizer_token_text(const tlm_tokenizer *t, int32_t id, size_t *len);
 
+/* Streaming repair of detokenized bytes: byte-fallback tokens can produce
+ * any bytes, and one character can span tokens. Appends to out (cap bytes)
+ * what in[0..len) completes, holding an unfinished sequence back in
+ * pending[0..4) / *n_pending until the next call; what is not well-formed
+ * UTF-8 becomes U+FFFD, one per maximal ill-formed part (Unicode's
+ * recommended practice, as Python's errors="replace"). Returns the bytes
+ * written. The flush replaces a sequence still held back. */
+size_t tokenizer_utf8_push(unsigned char *pending, int *n_pending, const char *in, size_t len,
+                           char *out, size_t cap);
+size_t tokenizer_utf8_flush(int *n_pending, char *out, size_t cap);
+
 #endif

@@ -23,6 +23,8 @@ set_tests_properties(calib_realmodel PROPERTIES FIXTURES_REQUIRED realmodel TIME
 
 # The same pass on a lazily loaded model (layers materialised one at a time)
 # gives byte-identical output for GGUF and Hugging Face sources; a truncated
-# source is refused at load, and one cut after loading gives an error.
+# source is refused at load, and one cut after loading gives an error. Then
+# `trimlm convert` (lazy by default) writes the same .tlm and GGUF files as
+# with TRIMLM_CONVERT_EAGER=1.
 tlm_py_test(calib_lazy test_calib_lazy.py $<TARGET_FILE:tool_calib_dump>)
 set_tests_properties(calib_lazy PROPERTIES TIMEOUT 300 PROCESSORS 2)

@@ -10,9 +10,17 @@ errors: a truncated source is refused by the lazy load with the eager load's
 message, and a GGUF file cut after loading makes the pass fail with a clear
 message instead of crashing.
 
-    python test_calib_lazy.py TOOL_CALIB_DUMP
+Then `trimlm convert`, which loads its source lazily and has the writers
+materialise one layer at a time: every output (.tlm f16 / int8 / int4 with
+activation-aware scaling, sublayers dropped by score or by list, GGUF
+exports with rotate-half permutation, placeholders and biases) must be the
+bytes TRIMLM_CONVERT_EAGER=1 (the source loaded whole) writes, apart from
+the calibration's wall time in a .tlm file's metadata.
+
+    python test_calib_lazy.py TOOL_CALIB_DUMP      (and $TRIMLM: the CLI)
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +28,7 @@ import sys
 
 import hf_fixtures as hf
 import synth_gguf
+import testutil
 
 FAILURES = []
 
@@ -71,6 +80,86 @@ def cut(src, dst, keep):
         data = f.read()
     with open(dst, "wb") as f:
         f.write(data[:keep])
+
+
+def tlm_parts(path):
+    """A .tlm file's contents (tlm_format.h) as comparable parts: the
+    metadata without calibration.seconds (the pass's wall time, which no two
+    runs share and which may change the metadata's length, hence the later
+    sections' offsets), then the tokenizer, tensor data and directory bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    h = testutil.tlm_header(data)
+    meta = json.loads(data[h["meta_offset"]:h["meta_offset"] + h["meta_bytes"]])
+    meta.get("calibration", {}).pop("seconds", None)
+    return {"metadata": meta,
+            "tokenizer": data[h["tok_offset"]:h["tok_offset"] + h["tok_bytes"]],
+            "data": data[h["data_offset"]:h["data_offset"] + h["data_bytes"]],
+            "directory": data[h["dir_offset"]:h["file_bytes"]]}
+
+
+def same_conversion(name, model, text, out, *args):
+    """Converts model with the source loaded whole and lazily; compares."""
+    trimlm = os.environ["TRIMLM"]
+    ext = ".gguf" if "gguf" in args else ".tlm"
+    calib = [] if "--no-calib" in args else ["--calib", text, "--calib-tokens", "100",
+                                             "--calib-seq", "16"]
+    res = {}
+    for mode in ("eager", "lazy"):
+        dst = os.path.join(out, f"conv_{mode}{ext}")
+        env = dict(os.environ, TRIMLM_CONVERT_EAGER="1" if mode == "eager" else "0")
+        r = subprocess.run([trimlm, "convert", model, "-o", dst, "-t", "2", *calib, *args],
+                           capture_output=True, text=True, timeout=300, env=env)
+        if r.returncode != 0:
+            check(f"convert {name}", False, f"{mode}: exit {r.returncode}: {r.stderr.strip()}")
+            return
+        with open(dst, "rb") as f:
+            res[mode] = f.read()
+        if ext == ".tlm":
+            res[mode + "_parts"] = tlm_parts(dst)
+    if ext == ".gguf" or "--no-calib" in args:
+        check(f"convert {name}: lazy output byte-identical to eager", res["eager"] == res["lazy"])
+    else:
+        e, l = res["eager_parts"], res["lazy_parts"]
+        diff = [k for k in e if e[k] != l[k]]
+        check(f"convert {name}: lazy output identical to eager (but the calibration time)",
+              not diff, f"{', '.join(diff)} differ")
+
+
+def convert_checks(paths, text, out):
+    f32, q8, qwen = paths["llama GQA f32"], paths["llama q8_0"], paths["qwen2 biases"]
+    odd = paths["llama f16, n_embd 51"]
+    hf_f32, hf_bf16 = paths["llama f32"], paths["llama bf16, 2 shards"]
+    # a .tlm source is loaded whole either way; its int8 matrices are copied
+    tlm_q8 = os.path.join(out, "source_q8.tlm")
+    r = subprocess.run([os.environ["TRIMLM"], "convert", f32, "-o", tlm_q8, "--type", "int8",
+                        "--no-calib"], capture_output=True, text=True, timeout=300)
+    check("convert to the .tlm source", r.returncode == 0, r.stderr.strip())
+    cases = [
+        ("GGUF f32 -> f16", f32, "--type", "f16", "--no-calib"),
+        ("GGUF f32 -> f32, attn 1 and mlp 2 listed", f32, "--type", "f32", "--no-calib",
+         "--drop-list", "attn:1 mlp:2"),
+        ("GGUF f32 -> int4 activation-aware, attn:1 dropped", f32, "--type", "int4",
+         "--drop", "attn:1"),
+        ("GGUF q8_0 -> int8 activation-aware", q8, "--type", "int8"),
+        ("GGUF q8_0 -> int4 round-to-nearest", q8, "--type", "int4", "--no-calib"),
+        ("GGUF qwen2 biases -> int4 activation-aware, mlp:1 dropped", qwen, "--type", "int4",
+         "--drop", "mlp:1"),
+        ("GGUF n_embd 51 -> int8 activation-aware", odd, "--type", "int8"),
+        ("HF f32 -> int4 activation-aware, block:1 dropped", hf_f32, "--type", "int4",
+         "--drop", "block:1"),
+        ("HF bf16 2 shards -> bf16", hf_bf16, "--type", "bf16", "--no-calib"),
+        ("GGUF f32 -> GGUF f16", f32, "--to", "gguf", "--type", "f16", "--no-calib"),
+        ("GGUF f32 -> GGUF int4, deci with placeholders", f32, "--to", "gguf", "--type", "int4",
+         "--no-calib", "--drop-list", "attn:1 mlp:0"),
+        ("GGUF qwen2 biases -> GGUF int8, attn:1 dropped", qwen, "--to", "gguf", "--type",
+         "int8", "--drop", "attn:1"),
+        (".tlm int8 -> int8, mlp 1 listed", tlm_q8, "--type", "int8", "--no-calib",
+         "--drop-list", "mlp:1"),
+        (".tlm int8 -> GGUF int8", tlm_q8, "--to", "gguf", "--type", "int8", "--no-calib"),
+    ]
+    for name, model, *args in cases:
+        same_conversion(name, model, text, out, *args)
 
 
 def main():
@@ -128,6 +217,8 @@ def main():
                        "--truncate-source", str(size // 2))
     check("GGUF cut after the lazy load: a clear error",
           rc == 1 and copy in err and "truncated after loading" in err, f"exit {rc}: {err!r}")
+
+    convert_checks(paths, text, out)
 
     if FAILURES:
         print(f"{len(FAILURES)} failure(s)")

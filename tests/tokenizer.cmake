@@ -23,3 +23,6 @@ set_tests_properties(tokenizer_synthetic_spm tokenizer_synthetic_llama3 PROPERTI
 tlm_py_test(tokenizer_smollm2 test_tokenizer_ref.py smollm2 $<TARGET_FILE:tool_tokenize> ${TLM_TOK_CORPUS})
 set_tests_properties(tokenizer_smollm2 PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 300
                      LABELS "reference;realmodel")
+
+# The detokenizer's streaming UTF-8 repair against Python's errors="replace".
+tlm_py_test(utf8_stream test_utf8_stream.py $<TARGET_FILE:tool_tokenize>)

@@ -13,6 +13,13 @@
  * --info prints kind, n_vocab, bos, eos, add_bos and the EOG and special ids.
  * --bench tokenizes the first BYTES (default all) of FILE as one text and
  * prints "<bytes> <tokens> <seconds>".
+ *
+ *   tool_tokenize --utf8-stream FILE
+ *
+ * runs the detokenizer's streaming UTF-8 repair (tokenizer_utf8_push) alone:
+ * each line of FILE is one stream, given as space-separated hex chunks (the
+ * bytes of successive tokens); the tool prints the hex of the repaired
+ * output, flush included.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +90,35 @@ static int32_t *encode(const tlm_tokenizer *t, const char *s, size_t n, bool bos
     return ids;
 }
 
+/* --utf8-stream: see the header comment. */
+static int utf8_stream(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        return 1;
+    }
+    static char line[1 << 16], out[3 << 16];
+    while (fgets(line, sizeof line, f)) {
+        unsigned char pending[4];
+        int n_pending = 0;
+        for (char *chunk = strtok(line, " \n"); chunk; chunk = strtok(NULL, " \n")) {
+            char bytes[sizeof line / 2];
+            size_t n = 0;
+            for (size_t i = 0; chunk[i] && chunk[i + 1]; i += 2)
+                bytes[n++] = (char)(hexval(chunk[i]) * 16 + hexval(chunk[i + 1]));
+            size_t m = tokenizer_utf8_push(pending, &n_pending, bytes, n, out, sizeof out);
+            for (size_t i = 0; i < m; i++) printf("%02x", (unsigned char)out[i]);
+        }
+        size_t m = tokenizer_utf8_flush(&n_pending, out, sizeof out);
+        for (size_t i = 0; i < m; i++) printf("%02x", (unsigned char)out[i]);
+        putchar('\n');
+    }
+    fclose(f);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--utf8-stream")) return utf8_stream(argv[2]);
     const char *gguf_path = NULL, *hf_path = NULL, *config = NULL, *corpus = NULL, *bench = NULL;
     bool special = false, bos = false, decode = false, info = false;
     size_t bench_bytes = 0;

@@ -98,17 +98,13 @@ static bool reply_append(reply_buf *r, const char *s, size_t n) {
     return true;
 }
 
-/* Shows and keeps a piece of the reply. The model may produce bytes that are
- * not UTF-8; they become U+FFFD so that the conversation stays valid text. */
+/* Shows and keeps a piece of the reply (valid UTF-8: the detokenizer
+ * replaces what is not). */
 static bool emit_piece(reply_buf *r, const char *piece, size_t len, chat_emit_fn emit, void *user) {
     if (len == 0) return true;
-    char *clean = utf8_valid(piece, len) ? NULL : utf8_sanitize(piece, len, NULL);
-    const char *text = clean ? clean : piece;
-    size_t n = clean ? strlen(clean) : len;
-    bool ok = (clean || utf8_valid(piece, len)) && reply_append(r, text, n);
-    if (ok) emit(user, text, n);
-    free(clean);
-    return ok;
+    if (!reply_append(r, piece, len)) return false;
+    emit(user, piece, len);
+    return true;
 }
 
 /* Tokens kept free for the reply when deciding whether to drop old turns. */

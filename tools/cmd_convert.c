@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "model.h"
 #include "model_registry.h"
 
 static const char convert_usage[] =
@@ -230,7 +231,12 @@ int cmd_convert(int argc, char **argv) {
     install_handlers();
     convert_progress progress = {.tty = cli_stderr_is_tty()};
     double t0 = cli_now_seconds();
-    tlm_model *m = tlm_model_load(path, &err);
+    /* Lazily: calibration and the writers materialise one layer at a time,
+     * so the peak is one layer in f32, not the whole source.
+     * TRIMLM_CONVERT_EAGER=1 loads it whole, for the tests to compare. */
+    const char *eager = getenv("TRIMLM_CONVERT_EAGER");
+    tlm_model *m = eager && strcmp(eager, "1") == 0 ? tlm_model_load(path, &err)
+                                                    : model_load_lazy(path, &err);
     if (!m) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(m, &info);

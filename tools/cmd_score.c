@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "model.h"
 #include "model_registry.h"
 #include "svg_plot.h"
 
@@ -266,7 +267,12 @@ int cmd_score(int argc, char **argv) {
         return cli_fail("%s: cannot write there (%s: %s)", o.plot, dir, strerror(errno));
 
     tlm_error err = {0};
-    tlm_model *model = load_model_arg(o.model, &err);
+    /* the pass materialises one layer at a time (model.h): the peak is one
+     * layer in f32, not the whole model */
+    char path[4096];
+    tlm_model *model = resolve_model_path(o.model, path, sizeof path, &err) == TLM_OK
+                           ? model_load_lazy(path, &err)
+                           : NULL;
     if (!model) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(model, &info);
