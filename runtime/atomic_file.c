@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +13,55 @@
 
 #include "error.h"
 
-tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, mode_t mode, uint64_t reserve,
-                           tlm_error *err) {
+static bool ends_with(const char *s, const char *suffix) {
+    size_t ls = strlen(s), lx = strlen(suffix);
+    return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
+}
+
+/* dst's directory: everything before the last '/', "/" or "." */
+static void parent_dir(const char *dst, char *out, size_t cap) {
+    const char *slash = strrchr(dst, '/');
+    snprintf(out, cap, "%.*s", slash ? (int)(slash - dst) + (slash == dst) : 1, slash ? dst : ".");
+}
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+tlm_status tlm_atomic_check_destination(const char *dst, const char *const *inputs,
+                                        size_t n_inputs, tlm_error *err) {
+    if (!dst || !*dst) return tlm_seterr(err, TLM_ERR_ARG, "no output file name given");
+    struct stat s_dst, s_par;
+    /* stat follows symlinks: a link to an input is the input */
+    bool dst_exists = stat(dst, &s_dst) == 0;
+    if (dst_exists && S_ISDIR(s_dst.st_mode))
+        return tlm_seterr(err, TLM_ERR_ARG, "%s: is a directory (give the output file's name)", dst);
+    char parent[4096];
+    parent_dir(dst, parent, sizeof parent);
+    bool have_parent = stat(parent, &s_par) == 0;
+    bool checkpoint_name = ends_with(dst, ".json") || ends_with(dst, ".safetensors");
+    for (size_t i = 0; i < n_inputs; i++) {
+        struct stat s_in;
+        if (!inputs[i] || !*inputs[i] || stat(inputs[i], &s_in) != 0) continue;
+        if (dst_exists && same_file(&s_dst, &s_in))
+            return tlm_seterr(err, TLM_ERR_ARG, "%s: refusing to overwrite an input of this command (%s)",
+                              dst, inputs[i]);
+        if (S_ISDIR(s_in.st_mode) && have_parent && checkpoint_name && same_file(&s_par, &s_in))
+            return tlm_seterr(err, TLM_ERR_ARG,
+                              "%s: refusing to write a file into the input model directory %s", dst,
+                              inputs[i]);
+    }
+    return TLM_OK;
+}
+
+tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, const char *const *inputs,
+                           size_t n_inputs, mode_t mode, uint64_t reserve, tlm_error *err) {
     f->dst = dst;
     f->fd = -1;
     f->mode = mode;
+    f->tmp[0] = '\0';
+    tlm_status st = tlm_atomic_check_destination(dst, inputs, n_inputs, err);
+    if (st) return st;
     const char *slash = strrchr(dst, '/');
     int n = slash ? snprintf(f->tmp, sizeof f->tmp, "%.*s/.%s.partial-XXXXXX",
                              (int)(slash - dst), dst, slash + 1)
@@ -90,9 +135,7 @@ tlm_status tlm_atomic_commit(tlm_atomic_file *f, tlm_error *err) {
     f->tmp[0] = '\0';
     /* the rename itself reaches the disk with its directory */
     char dir[4096];
-    const char *slash = strrchr(f->dst, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - f->dst) + (slash == f->dst) : 1,
-             slash ? f->dst : ".");
+    parent_dir(f->dst, dir, sizeof dir);
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
@@ -108,10 +151,10 @@ void tlm_atomic_discard(tlm_atomic_file *f) {
     f->tmp[0] = '\0';
 }
 
-tlm_status tlm_atomic_write_file(const char *dst, const void *data, size_t n, mode_t mode,
-                                 tlm_error *err) {
+tlm_status tlm_atomic_write_file(const char *dst, const char *const *inputs, size_t n_inputs,
+                                 const void *data, size_t n, mode_t mode, tlm_error *err) {
     tlm_atomic_file f;
-    tlm_status st = tlm_atomic_open(&f, dst, mode, 0, err);
+    tlm_status st = tlm_atomic_open(&f, dst, inputs, n_inputs, mode, 0, err);
     if (!st) st = tlm_atomic_write(&f, data, n, err);
     if (!st) st = tlm_atomic_commit(&f, err);
     if (st) tlm_atomic_discard(&f);

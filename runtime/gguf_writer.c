@@ -408,6 +408,8 @@ static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
 
 typedef struct out_file {
     const char *dst;
+    const char *const *inputs; /* what it may not replace (tlm_write_options) */
+    size_t n_inputs;
     tlm_atomic_file file;
     uint8_t *buf;
     size_t used;
@@ -552,7 +554,7 @@ static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header
     if (o->progress && !o->progress(o->user, "write", 0, o->total))
         return tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
     /* the whole size is reserved: a full disk fails here, not at the end */
-    tlm_status st = tlm_atomic_open(&o->file, o->dst, 0644, o->total, o->err);
+    tlm_status st = tlm_atomic_open(&o->file, o->dst, o->inputs, o->n_inputs, 0644, o->total, o->err);
     if (st || (st = out_put(o, header->p, header->len))) return st;
 
     const size_t scratch_bytes = (size_t)(p->max_row_bytes > CHUNK_BYTES ? p->max_row_bytes
@@ -593,7 +595,8 @@ tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_
     if (m->hp.n_layer <= 0)
         return tlm_seterr(err, TLM_ERR_ARG, "%s: the model has no layers", dst);
     gg_plan p = {.m = m, .o = wo, .dst = dst, .err = err};
-    out_file o = {.dst = dst, .file = {.fd = -1}, .progress = wo->progress, .user = wo->user,
+    out_file o = {.dst = dst, .inputs = wo->inputs, .n_inputs = wo->n_inputs, .file = {.fd = -1},
+                  .progress = wo->progress, .user = wo->user,
                   .err = err};
     kv_writer kv = {0};
     tlm_byte_buf header = {0};

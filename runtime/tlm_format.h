@@ -224,6 +224,10 @@ typedef struct tlm_write_options {
      * quantized activation-aware (quant/awq.h) instead of round-to-nearest. */
     const struct tlm_calib *calib;
     const char *source_file, *source_format;
+    /* The files the written one may not replace (the source model...):
+     * tlm_atomic_check_destination; NULL/0 = none. */
+    const char *const *inputs;
+    size_t n_inputs;
     const tlm_tokenizer_blob *tokenizer;
     tlm_progress_fn progress;
     void *user;

@@ -716,6 +716,8 @@ done:
 
 typedef struct out_file {
     const char *dst;    /* the final name, for messages */
+    const char *const *inputs; /* what it may not replace (tlm_write_options) */
+    size_t n_inputs;
     tlm_atomic_file file;
     uint8_t *buf;
     size_t used;
@@ -773,7 +775,7 @@ static tlm_status out_pad_to(out_file *o, uint64_t offset) {
 
 /* The whole size is reserved now: a full disk fails here, not at the end. */
 static tlm_status out_open(out_file *o) {
-    return tlm_atomic_open(&o->file, o->dst, 0644, o->total, o->err);
+    return tlm_atomic_open(&o->file, o->dst, o->inputs, o->n_inputs, 0644, o->total, o->err);
 }
 
 /* The header at offset 0, then fsync and rename. */
@@ -969,8 +971,8 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
     if ((uint64_t)m->hp.n_layer > TLM_MAX_TENSORS / 16)
         return tlm_seterr(err, TLM_ERR_ARG, "%s: too many layers (%d)", dst, m->hp.n_layer);
     plan p = {.m = m, .o = wo, .dst = dst, .err = err};
-    out_file o = {.dst = dst, .file = {.fd = -1}, .progress = wo->progress, .user = wo->user,
-                  .err = err};
+    out_file o = {.dst = dst, .inputs = wo->inputs, .n_inputs = wo->n_inputs, .file = {.fd = -1},
+                  .progress = wo->progress, .user = wo->user, .err = err};
     char *meta = NULL;
     tlm_status st = plan_build(&p);
     if (!st) st = awq_choose_all(&p);
@@ -1006,35 +1008,6 @@ static const char *base_name(const char *path) {
     return path + begin;
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t ls = strlen(s), lx = strlen(suffix);
-    return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
-}
-
-/* Refuses a destination that is the source, one of the files a source
- * checkpoint directory consists of (*.json, *.safetensors), or a directory. */
-static tlm_status check_destination(const char *src, const char *dst, tlm_error *err) {
-    struct stat s_src, s_dst;
-    if (stat(src, &s_src) != 0) return tlm_seterr(err, TLM_ERR_IO, "%s: %s", src, strerror(errno));
-    if (stat(dst, &s_dst) != 0) return TLM_OK; /* a new file */
-    if (S_ISDIR(s_dst.st_mode))
-        return tlm_seterr(err, TLM_ERR_ARG, "%s: is a directory (give the output file's name)", dst);
-    if (s_src.st_dev == s_dst.st_dev && s_src.st_ino == s_dst.st_ino)
-        return tlm_seterr(err, TLM_ERR_ARG, "%s: refusing to overwrite the input model", dst);
-    if (S_ISDIR(s_src.st_mode)) {
-        char parent[4096];
-        const char *slash = strrchr(dst, '/');
-        snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - dst) + (slash == dst) : 1,
-                 slash ? dst : ".");
-        struct stat s_par;
-        if (stat(parent, &s_par) == 0 && s_par.st_dev == s_src.st_dev && s_par.st_ino == s_src.st_ino &&
-            (ends_with(dst, ".json") || ends_with(dst, ".safetensors")))
-            return tlm_seterr(err, TLM_ERR_ARG,
-                              "%s: refusing to overwrite a file of the input model directory", dst);
-    }
-    return TLM_OK;
-}
-
 static tlm_status check_convert_params(const tlm_convert_params *p, tlm_error *err) {
     if (p->to && strcmp(p->to, "tlm") != 0 && strcmp(p->to, "gguf") != 0)
         return tlm_seterr(err, TLM_ERR_ARG, "output format '%s' is not supported (tlm or gguf)", p->to);
@@ -1055,7 +1028,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert_model: missing model, source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
     tlm_status st = check_convert_params(&p, &local);
-    if (!st) st = check_destination(src, dst, &local);
+    if (!st) st = tlm_atomic_check_destination(dst, &src, 1, &local);
     /* a sublayer can only be dropped once: from the model that has it */
     for (int32_t il = 0; !st && il < m->hp.n_layer; il++)
         for (int kind = 0; kind < 2; kind++) {
@@ -1078,7 +1051,8 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
         tlm_write_options wo = {.dtype = (uint32_t)p.type, .keep_wide = p.keep_wide,
                                 .drop_attn = p.drop_attn, .drop_mlp = p.drop_mlp,
                                 .calib = p.calib, .source_file = base_name(src),
-                                .source_format = m->source_format, .tokenizer = &tb,
+                                .source_format = m->source_format, .inputs = &src, .n_inputs = 1,
+                                .tokenizer = &tb,
                                 .progress = progress, .user = user};
         if (p.to && strcmp(p.to, "gguf") == 0) st = tlm_write_gguf(m, dst, &wo, &local);
         else st = tlm_write_model(m, dst, &wo, &local);
@@ -1097,7 +1071,7 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert: missing source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
     tlm_status st = check_convert_params(&p, &local);
-    if (!st) st = check_destination(src, dst, &local);
+    if (!st) st = tlm_atomic_check_destination(dst, &src, 1, &local);
     if (st) goto fail;
     if (progress && !progress(user, "load", 0, 1)) {
         st = tlm_seterr(&local, TLM_ERR_ARG, "%s: cancelled; nothing was written", dst);

@@ -140,7 +140,8 @@ bool chat_conv_set_system(chat_conv *c, const char *system) {
 
 /* ----------------------------------------------------------------- save */
 
-tlm_status chat_conv_save(const chat_conv *c, const char *path, tlm_error *err) {
+tlm_status chat_conv_save(const chat_conv *c, const char *path, const char *const *inputs,
+                          size_t n_inputs, tlm_error *err) {
     cJSON *root = cJSON_CreateObject();
     bool ok = root && (c->system ? cJSON_AddStringToObject(root, "system", c->system)
                                  : cJSON_AddNullToObject(root, "system")) != NULL;
@@ -159,7 +160,7 @@ tlm_status chat_conv_save(const chat_conv *c, const char *path, tlm_error *err) 
     size_t len = strlen(text);
     text[len] = '\n'; /* cJSON_Print's buffer ends in NUL: swap it for a final newline */
     /* 0600: a conversation may be private */
-    tlm_status st = tlm_atomic_write_file(path, text, len + 1, 0600, err);
+    tlm_status st = tlm_atomic_write_file(path, inputs, n_inputs, text, len + 1, 0600, err);
     free(text);
     return st;
 }

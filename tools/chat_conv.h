@@ -34,7 +34,8 @@ bool chat_conv_set_system(chat_conv *c, const char *system);
 
 /* Writes the conversation to path atomically (a temporary file in the same
  * directory, fsync'd, renamed). */
-tlm_status chat_conv_save(const chat_conv *c, const char *path, tlm_error *err);
+tlm_status chat_conv_save(const chat_conv *c, const char *path, const char *const *inputs,
+                          size_t n_inputs, tlm_error *err);
 /* Reads and validates a saved conversation into *out (left untouched on
  * failure); err names the file and the problem. */
 tlm_status chat_conv_load(const char *path, chat_conv *out, tlm_error *err);

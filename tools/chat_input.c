@@ -77,7 +77,7 @@ static void history_save(chat_input *in) {
     tlm_atomic_file f;
     /* 0600 as libedit makes it: the history may hold private text; libedit
      * writes through a stdio copy of the descriptor, which fclose closes */
-    tlm_status st = tlm_atomic_open(&f, in->hist_path, 0600, 0, &err);
+    tlm_status st = tlm_atomic_open(&f, in->hist_path, NULL, 0, 0600, 0, &err);
     if (!st) {
         errno = 0;
         int fd = dup(f.fd);

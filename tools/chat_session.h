@@ -20,6 +20,7 @@
 
 typedef struct chat_session {
     const tlm_model *model;
+    const char *model_path; /* the file it was loaded from: /save may not replace it */
     tlm_context *ctx;
     tlm_sampler *sampler;
     int32_t n_ctx, n_batch;

@@ -201,7 +201,7 @@ static cmd_result run_command(chat_session *s, const char *line) {
         tlm_error err = {0};
         cmd_result rc = CMD_OK;
         if (save) {
-            if (chat_conv_save(&s->conv, path, &err) != TLM_OK) rc = CMD_ERROR;
+            if (chat_conv_save(&s->conv, path, &s->model_path, 1, &err) != TLM_OK) rc = CMD_ERROR;
             else fprintf(stderr, "trimlm: saved %zu messages to %s\n", s->conv.n, path);
         } else {
             chat_conv loaded = {0};
@@ -243,10 +243,12 @@ int cmd_chat(int argc, char **argv) {
     char *sys = NULL;
     rc = CLI_EXIT_FAIL;
 
-    model = load_model_arg(o.model, &err);
+    static char model_path[4096];
+    model = load_model_arg_path(o.model, model_path, sizeof model_path, &err);
     if (!model) { cli_fail_err(&err); goto out; }
     tlm_context_params cp = cli_gen_context_params(&o.gen);
     s.model = model;
+    s.model_path = model_path;
     s.ctx = tlm_context_new(model, &cp, &err);
     if (!s.ctx) { cli_fail_err(&err); goto out; }
     s.n_ctx = tlm_context_n_ctx(s.ctx);

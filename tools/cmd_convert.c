@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "atomic_file.h"
 #include "model_registry.h"
 
 static const char convert_usage[] =
@@ -228,6 +229,9 @@ int cmd_convert(int argc, char **argv) {
     tlm_error err = {0};
     char path[4096];
     if (resolve_model_path(o.src, path, sizeof path, &err) != TLM_OK) return cli_fail_err(&err);
+    /* before the calibration pass; the writer checks the source again */
+    const char *inputs[] = {path, o.calib_file};
+    if (tlm_atomic_check_destination(o.out, inputs, 2, &err) != TLM_OK) return cli_fail_err(&err);
     install_handlers();
     convert_progress progress = {.tty = cli_stderr_is_tty()};
     double t0 = cli_now_seconds();

@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "atomic_file.h"
 #include "model_registry.h"
 #include "svg_plot.h"
 
@@ -204,8 +205,8 @@ static int print_json(const tlm_calib *cal) {
     return CLI_EXIT_OK;
 }
 
-static tlm_status write_plot(const char *path, const tlm_calib *cal, const char *model_name,
-                             tlm_error *err) {
+static tlm_status write_plot(const char *path, const char *const *inputs, size_t n_inputs,
+                             const tlm_calib *cal, const char *model_name, tlm_error *err) {
     int32_t n = tlm_calib_n_layer(cal);
     float *y = malloc((size_t)(n > 0 ? n : 1) * 3 * sizeof *y);
     if (!y) return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
@@ -233,7 +234,7 @@ static tlm_status write_plot(const char *path, const tlm_calib *cal, const char 
                              .n_series = 3,
                              .series = series,
                              .log_y = true};
-    tlm_status st = svg_write_chart(path, &chart, err);
+    tlm_status st = svg_write_chart(path, inputs, n_inputs, &chart, err);
     free(y);
     return st;
 }
@@ -267,12 +268,15 @@ int cmd_score(int argc, char **argv) {
         return cli_fail("%s: cannot write there (%s: %s)", o.plot, dir, strerror(errno));
 
     tlm_error err = {0};
+    char path[4096];
+    if (resolve_model_path(o.model, path, sizeof path, &err) != TLM_OK) return cli_fail_err(&err);
+    /* the plot may not replace what the scores are computed from */
+    const char *inputs[] = {path, o.calib};
+    if (o.plot && tlm_atomic_check_destination(o.plot, inputs, 2, &err) != TLM_OK)
+        return cli_fail_err(&err);
     /* the pass materialises one layer at a time (model.h): the peak is one
      * layer in f32, not the whole model */
-    char path[4096];
-    tlm_model *model = resolve_model_path(o.model, path, sizeof path, &err) == TLM_OK
-                           ? model_load_lazy(path, &err)
-                           : NULL;
+    tlm_model *model = model_load_lazy(path, &err);
     if (!model) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(model, &info);
@@ -308,7 +312,7 @@ int cmd_score(int argc, char **argv) {
     if (fflush(stdout) != 0) { cli_fail("writing the scores: %s", strerror(errno)); goto out; }
 
     if (o.plot) {
-        if (write_plot(o.plot, cal, model_name, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
+        if (write_plot(o.plot, inputs, 2, cal, model_name, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
         if (cli_stderr_is_tty()) fprintf(stderr, "trimlm: wrote %s\n", o.plot);
     }
     rc = CLI_EXIT_OK;

@@ -57,7 +57,7 @@ static void track_temp(const char *path, bool live) {
 
 static tlm_status temp_create(tlm_atomic_file *t, const char *final_path, tlm_error *err) {
     /* 0644: a cached model is an ordinary readable file */
-    if (tlm_atomic_open(t, final_path, 0644, 0, err) != TLM_OK) return TLM_ERR_IO;
+    if (tlm_atomic_open(t, final_path, NULL, 0, 0644, 0, err) != TLM_OK) return TLM_ERR_IO;
     track_temp(t->tmp, true);
     return TLM_OK;
 }

@@ -509,11 +509,25 @@ int eval_mc(const eval_options *o) {
     mc_choice_score *scores = NULL;
     tlm_atomic_file details_file = {.fd = -1};
     FILE *details = NULL; /* streams into details_file */
+    char *labels_default = NULL; /* PIQA's labels next to --mc, when --labels is not given */
     int rc = CLI_EXIT_FAIL;
 
     if (read_items(o, &set, &err) != TLM_OK) { cli_fail_err(&err); goto out; }
+    char model_path[4096];
+    if (resolve_model_path(o->model, model_path, sizeof model_path, &err) != TLM_OK) {
+        cli_fail_err(&err);
+        goto out;
+    }
+    /* --details may not replace the model or the data it scores */
+    labels_default = o->labels_file ? NULL : default_labels_path(o->mc_file);
+    const char *inputs[] = {model_path, o->mc_file, o->labels_file ? o->labels_file : labels_default};
+    const size_t n_inputs = sizeof inputs / sizeof inputs[0];
+    if (o->details_file && tlm_atomic_check_destination(o->details_file, inputs, n_inputs, &err) != TLM_OK) {
+        cli_fail_err(&err);
+        goto out;
+    }
     double t_start = cli_now_seconds();
-    model = load_model_arg(o->model, &err);
+    model = tlm_model_load(model_path, &err);
     if (!model) { cli_fail_err(&err); goto out; }
     double t_loaded = cli_now_seconds();
     tlm_model_info info;
@@ -552,7 +566,7 @@ int eval_mc(const eval_options *o) {
     if (o->details_file) {
         /* created now, so that a bad path fails before the scoring; stdio
          * writes through a duplicate descriptor, which fclose closes */
-        if (tlm_atomic_open(&details_file, o->details_file, 0666, 0, &err) != TLM_OK) {
+        if (tlm_atomic_open(&details_file, o->details_file, inputs, n_inputs, 0666, 0, &err) != TLM_OK) {
             cli_fail_err(&err);
             goto out;
         }
@@ -640,6 +654,7 @@ int eval_mc(const eval_options *o) {
 out:
     if (details) fclose(details);
     tlm_atomic_discard(&details_file); /* nothing once committed */
+    free(labels_default);
     free(scores);
     free_scorer(&sc);
     tlm_model_free(model);

@@ -298,8 +298,12 @@ tlm_status resolve_model_path(const char *arg, char *path, size_t cap, tlm_error
     return pull_registry_model(e, false, path, cap, &outcome, err);
 }
 
+tlm_model *load_model_arg_path(const char *arg, char *path, size_t cap, tlm_error *err) {
+    if (resolve_model_path(arg, path, cap, err) != TLM_OK) return NULL;
+    return tlm_model_load(path, err);
+}
+
 tlm_model *load_model_arg(const char *arg, tlm_error *err) {
     char path[4096];
-    if (resolve_model_path(arg, path, sizeof path, err) != TLM_OK) return NULL;
-    return tlm_model_load(path, err);
+    return load_model_arg_path(arg, path, sizeof path, err);
 }

@@ -62,5 +62,8 @@ tlm_status resolve_model_path(const char *arg, char *path, size_t cap, tlm_error
 
 /* Resolves and loads in one step. */
 tlm_model *load_model_arg(const char *arg, tlm_error *err);
+/* The same, also giving the resolved path (cap bytes at path): the file a
+ * command reads, which its outputs may not replace. */
+tlm_model *load_model_arg_path(const char *arg, char *path, size_t cap, tlm_error *err);
 
 #endif

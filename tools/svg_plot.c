@@ -266,7 +266,8 @@ static void write_svg(FILE *f, const svg_chart *c) {
     fputs("</svg>\n", f);
 }
 
-tlm_status svg_write_chart(const char *path, const svg_chart *chart, tlm_error *err) {
+tlm_status svg_write_chart(const char *path, const char *const *inputs, size_t n_inputs,
+                           const svg_chart *chart, tlm_error *err) {
     char *doc = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&doc, &len);
@@ -278,7 +279,7 @@ tlm_status svg_write_chart(const char *path, const svg_chart *chart, tlm_error *
     }
 
     /* a plot is an ordinary readable file */
-    tlm_status st = tlm_atomic_write_file(path, doc, len, 0666, err);
+    tlm_status st = tlm_atomic_write_file(path, inputs, n_inputs, doc, len, 0666, err);
     free(doc);
     return st;
 }

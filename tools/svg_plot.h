@@ -34,6 +34,7 @@ typedef struct svg_chart {
 
 /* Writes the chart to path through a temporary file in the same directory,
  * renamed when complete. Text is XML-escaped. TLM_OK, or err naming path. */
-tlm_status svg_write_chart(const char *path, const svg_chart *chart, tlm_error *err);
+tlm_status svg_write_chart(const char *path, const char *const *inputs, size_t n_inputs,
+                           const svg_chart *chart, tlm_error *err);
 
 #endif

@@ -1,0 +1,106 @@
+"""What trimlm does with the user's files, on a tiny synthetic model.
+
+  - no output replaces one of the command's inputs, named by its path, by a
+    symlink or by a hard link: score --plot, eval --details, chat /save,
+    convert -o; the input is byte-for-byte unchanged and the exit code is 1;
+  - text inputs that are not regular files (/dev/zero, a FIFO) are refused
+    with a message naming them, instead of being read until memory runs out;
+  - -t: one limit for the CLI and the library, and a warning above the
+    number of CPUs;
+  - a system message longer than the context is refused when it is set.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import threading
+
+import synth_gguf
+from testutil import check, fresh_dir, one_line, summary, write_bytes
+
+TRIMLM = os.environ["TRIMLM"]
+OUT = os.path.join(os.environ.get("TLM_TEST_OUT", "."), "file_safety")
+
+
+def run(args, stdin=b"", timeout=60):
+    env = dict(os.environ, XDG_STATE_HOME=os.path.join(OUT, "state"))
+    p = subprocess.run([TRIMLM] + list(args), input=stdin, capture_output=True, timeout=timeout,
+                       env=env)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def aliases(dir_, target, stem):
+    """target itself, a symlink to it and a hard link to it."""
+    sym = os.path.join(dir_, stem + "-symlink")
+    hard = os.path.join(dir_, stem + "-hardlink")
+    for p in (sym, hard):
+        if os.path.lexists(p):
+            os.remove(p)
+    os.symlink(os.path.abspath(target), sym)
+    os.link(target, hard)
+    return (("its path", target), ("a symlink", sym), ("a hard link", hard))
+
+
+def overwrite_checks(model):
+    d = os.path.join(OUT, "overwrite")
+    model_sum = digest(model)
+    arc = os.path.join(d, "arc.jsonl")
+    write_bytes(arc, b"".join(json.dumps({"query": f"Question: q{i}?\nAnswer:", "gold": i % 2,
+                                          "choices": [" yes", " no"]}).encode() + b"\n"
+                              for i in range(3)))
+    arc_sum = digest(arc)
+
+    def refused(label, args, victim, want_sum, stdin=b""):
+        rc, out, err = run(args, stdin)
+        check(label, rc == 1 and "refusing to overwrite" in err and digest(victim) == want_sum,
+              f"rc={rc} err={err!r} changed={digest(victim) != want_sum}")
+
+    for how, path in aliases(d, model, "model"):
+        refused(f"score --plot onto the model ({how}) is refused", ["score", model, "--plot", path],
+                model, model_sum)
+        refused(f"eval --details onto the model ({how}) is refused",
+                ["eval", "-m", model, "--mc", arc, "--task", "arc", "--details", path], model, model_sum)
+        refused(f"convert -o onto the model ({how}) is refused",
+                ["convert", model, "-o", path, "--type", "f32"], model, model_sum)
+        rc, out, err = run(["chat", "-m", model, "-t", "1", "-n", "2"], f"/save {path}\n".encode())
+        check(f"chat /save onto the loaded model ({how}) is refused",
+              rc == 1 and "refusing to overwrite" in err and digest(model) == model_sum,
+              f"rc={rc} err={err!r}")
+    for how, path in aliases(d, arc, "arc"):
+        refused(f"eval --details onto the --mc data ({how}) is refused",
+                ["eval", "-m", model, "--mc", arc, "--task", "arc", "--details", path], arc, arc_sum)
+    calib = write_bytes(os.path.join(d, "calib.txt"), b"the cat sat on the mat. " * 40)
+    calib_sum = digest(calib)
+    refused("score --plot onto the --calib text is refused",
+            ["score", model, "--calib", calib, "--plot", calib], calib, calib_sum)
+    refused("convert -o onto the --calib text is refused",
+            ["convert", model, "-o", calib, "--type", "int8", "--calib", calib], calib, calib_sum)
+
+    # what is not an input is still written
+    details = os.path.join(d, "details.jsonl")
+    rc, out, err = run(["eval", "-m", model, "--mc", arc, "--task", "arc", "--details", details, "-t", "1"])
+    check("eval --details to a new file still works",
+          rc == 0 and os.path.exists(details) and len(open(details).read().splitlines()) == 3,
+          f"rc={rc} err={err!r}")
+    saved = os.path.join(d, "conv.json")
+    rc, out, err = run(["chat", "-m", model, "-t", "1", "-n", "2"], f"hi\n/save {saved}\n".encode())
+    check("chat /save to a new file still works",
+          rc == 0 and json.load(open(saved))["messages"][0]["content"] == "hi", f"rc={rc} err={err!r}")
+
+
+def main():
+    fresh_dir(OUT)
+    os.makedirs(os.path.join(OUT, "overwrite"))
+    model = os.path.join(OUT, "synthetic.gguf")
+    synth_gguf.write_gguf(model, ctx=256, seed=1)
+    overwrite_checks(model)
+    return summary()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
