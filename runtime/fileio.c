@@ -30,41 +30,74 @@ bool tlm_is_regular_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+char *tlm_read_fd(int fd, const char *name, size_t max_bytes, size_t *len, tlm_error *err) {
+    /* grown by doubling up to max_bytes + 1: one byte more than allowed
+     * tells a too-long input from one of exactly max_bytes */
+    size_t cap = 1 << 16, n = 0;
+    char *buf = tlm_malloc(cap);
+    for (;;) {
+        if (!buf) {
+            tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading %zu bytes", name, n);
+            return NULL;
+        }
+        if (n > max_bytes) {
+            tlm_free(buf);
+            tlm_seterr(err, TLM_ERR_FORMAT, "%s: more than the %zu bytes allowed for this input",
+                       name, max_bytes);
+            return NULL;
+        }
+        if (n + 1 >= cap) { /* room for the NUL at the end */
+            size_t grown_cap = cap <= SIZE_MAX / 2 ? cap * 2 : SIZE_MAX;
+            char *grown = tlm_realloc(buf, grown_cap);
+            if (!grown) tlm_free(buf);
+            buf = grown;
+            cap = grown_cap;
+            continue;
+        }
+        ssize_t got = read(fd, buf + n, cap - n - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            int e = errno;
+            tlm_free(buf);
+            tlm_seterr(err, TLM_ERR_IO, "%s: cannot read: %s", name, strerror(e));
+            return NULL;
+        }
+        if (got == 0) break;
+        n += (size_t)got;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
 char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
         tlm_seterr(err, TLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        tlm_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(e));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        bool dir = S_ISDIR(st.st_mode);
+        close(fd);
+        tlm_seterr(err, TLM_ERR_IO, "%s: not a regular file (%s)", path,
+                   dir ? "a directory" : "a device, FIFO or socket cannot be read as an input file");
         return NULL;
     }
     if ((uint64_t)st.st_size > max_bytes) {
-        fclose(f);
+        close(fd);
         tlm_seterr(err, TLM_ERR_FORMAT, "%s: %lld bytes is larger than the %zu allowed for this file",
                    path, (long long)st.st_size, max_bytes);
         return NULL;
     }
-    size_t n = (size_t)st.st_size;
-    char *buf = tlm_malloc(n + 1);
-    if (!buf) {
-        fclose(f);
-        tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, n);
-        return NULL;
-    }
-    size_t got = fread(buf, 1, n, f);
-    int read_failed = ferror(f);
-    fclose(f);
-    if (got != n || read_failed) {
-        tlm_free(buf);
-        tlm_seterr(err, TLM_ERR_IO, "%s: short read (%zu of %zu bytes)", path, got, n);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
+    char *buf = tlm_read_fd(fd, path, max_bytes, len, err);
+    close(fd);
     return buf;
 }
 

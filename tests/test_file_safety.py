@@ -93,12 +93,42 @@ def overwrite_checks(model):
           rc == 0 and json.load(open(saved))["messages"][0]["content"] == "hi", f"rc={rc} err={err!r}")
 
 
+def unbounded_read_checks(model):
+    d = os.path.join(OUT, "reads")
+    os.makedirs(d, exist_ok=True)
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    for src in ("/dev/zero", "/dev/urandom", fifo):
+        cases = (("run -f", ["run", "-m", model, "-f", src, "-n", "1"], b""),
+                 ("eval --ppl", ["eval", "-m", model, "--ppl", src], b""),
+                 ("eval --mc", ["eval", "-m", model, "--mc", src, "--task", "arc"], b""),
+                 ("chat /load", ["chat", "-m", model, "-t", "1"], f"/load {src}\n".encode()))
+        for label, args, stdin in cases:
+            try:
+                rc, out, err = run(args, stdin, timeout=20)
+            except subprocess.TimeoutExpired:
+                rc, err = None, "timed out"
+            errors = [l for l in err.splitlines() if "warning:" not in l]
+            check(f"{label} {os.path.basename(src)}: refused at once, naming the file",
+                  rc == 1 and len(errors) == 1 and src in errors[0] and "not a regular file" in errors[0],
+                  f"rc={rc} err={err!r}")
+    # standard input is read only up to the limit (64 MiB for a prompt)
+    with open("/dev/zero", "rb") as zero:
+        p = subprocess.run([TRIMLM, "run", "-m", model, "-f", "-", "-n", "1"], stdin=zero,
+                           capture_output=True, timeout=60)
+    err = p.stderr.decode("utf-8", "replace")
+    check("run -f - from /dev/zero stops at the limit",
+          p.returncode == 1 and one_line(err) and "standard input" in err and "allowed" in err,
+          f"rc={p.returncode} err={err!r}")
+
+
 def main():
     fresh_dir(OUT)
     os.makedirs(os.path.join(OUT, "overwrite"))
     model = os.path.join(OUT, "synthetic.gguf")
     synth_gguf.write_gguf(model, ctx=256, seed=1)
     overwrite_checks(model)
+    unbounded_read_checks(model)
     return summary()
 
 

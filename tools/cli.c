@@ -2,6 +2,8 @@
  * shared by the trimlm subcommands (see cli.h). */
 #include "cli.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -258,39 +260,11 @@ void cli_progress_end(cli_progress *p) {
 
 /* --------------------------------------------------------------- files */
 
-char *cli_read_file(const char *path, size_t *len, tlm_error *err) {
-    bool is_stdin = strcmp(path, "-") == 0;
-    FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    if (!f) {
-        cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *grown = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-            if (!grown) { free(buf); buf = NULL; break; }
-            buf = grown;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) break;
-    }
-    bool read_failed = ferror(f);
-    int saved = errno;
-    if (!is_stdin) fclose(f);
-    if (!buf) {
-        cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory reading the file", path);
-        return NULL;
-    }
-    if (read_failed) {
-        free(buf);
-        cli_seterr(err, TLM_ERR_IO, "%s: %s", is_stdin ? "standard input" : path, strerror(saved));
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (len) *len = n;
-    return buf;
+char *cli_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err) {
+    size_t n = 0;
+    char *text = strcmp(path, "-") == 0
+                     ? tlm_read_fd(STDIN_FILENO, "standard input", max_bytes, &n, err)
+                     : tlm_read_file(path, max_bytes, &n, err);
+    if (text && len) *len = n;
+    return text;
 }

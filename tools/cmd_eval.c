@@ -146,7 +146,7 @@ int cmd_eval(int argc, char **argv) {
 
     tlm_error err = {0};
     size_t text_len = 0;
-    char *text = cli_read_file(o.ppl_file, &text_len, &err);
+    char *text = cli_read_file(o.ppl_file, CLI_MAX_DATA_BYTES, &text_len, &err);
     if (!text) return cli_fail_err(&err);
 
     tlm_model *model = NULL;
@@ -263,6 +263,6 @@ out:
     free(tokens);
     tlm_context_free(ctx);
     tlm_model_free(model);
-    free(text);
+    tlm_free_string(text);
     return rc;
 }

@@ -108,11 +108,11 @@ int cmd_run(int argc, char **argv) {
     char *file_prompt = NULL;
     if (o.prompt_file) {
         size_t len = 0;
-        file_prompt = cli_read_file(o.prompt_file, &len, &err);
+        file_prompt = cli_read_file(o.prompt_file, CLI_MAX_SMALL_BYTES, &len, &err);
         if (!file_prompt) return cli_fail_err(&err);
-        if (len == 0) { free(file_prompt); return cli_fail("%s: the prompt file is empty", o.prompt_file); }
+        if (len == 0) { tlm_free_string(file_prompt); return cli_fail("%s: the prompt file is empty", o.prompt_file); }
         if (strlen(file_prompt) != len) {
-            free(file_prompt);
+            tlm_free_string(file_prompt);
             return cli_fail("%s: the prompt file contains NUL bytes", o.prompt_file);
         }
         o.prompt = file_prompt;
@@ -229,6 +229,6 @@ out:
     tlm_sampler_free(sampler);
     tlm_context_free(ctx);
     tlm_model_free(model);
-    free(file_prompt);
+    tlm_free_string(file_prompt);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -259,9 +260,10 @@ int cmd_score(int argc, char **argv) {
 
     /* inputs and outputs first: the pass may take minutes */
     if (o.calib) {
-        FILE *f = fopen(o.calib, "rb");
-        if (!f) return cli_fail("calibration text %s: %s", o.calib, strerror(errno));
-        fclose(f);
+        /* stat, not open: opening a FIFO would wait for a writer */
+        struct stat st;
+        if (stat(o.calib, &st) != 0) return cli_fail("calibration text %s: %s", o.calib, strerror(errno));
+        if (!S_ISREG(st.st_mode)) return cli_fail("calibration text %s: not a regular file", o.calib);
     }
     char dir[4096];
     if (o.plot && !dir_writable(o.plot, dir, sizeof dir))

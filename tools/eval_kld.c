@@ -118,7 +118,7 @@ static void side_ppl(const kld_side *s, int64_t count, double *ppl, double *ppl_
 int eval_kld(const eval_options *o) {
     tlm_error err = {0};
     size_t text_len = 0;
-    char *text = cli_read_file(o->ppl_file, &text_len, &err);
+    char *text = cli_read_file(o->ppl_file, CLI_MAX_DATA_BYTES, &text_len, &err);
     if (!text) return cli_fail_err(&err);
 
     kld_side model = {0}, ref = {0};
@@ -251,6 +251,6 @@ out:
     free(ref_rows);
     free_side(&ref);
     free_side(&model);
-    free(text);
+    tlm_free_string(text);
     return rc;
 }

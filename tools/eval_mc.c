@@ -204,7 +204,7 @@ static char *default_labels_path(const char *mc_path) {
 static tlm_status read_piqa_labels(mc_set *s, const char *labels_path, bool given, const char *mc_path,
                                    tlm_error *err) {
     size_t len = 0;
-    char *text = cli_read_file(labels_path, &len, err);
+    char *text = cli_read_file(labels_path, CLI_MAX_DATA_BYTES, &len, err);
     if (!text) {
         if (!given) {
             char why[TLM_ERROR_MSG_MAX];
@@ -239,14 +239,14 @@ static tlm_status read_piqa_labels(mc_set *s, const char *labels_path, bool give
     if (st == TLM_OK && item < s->n)
         st = cli_seterr(err, TLM_ERR_FORMAT, "%s has %lld lines but %s has an item on line %lld: the files do not match",
                         labels_path, (long long)line, mc_path, (long long)s->items[item].line);
-    free(text);
+    tlm_free_string(text);
     return st;
 }
 
 /* Reads the items of the --mc file (the first `limit` when limit > 0). */
 static tlm_status read_items(const eval_options *o, mc_set *s, tlm_error *err) {
     size_t len = 0;
-    char *text = cli_read_file(o->mc_file, &len, err);
+    char *text = cli_read_file(o->mc_file, CLI_MAX_DATA_BYTES, &len, err);
     if (!text) return err->code;
     tlm_status st = TLM_OK;
     int64_t line = 0;
@@ -274,7 +274,7 @@ static tlm_status read_items(const eval_options *o, mc_set *s, tlm_error *err) {
         if (!nl) break;
         at = nl + 1;
     }
-    free(text);
+    tlm_free_string(text);
     if (st == TLM_OK && s->n == 0) st = cli_seterr(err, TLM_ERR_FORMAT, "%s: no items", o->mc_file);
     if (st == TLM_OK && strcmp(o->task, "piqa") == 0) {
         char *labels = o->labels_file ? NULL : default_labels_path(o->mc_file);

@@ -51,10 +51,10 @@ static bool valid_file_name(const char *s) {
 
 static tlm_status load_override(const char *path, tlm_error *err) {
     size_t len = 0;
-    char *text = cli_read_file(path, &len, err);
+    char *text = cli_read_file(path, CLI_MAX_SMALL_BYTES, &len, err);
     if (!text) return TLM_ERR_IO;
     override_json = cJSON_ParseWithLength(text, len);
-    free(text);
+    tlm_free_string(text);
     if (!cJSON_IsArray(override_json))
         return cli_seterr(err, TLM_ERR_FORMAT, "%s (TRIMLM_REGISTRY): expected a JSON array of models",
                           path);
