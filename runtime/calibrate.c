@@ -423,8 +423,9 @@ tlm_calib *tlm_calibrate(const tlm_model *m, const tlm_calib_params *params, tlm
                    p.seq_len);
         return NULL;
     }
-    if (p.n_threads < 0) {
-        tlm_seterr(err, TLM_ERR_ARG, "calibration: n_threads %d is negative", p.n_threads);
+    if (p.n_threads < 0 || p.n_threads > TLM_MAX_THREADS) {
+        tlm_seterr(err, TLM_ERR_ARG, "calibration: n_threads %d is not in 0..%d", p.n_threads,
+                   TLM_MAX_THREADS);
         return NULL;
     }
     const tlm_hparams *hp = &m->hp;

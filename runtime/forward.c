@@ -66,7 +66,6 @@
 
 #define TLM_DEFAULT_N_CTX 4096
 #define TLM_DEFAULT_N_BATCH 512
-#define TLM_MAX_THREADS 1024
 /* Rows of a quantized matrix dequantized at once for a prefill product: a
  * multiple of 16 (whole tiles); 256 x 1536 floats = 1.5 MB stays in L2. */
 #define PANEL_ROWS 256

@@ -103,3 +103,13 @@ int tlm_physical_cores(void) {
     pthread_once(&g_cores_once, detect_cores);
     return g_physical_cores;
 }
+
+int tlm_usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
+}

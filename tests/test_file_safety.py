@@ -122,6 +122,21 @@ def unbounded_read_checks(model):
           f"rc={p.returncode} err={err!r}")
 
 
+def thread_checks(model):
+    cpus = len(os.sched_getaffinity(0))
+    for cmd in (["run", "-m", model, "-p", "hi", "-n", "1"], ["chat", "-m", model],
+                ["eval", "-m", model, "--ppl", model], ["score", model], ["convert", model, "-o", "x.tlm"],
+                ["bench", "-m", model]):
+        rc, out, err = run(cmd + ["-t", "1025"])
+        check(f"{cmd[0]} -t 1025: refused, the library's limit of 1024 named",
+              rc == 2 and one_line(err) and "1024" in err, f"rc={rc} err={err!r}")
+    rc, out, err = run(["run", "-m", model, "-p", "hi", "-n", "1", "--temp", "0", "-t", str(cpus + 1)])
+    check(f"-t {cpus + 1} on {cpus} CPUs runs with a warning",
+          rc == 0 and "warning" in err and f"{cpus} CPU" in err, f"rc={rc} err={err!r}")
+    rc, out, err = run(["run", "-m", model, "-p", "hi", "-n", "1", "--temp", "0", "-t", str(cpus)])
+    check(f"-t {cpus} gives no thread warning", rc == 0 and "threads on" not in err, f"rc={rc} err={err!r}")
+
+
 def main():
     fresh_dir(OUT)
     os.makedirs(os.path.join(OUT, "overwrite"))
@@ -129,6 +144,7 @@ def main():
     synth_gguf.write_gguf(model, ctx=256, seed=1)
     overwrite_checks(model)
     unbounded_read_checks(model)
+    thread_checks(model)
     return summary()
 
 

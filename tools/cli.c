@@ -171,6 +171,22 @@ cli_gen_options cli_gen_defaults(void) {
                              .min_p = 0.05, .repeat_penalty = 1.0, .kv_type = TLM_KV_F16};
 }
 
+void cli_warn_threads(int64_t n) {
+    int cpus = tlm_usable_cpus();
+    if (n > cpus)
+        fprintf(stderr, "trimlm: warning: %lld threads on %d CPU%s: the extra threads only wait "
+                        "for each other (-t %d or fewer is faster)\n",
+                (long long)n, cpus, cpus == 1 ? "" : "s", cpus);
+}
+
+bool cli_threads(cli_args *a, int64_t *out) {
+    char expected[64];
+    snprintf(expected, sizeof expected, "a number of threads from 1 to %d", TLM_MAX_THREADS);
+    if (!cli_int(a, 1, TLM_MAX_THREADS, expected, out)) return false;
+    cli_warn_threads(*out);
+    return true;
+}
+
 bool cli_gen_flag(cli_args *a, cli_gen_options *g) {
     static const char positive[] = "a positive integer";
     if (cli_flag(a, "-n", "--n-predict")) cli_int(a, 1, 1 << 24, positive, &g->n_predict);
@@ -183,7 +199,7 @@ bool cli_gen_flag(cli_args *a, cli_gen_options *g) {
     else if (cli_flag(a, NULL, "--seed")) {
         if (cli_int(a, 0, INT64_MAX, "an integer >= 0", &g->seed)) g->have_seed = true;
     }
-    else if (cli_flag(a, "-t", "--threads")) cli_int(a, 1, 4096, positive, &g->threads);
+    else if (cli_flag(a, "-t", "--threads")) cli_threads(a, &g->threads);
     else if (cli_flag(a, "-c", "--ctx")) cli_int(a, 1, 1 << 24, positive, &g->ctx);
     else if (cli_flag(a, NULL, "--kv")) cli_kv_type(a, &g->kv_type);
     else return false;

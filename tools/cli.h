@@ -49,6 +49,11 @@ void cli_unknown(cli_args *a);
  * and return false when the text is not a number in [lo, hi]. */
 bool cli_int(cli_args *a, int64_t lo, int64_t hi, const char *expected, int64_t *out);
 bool cli_float(cli_args *a, double lo, double hi, const char *expected, double *out);
+/* -t: 1..TLM_MAX_THREADS (the library's limit) into *out, with a warning on
+ * stderr when it is more than the CPUs this process may use. */
+bool cli_threads(cli_args *a, int64_t *out);
+/* The warning alone, for a count parsed some other way (bench's lists). */
+void cli_warn_threads(int64_t n);
 /* --kv: f16 | f32 | int8 into *out (a tlm_kv_type). */
 bool cli_kv_type(cli_args *a, int32_t *out);
 

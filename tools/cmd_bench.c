@@ -148,8 +148,13 @@ static int parse_bench_args(int argc, char **argv, bench_options *o, bool *done)
         else if (cli_flag(&a, "-n", "--n-gen")) cli_int_list(&a, 0, 1 << 20, counts, &o->n_gen);
         else if (cli_flag(&a, "-pg", "--prompt-gen")) cli_pg_pair(&a, o);
         else if (cli_flag(&a, "-d", "--n-depth")) cli_int_list(&a, 0, 1 << 24, counts, &o->depth);
-        else if (cli_flag(&a, "-t", "--threads"))
-            cli_int_list(&a, 1, 4096, "a comma-separated list of positive integers", &o->threads);
+        else if (cli_flag(&a, "-t", "--threads")) {
+            char expected[96];
+            snprintf(expected, sizeof expected, "a comma-separated list of thread counts from 1 to %d",
+                     TLM_MAX_THREADS);
+            if (cli_int_list(&a, 1, TLM_MAX_THREADS, expected, &o->threads))
+                for (int i = 0; i < o->threads.n; i++) cli_warn_threads(o->threads.v[i]);
+        }
         else if (cli_flag(&a, "-r", "--repetitions")) cli_int(&a, 1, 100000, "a positive integer", &o->reps);
         else if (cli_flag(&a, NULL, "--warmup")) cli_int(&a, 0, 100000, "an integer >= 0", &o->warmup);
         else if (cli_flag(&a, NULL, "--seed")) cli_int(&a, 0, INT64_MAX, "an integer >= 0", &o->seed);

@@ -155,8 +155,7 @@ static int parse_convert_args(int argc, char **argv, convert_options *o, bool *d
         else if (cli_flag(&a, NULL, "--calib-seq"))
             cli_int(&a, 2, 1 << 20, "a sequence length of at least 2", &o->calib_seq);
         else if (cli_flag(&a, NULL, "--no-calib")) o->no_calib = true;
-        else if (cli_flag(&a, "-t", "--threads"))
-            cli_int(&a, 1, 1024, "a positive number of threads", &o->threads);
+        else if (cli_flag(&a, "-t", "--threads")) cli_threads(&a, &o->threads);
         else if (cli_flag(&a, NULL, "--drop")) {
             const char *v = cli_value(&a);
             if (!v) continue;

@@ -108,7 +108,7 @@ static int parse_eval_args(int argc, char **argv, eval_options *o, bool *done) {
         else if (cli_flag(&a, "-c", "--ctx")) cli_int(&a, 4, 1 << 20, "an integer >= 4", &o->ctx);
         else if (cli_flag(&a, NULL, "--chunks")) cli_int(&a, 1, INT32_MAX, positive, &o->chunks);
         else if (cli_flag(&a, "-b", "--batch")) cli_int(&a, 1, 1 << 20, positive, &o->batch);
-        else if (cli_flag(&a, "-t", "--threads")) cli_int(&a, 1, 4096, positive, &o->threads);
+        else if (cli_flag(&a, "-t", "--threads")) cli_threads(&a, &o->threads);
         else if (cli_flag(&a, NULL, "--kv")) cli_kv_type(&a, &o->kv_type);
         else if (cli_flag(&a, NULL, "--json")) o->json = true;
         else cli_unknown(&a);

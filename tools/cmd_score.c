@@ -64,7 +64,7 @@ static int parse_score_args(int argc, char **argv, score_options *o, bool *done)
             cli_int(&a, 2, INT64_C(1) << 40, "an integer >= 2", &o->tokens);
         else if (cli_flag(&a, NULL, "--calib-seq"))
             cli_int(&a, 2, 1 << 20, "an integer >= 2", &o->seq);
-        else if (cli_flag(&a, "-t", "--threads")) cli_int(&a, 1, 1024, "a positive integer", &o->threads);
+        else if (cli_flag(&a, "-t", "--threads")) cli_threads(&a, &o->threads);
         else if (cli_flag(&a, NULL, "--format")) format = cli_value(&a);
         else if (cli_flag(&a, NULL, "--plot")) o->plot = cli_value(&a);
         else if (a.argv[a.i][0] != '-' && !o->model) o->model = a.argv[a.i];

@@ -137,9 +137,13 @@ const char *tlm_kv_type_name(int32_t type);
 /* The tlm_kv_type called name, or -1. */
 int32_t tlm_kv_type_from_name(const char *name);
 
+/* The most threads a context or a calibration pass accepts (n_threads); the
+ * command line takes the same limit. */
+#define TLM_MAX_THREADS 1024
+
 typedef struct tlm_context_params {
     int32_t n_ctx;     /* KV-cache length in tokens; 0 = min(model's, 4096) */
-    int32_t n_threads; /* 0 = number of physical cores */
+    int32_t n_threads; /* 0 = number of physical cores; at most TLM_MAX_THREADS */
     int32_t n_batch;   /* max tokens per forward step; 0 = 512 */
     int32_t kv_type;   /* tlm_kv_type; 0 = f16 */
 } tlm_context_params;
@@ -376,7 +380,7 @@ typedef struct tlm_calib_params {
     const char *text_file; /* calibration text; NULL = the text built into trimlm */
     int64_t n_tokens;      /* tokens to run (default 16384); fewer if the text is shorter */
     int32_t seq_len;       /* tokens per sequence, each starting fresh (default 512) */
-    int32_t n_threads;     /* 0 = physical cores */
+    int32_t n_threads;     /* 0 = physical cores; at most TLM_MAX_THREADS */
     tlm_progress_fn progress; /* stage "calibrate", done/total = tokens x layers run
                                  (the pass goes layer by layer); may be NULL */
     void *user;
@@ -408,6 +412,9 @@ const float *tlm_calib_act_stats(const tlm_calib *c, int32_t il, tlm_linear_inpu
 /* Name of the kernel set chosen at start-up: "scalar", "avx2", "avx512", "neon". */
 const char *tlm_isa_name(void);
 int tlm_physical_cores(void);
+/* The CPUs this process may run on (its affinity mask): more threads than
+ * that only wait for each other at every barrier. */
+int tlm_usable_cpus(void);
 
 #ifdef __cplusplus
 }
