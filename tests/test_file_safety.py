@@ -137,6 +137,27 @@ def thread_checks(model):
     check(f"-t {cpus} gives no thread warning", rc == 0 and "threads on" not in err, f"rc={rc} err={err!r}")
 
 
+def system_checks(model):
+    long_text = "word " * 400  # about 2,000 tokens of the synthetic vocabulary; the context is 64
+    rc, out, err = run(["chat", "-m", model, "-c", "64", "-n", "4", "-t", "1", "--temp", "0"],
+                       f"/system Be brief.\n/system {long_text}\n/system\nhello\n".encode())
+    lines = out.splitlines()
+    check("/system longer than the context is refused when set; the previous one stays",
+          rc == 1 and "the system message is" in err and "previous system message is kept" in err
+          and len(lines) >= 2 and lines[0] == "Be brief.", f"rc={rc} out={out!r} err={err!r}")
+    check("... and the next message is answered", len(lines) >= 2 and "not sent" not in err,
+          f"out={out!r} err={err!r}")
+    rc, out, err = run(["chat", "-m", model, "-c", "64", "-t", "1", "--system", long_text], b"hello\n")
+    check("--system longer than the context is refused at start",
+          rc == 1 and "--system" in err and "the system message is" in err and out == "",
+          f"rc={rc} out={out!r} err={err!r}")
+    conv = write_bytes(os.path.join(OUT, "long-system.json"),
+                       json.dumps({"system": long_text, "messages": []}).encode())
+    rc, out, err = run(["chat", "-m", model, "-c", "64", "-t", "1"], f"/load {conv}\n/system\n".encode())
+    check("/load of a conversation whose system message cannot fit is refused",
+          rc == 1 and "the system message is" in err and "word" not in out, f"rc={rc} out={out!r} err={err!r}")
+
+
 def main():
     fresh_dir(OUT)
     os.makedirs(os.path.join(OUT, "overwrite"))
@@ -145,6 +166,7 @@ def main():
     overwrite_checks(model)
     unbounded_read_checks(model)
     thread_checks(model)
+    system_checks(model)
     return summary()
 
 

@@ -65,9 +65,23 @@ tlm_status chat_session_check_render(chat_session *s, const chat_conv *c, tlm_er
     msgs[c->n] = (tlm_chat_message){"user", "?"}; /* the next turn */
     int32_t n = 0;
     int32_t *toks = render_tokens(s, c->system, msgs, c->n + 1, &n, err);
+    if (!toks) {
+        free(msgs);
+        return err ? err->code : TLM_ERR_ARG;
+    }
+    free(toks);
+    /* Old turns are dropped when the context fills, the system message never
+     * is: with the shortest next message it must leave room for a reply, or
+     * every later message would be refused. */
+    toks = render_tokens(s, c->system, &msgs[c->n], 1, &n, err);
     free(msgs);
     if (!toks) return err ? err->code : TLM_ERR_ARG;
     free(toks);
+    if (c->system && n >= s->n_ctx)
+        return cli_seterr(err, TLM_ERR_CONTEXT_FULL,
+                          "the system message is %d tokens with the chat template and a one-word "
+                          "message, and the context holds %d (-c); no message could follow it",
+                          n, s->n_ctx);
     return TLM_OK;
 }
 

@@ -56,7 +56,8 @@ chat_outcome chat_session_turn(chat_session *s, const char *user_text, chat_emit
                                void *user, tlm_error *err);
 
 /* Checks that the conversation renders with the model's template (e.g. a
- * template without a system role); err says why not. */
+ * template without a system role) and that its system message leaves room
+ * in the context for a message (TLM_ERR_CONTEXT_FULL); err says why not. */
 tlm_status chat_session_check_render(chat_session *s, const chat_conv *c, tlm_error *err);
 
 /* Empties the KV cache (the conversation is unchanged). */

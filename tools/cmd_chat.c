@@ -183,7 +183,7 @@ static cmd_result run_command(chat_session *s, const char *line) {
         if (chat_session_check_render(s, &s->conv, &err) != TLM_OK) {
             chat_conv_set_system(&s->conv, old);
             free(old);
-            cli_fail("/system: %s", err.msg);
+            cli_fail("/system: %s; the previous system message is kept", err.msg);
             return CMD_ERROR;
         }
         free(old);
@@ -210,7 +210,8 @@ static cmd_result run_command(chat_session *s, const char *line) {
             } else if (chat_session_check_render(s, &loaded, &err) != TLM_OK) {
                 char msg[sizeof err.msg];
                 snprintf(msg, sizeof msg, "%s", err.msg);
-                cli_seterr(&err, TLM_ERR_FORMAT, "%s: the model's chat template rejects it: %s", path, msg);
+                if (err.code == TLM_ERR_CONTEXT_FULL) cli_seterr(&err, err.code, "%s: %s", path, msg);
+                else cli_seterr(&err, TLM_ERR_FORMAT, "%s: the model's chat template rejects it: %s", path, msg);
                 chat_conv_free(&loaded);
                 rc = CMD_ERROR;
             } else {
