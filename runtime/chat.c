@@ -13,6 +13,8 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "model.h"
+#include "tokenizer.h"
 
 /* ------------------------------------------------------- string builder */
 
@@ -20,6 +22,11 @@ typedef struct text_buf {
     char *data;
     size_t len, cap;
     bool failed; /* an allocation failed; the rest of the appends are no-ops */
+    /* byte ranges [spans[2i], spans[2i+1]) that hold the messages' own text
+     * (roles, content), as opposed to the template's markup: tokenized as
+     * plain text, so that a message cannot write special tokens */
+    size_t *spans;
+    size_t n_spans, cap_spans;
 } text_buf;
 
 static void buf_append(text_buf *b, const char *s, size_t n) {
@@ -41,6 +48,33 @@ static void buf_append(text_buf *b, const char *s, size_t n) {
 
 static void buf_puts(text_buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 
+/* Records [start, b->len) as message text (joined to the previous range
+ * when they touch). */
+static void buf_mark_message(text_buf *b, size_t start) {
+    if (b->failed || b->len == start) return;
+    if (b->n_spans > 0 && b->spans[2 * b->n_spans - 1] == start) {
+        b->spans[2 * b->n_spans - 1] = b->len;
+        return;
+    }
+    if (b->n_spans == b->cap_spans) {
+        size_t cap = b->cap_spans ? 2 * b->cap_spans : 16;
+        size_t *grown = tlm_realloc(b->spans, 2 * cap * sizeof *grown);
+        if (!grown) { b->failed = true; return; }
+        b->spans = grown;
+        b->cap_spans = cap;
+    }
+    b->spans[2 * b->n_spans] = start;
+    b->spans[2 * b->n_spans + 1] = b->len;
+    b->n_spans++;
+}
+
+/* A message's text (role or content). */
+static void buf_message(text_buf *b, const char *s) {
+    size_t start = b->len;
+    buf_puts(b, s);
+    buf_mark_message(b, start);
+}
+
 /* Appends s without the leading and trailing whitespace that Python's
  * str.strip() (Jinja's `trim`) removes; ASCII whitespace plus the separator
  * controls 0x1c-0x1f that Python also counts. */
@@ -53,6 +87,12 @@ static void buf_puts_trimmed(text_buf *b, const char *s) {
     while (lo < n && is_py_space((unsigned char)s[lo])) lo++;
     while (n > lo && is_py_space((unsigned char)s[n - 1])) n--;
     buf_append(b, s + lo, n - lo);
+}
+
+static void buf_message_trimmed(text_buf *b, const char *s) {
+    size_t start = b->len;
+    buf_puts_trimmed(b, s);
+    buf_mark_message(b, start);
 }
 
 /* --------------------------------------------------------- detection */
@@ -152,9 +192,9 @@ static tlm_status render_chatml(text_buf *b, const char *tmpl, const tlm_chat_me
     }
     for (size_t i = 0; i < n; i++) {
         buf_puts(b, "<|im_start|>");
-        buf_puts(b, msgs[i].role);
+        buf_message(b, msgs[i].role);
         buf_puts(b, "\n");
-        buf_puts(b, msgs[i].content);
+        buf_message(b, msgs[i].content);
         buf_puts(b, "<|im_end|>\n");
     }
     if (gen) buf_puts(b, "<|im_start|>assistant\n");
@@ -166,9 +206,9 @@ static tlm_status render_llama3(text_buf *b, const char *bos, const tlm_chat_mes
     for (size_t i = 0; i < n; i++) {
         if (i == 0) buf_puts(b, bos);
         buf_puts(b, "<|start_header_id|>");
-        buf_puts(b, msgs[i].role);
+        buf_message(b, msgs[i].role);
         buf_puts(b, "<|end_header_id|>\n\n");
-        buf_puts_trimmed(b, msgs[i].content);
+        buf_message_trimmed(b, msgs[i].content);
         buf_puts(b, "<|eot_id|>");
     }
     if (gen) buf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -209,11 +249,11 @@ static tlm_status render_llama2(text_buf *b, const char *bos, const char *eos,
         if (is_role(&msgs[i], "user")) {
             buf_puts(b, bos);
             buf_puts(b, "[INST] ");
-            buf_puts_trimmed(b, content.data);
+            buf_message_trimmed(b, content.data);
             buf_puts(b, " [/INST]");
         } else {
             buf_puts(b, " ");
-            buf_puts_trimmed(b, content.data);
+            buf_message_trimmed(b, content.data);
             buf_puts(b, " ");
             buf_puts(b, eos);
         }
@@ -229,10 +269,10 @@ static tlm_status render_mistral(text_buf *b, const char *bos, const char *eos,
     for (size_t i = 0; i < n; i++) {
         if (is_role(&msgs[i], "user")) {
             buf_puts(b, "[INST] ");
-            buf_puts(b, msgs[i].content);
+            buf_message(b, msgs[i].content);
             buf_puts(b, " [/INST]");
         } else if (is_role(&msgs[i], "assistant")) {
-            buf_puts(b, msgs[i].content);
+            buf_message(b, msgs[i].content);
             buf_puts(b, eos);
         } else {
             return tlm_seterr(err, TLM_ERR_ARG,
@@ -251,7 +291,7 @@ static tlm_status render_zephyr(text_buf *b, const char *eos, const tlm_chat_mes
             buf_puts(b, "<|");
             buf_puts(b, msgs[i].role);
             buf_puts(b, "|>\n");
-            buf_puts(b, msgs[i].content);
+            buf_message(b, msgs[i].content);
             buf_puts(b, eos);
             buf_puts(b, "\n");
         }
@@ -279,10 +319,10 @@ static tlm_status render_gemma(text_buf *b, const char *tmpl, const char *bos,
         buf_puts(b, is_role(&msgs[i], "assistant") ? "model" : msgs[i].role);
         buf_puts(b, "\n");
         if (i == 0 && system) {
-            buf_puts(b, system);
+            buf_message(b, system);
             buf_puts(b, "\n\n");
         }
-        buf_puts_trimmed(b, msgs[i].content);
+        buf_message_trimmed(b, msgs[i].content);
         buf_puts(b, "<end_of_turn>\n");
     }
     if (gen) buf_puts(b, "<start_of_turn>model\n");
@@ -291,10 +331,12 @@ static tlm_status render_gemma(text_buf *b, const char *tmpl, const char *bos,
 
 /* ---------------------------------------------------------------- API */
 
-char *chat_render_template(const char *tmpl, const char *bos, const char *eos,
-                           const tlm_chat_message *msgs, size_t n, bool add_generation_prompt,
-                           tlm_error *err) {
+char *chat_render_template_spans(const char *tmpl, const char *bos, const char *eos,
+                                 const tlm_chat_message *msgs, size_t n, bool add_generation_prompt,
+                                 size_t **spans, size_t *n_spans, tlm_error *err) {
     tlm_clearerr(err);
+    if (spans) *spans = NULL;
+    if (n_spans) *n_spans = 0;
     if (n > 0 && !msgs) {
         tlm_seterr(err, TLM_ERR_ARG, "chat: no messages given");
         return NULL;
@@ -323,9 +365,22 @@ char *chat_render_template(const char *tmpl, const char *bos, const char *eos,
     if (st == TLM_OK && b.failed) st = tlm_seterr(err, TLM_ERR_NOMEM, "chat: out of memory rendering the template");
     if (st != TLM_OK) {
         tlm_free(b.data);
+        tlm_free(b.spans);
         return NULL;
     }
+    if (spans) {
+        *spans = b.spans;
+        *n_spans = b.n_spans;
+    } else {
+        tlm_free(b.spans);
+    }
     return b.data;
+}
+
+char *chat_render_template(const char *tmpl, const char *bos, const char *eos,
+                           const tlm_chat_message *msgs, size_t n, bool add_generation_prompt,
+                           tlm_error *err) {
+    return chat_render_template_spans(tmpl, bos, eos, msgs, n, add_generation_prompt, NULL, NULL, err);
 }
 
 /* The text of a special token as the template's bos_token/eos_token holds it. */
@@ -352,4 +407,55 @@ char *tlm_chat_render(const tlm_model *m, const tlm_chat_message *msgs, size_t n
     tlm_free(bos);
     tlm_free(eos);
     return out;
+}
+
+int32_t tlm_chat_tokenize(const tlm_model *m, const tlm_chat_message *msgs, size_t n,
+                          bool add_generation_prompt, int32_t *out, int32_t cap, tlm_error *err) {
+    tlm_clearerr(err);
+    if (!m || (n > 0 && !msgs) || cap < 0 || (!out && cap > 0)) {
+        tlm_seterr(err, TLM_ERR_ARG, "tlm_chat_tokenize: invalid arguments");
+        return -1;
+    }
+    /* the ranges are offsets into the rendered text, which the encoder may
+     * not change: ill-formed UTF-8 in a message is replaced here instead */
+    tlm_chat_message *valid = tlm_calloc(n ? n : 1, sizeof *valid);
+    char **fixed = tlm_calloc(2 * (n ? n : 1), sizeof *fixed);
+    char *bos = special_token_text(m, tlm_token_bos(m));
+    char *eos = special_token_text(m, tlm_token_eos(m));
+    char *text = NULL;
+    size_t *spans = NULL, n_spans = 0;
+    int32_t count = -1;
+    if (!valid || !fixed || !bos || !eos) {
+        tlm_seterr(err, TLM_ERR_NOMEM, "chat: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        valid[i] = msgs[i];
+        const char *parts[2] = {msgs[i].role, msgs[i].content};
+        for (int k = 0; k < 2; k++) {
+            size_t fixed_len = 0;
+            if (parts[k] && tokenizer_utf8_repair(parts[k], strlen(parts[k]), &fixed[2 * i + k], &fixed_len)) {
+                tlm_seterr(err, TLM_ERR_NOMEM, "chat: out of memory");
+                goto done;
+            }
+        }
+        if (fixed[2 * i]) valid[i].role = fixed[2 * i];
+        if (fixed[2 * i + 1]) valid[i].content = fixed[2 * i + 1];
+    }
+    text = chat_render_template_spans(tlm_model_chat_template(m), bos, eos, valid, n,
+                                      add_generation_prompt, &spans, &n_spans, err);
+    if (!text) goto done;
+    /* BOS when the model wants one, unless the template already wrote it */
+    size_t bos_len = strlen(bos);
+    bool add_bos = tlm_model_adds_bos(m) && !(bos_len > 0 && strncmp(text, bos, bos_len) == 0);
+    count = tokenizer_encode_spans(m->tok, text, strlen(text), add_bos, spans, n_spans, out, cap, err);
+done:
+    for (size_t i = 0; fixed && i < 2 * n; i++) tlm_free(fixed[i]);
+    tlm_free(fixed);
+    tlm_free(valid);
+    tlm_free(bos);
+    tlm_free(eos);
+    tlm_free(text);
+    tlm_free(spans);
+    return count;
 }

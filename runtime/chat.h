@@ -38,4 +38,11 @@ char *chat_render_template(const char *tmpl, const char *bos, const char *eos,
                            const tlm_chat_message *msgs, size_t n, bool add_generation_prompt,
                            tlm_error *err);
 
+/* The same, also giving the byte ranges of the messages' own text in it
+ * ([spans[2i], spans[2i+1]) for i < *n_spans, ascending; tlm_malloc'd, NULL
+ * when there are none): what tlm_chat_tokenize reads as plain text. */
+char *chat_render_template_spans(const char *tmpl, const char *bos, const char *eos,
+                                 const tlm_chat_message *msgs, size_t n, bool add_generation_prompt,
+                                 size_t **spans, size_t *n_spans, tlm_error *err);
+
 #endif

@@ -581,8 +581,22 @@ static int32_t match_added(const tlm_tokenizer *t, const char *s, size_t n, bool
     return -1;
 }
 
-int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, bool add_bos,
-                         bool parse_special, int32_t *out, int32_t cap, tlm_error *err) {
+int tokenizer_utf8_repair(const char *text, size_t len, char **fixed, size_t *fixed_len) {
+    *fixed = NULL;
+    return len > 0 ? utf8_repair(text, len, fixed, fixed_len) : 0;
+}
+
+/* Whether special tokens may be matched at text offset p, for one of
+ * match_len bytes: not inside, nor reaching into, a plain range. *r is the
+ * first range that does not end at or before p (advanced here; p only grows). */
+static bool special_allowed(const size_t *plain, size_t n_plain, size_t *r, size_t p, size_t match_len) {
+    while (*r < n_plain && plain[2 * *r + 1] <= p) (*r)++;
+    return *r >= n_plain || p + match_len <= plain[2 * *r];
+}
+
+static int32_t encode_impl(const tlm_tokenizer *t, const char *text, size_t len, bool add_bos,
+                           bool parse_special, const size_t *plain, size_t n_plain, int32_t *out,
+                           int32_t cap, tlm_error *err) {
     if (!t || (!text && len > 0) || cap < 0 || (!out && cap > 0)) {
         tlm_seterr(err, TLM_ERR_ARG, "tokenizer_encode: invalid arguments");
         return -1;
@@ -592,6 +606,11 @@ int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, b
     size_t fixed_len = 0;
     if (len > 0 && utf8_repair(text, len, &fixed, &fixed_len)) {
         tlm_seterr(err, TLM_ERR_NOMEM, "out of memory repairing %zu bytes of input text", len);
+        return -1;
+    }
+    if (fixed && plain) {
+        tlm_free(fixed);
+        tlm_seterr(err, TLM_ERR_ARG, "tokenizer_encode_spans: the text is not valid UTF-8");
         return -1;
     }
     if (fixed) {
@@ -606,9 +625,12 @@ int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, b
         goto done;
     }
     if (add_bos && t->bos >= 0) tok_sink_push(&st.sink, t->bos);
-    size_t seg = 0, p = 0;
+    size_t seg = 0, p = 0, r = 0;
     while (p < len) {
         int32_t id = match_added(t, text + p, len - p, parse_special);
+        if (id >= 0 && plain && !(t->attr[id] & TOK_ATTR_USER) &&
+            !special_allowed(plain, n_plain, &r, p, t->text.len[id]))
+            id = match_added(t, text + p, len - p, false); /* plain text: user-defined tokens only */
         if (id < 0) { /* next character: an added token never starts inside one */
             p += tok_utf8_len(text + p, len - p);
             continue;
@@ -633,6 +655,24 @@ done:
         return -1;
     }
     return (int32_t)st.sink.n;
+}
+
+int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, bool add_bos,
+                         bool parse_special, int32_t *out, int32_t cap, tlm_error *err) {
+    return encode_impl(t, text, len, add_bos, parse_special, NULL, 0, out, cap, err);
+}
+
+int32_t tokenizer_encode_spans(const tlm_tokenizer *t, const char *text, size_t len, bool add_bos,
+                               const size_t *plain, size_t n_plain, int32_t *out, int32_t cap,
+                               tlm_error *err) {
+    for (size_t i = 0; i < n_plain; i++)
+        if (plain[2 * i] > plain[2 * i + 1] || plain[2 * i + 1] > len ||
+            (i > 0 && plain[2 * i] < plain[2 * i - 1])) {
+            tlm_seterr(err, TLM_ERR_ARG, "tokenizer_encode_spans: range %zu is out of order", i);
+            return -1;
+        }
+    static const size_t none[2] = {0, 0}; /* plain != NULL: the text must be valid UTF-8 */
+    return encode_impl(t, text, len, add_bos, true, n_plain ? plain : none, n_plain, out, cap, err);
 }
 
 /* ------------------------------------------------ streaming UTF-8 repair */

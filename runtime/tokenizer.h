@@ -54,6 +54,20 @@ const char *tokenizer_chat_template(const tlm_tokenizer *t);
 int32_t tokenizer_encode(const tlm_tokenizer *t, const char *text, size_t len, bool add_bos,
                          bool parse_special, int32_t *out, int32_t cap, tlm_error *err);
 
+/* The same with special tokens parsed everywhere except in the byte ranges
+ * [plain[2i], plain[2i+1]) (ascending, not overlapping), which are read as
+ * plain text, and no special token may reach into one: a chat template's
+ * markup is special, the messages in it are not. text must be valid UTF-8
+ * (the ranges are offsets into it; TLM_ERR_ARG otherwise). */
+int32_t tokenizer_encode_spans(const tlm_tokenizer *t, const char *text, size_t len, bool add_bos,
+                               const size_t *plain, size_t n_plain, int32_t *out, int32_t cap,
+                               tlm_error *err);
+
+/* text[0..len) with every ill-formed UTF-8 sequence replaced by U+FFFD as the
+ * encoder does: *fixed = NULL when it is valid already, else a tlm_malloc'd
+ * copy of *fixed_len bytes (plus a NUL). -1 when out of memory. */
+int tokenizer_utf8_repair(const char *text, size_t len, char **fixed, size_t *fixed_len);
+
 /* The raw bytes of one token (byte-level decoding undone, U+2581 -> ' ',
  * <0xXX> -> the byte). Special tokens give their text when render_special,
  * else "". Out-of-range ids give "". */

@@ -31,3 +31,9 @@ set_tests_properties(eval_ppl_synthetic PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 3
 tlm_py_test(eval_ppl_real test_eval_ppl.py real)
 set_tests_properties(eval_ppl_real PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 900
                      LABELS "reference;realmodel")
+
+# Messages stay plain text inside the chat template: only its markup becomes
+# special tokens (against Hugging Face tokenizers on the default model).
+tlm_py_test(chat_special_tokens test_chat_special.py $<TARGET_FILE:tool_chat>)
+set_tests_properties(chat_special_tokens PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 300
+                     LABELS "reference;realmodel")

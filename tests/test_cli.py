@@ -65,7 +65,7 @@ def test_errors():
     expect_error("-n abc", ["run", "-m", "x", "-p", "hi", "-n", "abc"], 2,
                  exact="trimlm run: invalid value 'abc' for -n (expected a positive integer)")
     expect_error("-t 0", ["run", "-m", "x", "-p", "hi", "-t", "0"], 2,
-                 exact="trimlm run: invalid value '0' for -t (expected a positive integer)")
+                 exact="trimlm run: invalid value '0' for -t (expected a number of threads from 1 to 1024)")
     expect_error("--temp -1", ["run", "-m", "x", "-p", "hi", "--temp", "-1"], 2,
                  ["'-1'", "--temp"])
     expect_error("--temp=abc", ["run", "-m", "x", "-p", "hi", "--temp=abc"], 2, ["'abc'", "--temp"])

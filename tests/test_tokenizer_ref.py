@@ -29,6 +29,7 @@ import time
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
 from tokenizers import pre_tokenizers, processors, trainers
 
+from smollm2_tokenizer import smollm2_reference
 from testutil import real_model_path
 
 GPT2_RE = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
@@ -167,28 +168,11 @@ def compare(label, ref, rows, records, special=True, add_bos=False, roundtrip=Tr
 
 # ------------------------------------------------------------------ SmolLM2
 
-def gguf_strings(field):
-    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
-
-
 def smollm2(tool, corpus_path):
-    from gguf import GGUFReader
     path = real_model_path()
     if not os.path.exists(path):
         raise SystemExit("model not found: %s (set TLM_MODEL_PATH)" % path)
-    r = GGUFReader(path)
-    tokens = gguf_strings(r.fields["tokenizer.ggml.tokens"])
-    merges = [tuple(m.split(" ", 1)) for m in gguf_strings(r.fields["tokenizer.ggml.merges"])]
-    tt = r.fields["tokenizer.ggml.token_type"]
-    types = [int(tt.parts[i][0]) for i in tt.data]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    ref = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    ref.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    ref.decoder = decoders.ByteLevel()
-    ref.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t, ty in zip(tokens, types) if ty == 3])
+    ref, tokens = smollm2_reference(path)
 
     out = os.environ["TLM_TEST_OUT"]
     records = read_corpus(corpus_path)

@@ -6,6 +6,8 @@
  *       tlm_chat_render with the model's own template and BOS/EOS texts
  *   tool_chat --template FILE --bos TEXT --eos TEXT [--gen] MESSAGES.json
  *       the renderer behind it, for a template text given directly
+ *   tool_chat --model PATH --tokenize [--gen] MESSAGES.json
+ *       tlm_chat_tokenize: the token ids, space-separated, on one line
  *
  * MESSAGES.json: [{"role": "user", "content": "..."}, ...]. The rendering
  * goes to stdout as is; an error gives one line on stderr and exit 1.
@@ -33,16 +35,17 @@ static char *read_whole_file(const char *path) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *template_path = NULL, *bos = "", *eos = "", *messages_path = NULL;
-    bool gen = false;
+    bool gen = false, tokenize = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model_path = argv[++i];
         else if (strcmp(argv[i], "--template") == 0 && i + 1 < argc) template_path = argv[++i];
         else if (strcmp(argv[i], "--bos") == 0 && i + 1 < argc) bos = argv[++i];
         else if (strcmp(argv[i], "--eos") == 0 && i + 1 < argc) eos = argv[++i];
         else if (strcmp(argv[i], "--gen") == 0) gen = true;
+        else if (strcmp(argv[i], "--tokenize") == 0) tokenize = true;
         else messages_path = argv[i];
     }
-    if (!messages_path || (!model_path == !template_path)) {
+    if (!messages_path || (!model_path == !template_path) || (tokenize && !model_path)) {
         fprintf(stderr, "usage: tool_chat (--model PATH | --template FILE --bos T --eos T) [--gen] MESSAGES.json\n");
         return 2;
     }
@@ -68,7 +71,22 @@ int main(int argc, char **argv) {
     char *tmpl = NULL;
     if (model_path) {
         model = tlm_model_load(model_path, &err);
-        if (model) out = tlm_chat_render(model, msgs, n, gen, &err);
+        if (model && tokenize) {
+            int32_t cap = 1 << 20;
+            int32_t *ids = malloc((size_t)cap * sizeof *ids);
+            int32_t count = ids ? tlm_chat_tokenize(model, msgs, n, gen, ids, cap, &err) : -1;
+            if (count > cap) snprintf(err.msg, sizeof err.msg, "more than %d tokens", cap);
+            for (int32_t k = 0; count >= 0 && k < count && k < cap; k++) printf(k ? " %d" : "%d", ids[k]);
+            if (count >= 0 && count <= cap) {
+                printf("\n");
+                free(ids);
+                tlm_model_free(model);
+                return 0;
+            }
+            free(ids);
+        } else if (model) {
+            out = tlm_chat_render(model, msgs, n, gen, &err);
+        }
     } else {
         tmpl = read_whole_file(template_path);
         if (!tmpl) {

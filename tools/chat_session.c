@@ -11,9 +11,10 @@
 
 /* ------------------------------------------------------------ rendering */
 
-/* Renders system + msgs[0..n) (plus a generation prompt) and tokenizes it
- * with the template's markers as special tokens. Returns a malloc'd array
- * (count in *n_out) or NULL with err set. */
+/* Renders system + msgs[0..n) (plus a generation prompt) and tokenizes it:
+ * the template's markers become special tokens, the messages stay plain
+ * text (tlm_chat_tokenize). Returns a malloc'd array (count in *n_out) or
+ * NULL with err set. */
 static int32_t *render_tokens(const chat_session *s, const char *system,
                               const tlm_chat_message *msgs, size_t n, int32_t *n_out,
                               tlm_error *err) {
@@ -21,35 +22,20 @@ static int32_t *render_tokens(const chat_session *s, const char *system,
     if (!all) { cli_seterr(err, TLM_ERR_NOMEM, "out of memory rendering the conversation"); return NULL; }
     size_t k = 0;
     if (system) all[k++] = (tlm_chat_message){"system", system};
-    memcpy(all + k, msgs, n * sizeof *msgs);
-    char *text = tlm_chat_render(s->model, all, k + n, true, err);
+    if (n > 0) memcpy(all + k, msgs, n * sizeof *msgs);
+    int32_t cap = 1024, need = -1;
+    int32_t *toks = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int32_t *grown = realloc(toks, (size_t)cap * sizeof *toks);
+        if (!grown) { need = -1; break; }
+        toks = grown;
+        need = tlm_chat_tokenize(s->model, all, k + n, true, toks, cap, err);
+        if (need <= cap) break;
+        cap = need;
+    }
     free(all);
-    if (!text) return NULL;
-
-    /* BOS when the model wants one, unless the template already wrote it */
-    bool add_bos = tlm_model_adds_bos(s->model);
-    int32_t bos = tlm_token_bos(s->model);
-    if (add_bos && bos >= 0) {
-        size_t bos_len = 0;
-        const char *bos_text = tlm_token_bytes(s->model, bos, true, &bos_len);
-        if (bos_text && bos_len > 0 && strncmp(text, bos_text, bos_len) == 0) add_bos = false;
-    }
-    size_t len = strlen(text);
-    int32_t cap = (int32_t)(len < 1000000 ? len + 16 : 1000016);
-    int32_t *toks = malloc((size_t)cap * sizeof *toks);
-    int32_t need = toks ? tlm_tokenize(s->model, text, len, add_bos, true, toks, cap, err) : -1;
-    if (toks && need > cap) {
-        int32_t *grown = realloc(toks, (size_t)need * sizeof *toks);
-        if (grown) {
-            toks = grown;
-            need = tlm_tokenize(s->model, text, len, add_bos, true, toks, need, err);
-        } else {
-            need = -1;
-        }
-    }
-    tlm_free_string(text);
-    if (need < 0) {
-        if (!toks || (err && err->code == TLM_OK))
+    if (need < 0 || need > cap) {
+        if (!toks || !err || err->code == TLM_OK)
             cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing the conversation");
         free(toks);
         return NULL;

@@ -73,20 +73,29 @@ static bool chat_template_recognised(const char *tmpl) {
     return false;
 }
 
-/* Tokenizes text; returns a malloc'd array (count in *n) or NULL with err set. */
-static int32_t *tokenize_all(const tlm_model *m, const char *text, size_t len, bool add_bos,
-                             bool parse_special, int32_t *n, tlm_error *err) {
-    int32_t cap = (int32_t)(len < 1000000 ? len + 16 : 1000016);
-    int32_t *toks = malloc((size_t)cap * sizeof *toks);
-    if (!toks) { cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing the prompt"); return NULL; }
-    int32_t need = tlm_tokenize(m, text, len, add_bos, parse_special, toks, cap, err);
-    if (need > cap) {
-        int32_t *grown = realloc(toks, (size_t)need * sizeof *toks);
-        if (!grown) { free(toks); cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing the prompt"); return NULL; }
+/* The prompt's tokens: with msgs, rendered by the chat template, whose
+ * markers become special tokens while the messages stay plain text (a marker
+ * typed in the prompt is text); without, the raw text with BOS when the model
+ * wants one. malloc'd (*n ids), or NULL with err set. */
+static int32_t *tokenize_prompt(const tlm_model *m, const tlm_chat_message *msgs, size_t n_msgs,
+                                const char *text, int32_t *n, tlm_error *err) {
+    size_t len = strlen(text);
+    int32_t cap = (int32_t)(len < 1000000 ? len + 64 : 1000064), need = -1;
+    int32_t *toks = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int32_t *grown = realloc(toks, (size_t)cap * sizeof *toks);
+        if (!grown) { need = -1; break; }
         toks = grown;
-        need = tlm_tokenize(m, text, len, add_bos, parse_special, toks, need, err);
+        need = msgs ? tlm_chat_tokenize(m, msgs, n_msgs, true, toks, cap, err)
+                    : tlm_tokenize(m, text, len, tlm_model_adds_bos(m), false, toks, cap, err);
+        if (need <= cap) break;
+        cap = need;
     }
-    if (need < 0) { free(toks); return NULL; }
+    if (need < 0 || need > cap) {
+        if (!toks || err->code == TLM_OK) cli_seterr(err, TLM_ERR_NOMEM, "out of memory tokenizing the prompt");
+        free(toks);
+        return NULL;
+    }
     *n = need;
     return toks;
 }
@@ -121,47 +130,28 @@ int cmd_run(int argc, char **argv) {
     tlm_model *model = NULL;
     tlm_context *ctx = NULL;
     tlm_sampler *sampler = NULL;
-    char *rendered = NULL;
     int32_t *prompt_toks = NULL;
     rc = CLI_EXIT_FAIL;
 
     model = load_model_arg(o.model, &err);
     if (!model) { cli_fail_err(&err); goto out; }
 
-    /* ---- prompt text: chat template or raw */
+    /* ---- prompt tokens: chat template or raw */
     const char *tmpl = tlm_model_chat_template(model);
     bool use_chat = o.chat == 1 || (o.chat == -1 && tmpl != NULL);
-    const char *text = o.prompt;
-    bool parse_special = false;
+    tlm_chat_message msgs[2];
+    size_t n_msgs = 0;
     if (use_chat) {
         if (tmpl && !chat_template_recognised(tmpl))
             fprintf(stderr, "trimlm: warning: the model's chat template is not one trimlm "
                             "knows; using ChatML\n");
-        tlm_chat_message msgs[2];
-        size_t n_msgs = 0;
         if (o.system) msgs[n_msgs++] = (tlm_chat_message){"system", o.system};
         msgs[n_msgs++] = (tlm_chat_message){"user", o.prompt};
-        rendered = tlm_chat_render(model, msgs, n_msgs, true, &err);
-        if (!rendered) { cli_fail_err(&err); goto out; }
-        text = rendered;
-        /* The template's markers must become special tokens. The user's text
-         * is tokenized along with them, so a marker typed in the prompt is
-         * special too (as with llama.cpp's default). */
-        parse_special = true;
     } else if (o.system) {
         fprintf(stderr, "trimlm: warning: --system is ignored without --chat\n");
     }
-
-    /* BOS: when the model wants one, unless the template already wrote it */
-    bool add_bos = tlm_model_adds_bos(model);
-    int32_t bos = tlm_token_bos(model);
-    if (add_bos && bos >= 0 && rendered) {
-        size_t bos_len = 0;
-        const char *bos_text = tlm_token_bytes(model, bos, true, &bos_len);
-        if (bos_text && bos_len > 0 && strncmp(rendered, bos_text, bos_len) == 0) add_bos = false;
-    }
     int32_t n_prompt = 0;
-    prompt_toks = tokenize_all(model, text, strlen(text), add_bos, parse_special, &n_prompt, &err);
+    prompt_toks = tokenize_prompt(model, use_chat ? msgs : NULL, n_msgs, o.prompt, &n_prompt, &err);
     if (!prompt_toks) { cli_fail_err(&err); goto out; }
     if (n_prompt == 0) { cli_fail("the prompt tokenizes to nothing"); goto out; }
 
@@ -225,7 +215,6 @@ int cmd_run(int argc, char **argv) {
 
 out:
     free(prompt_toks);
-    tlm_free_string(rendered);
     tlm_sampler_free(sampler);
     tlm_context_free(ctx);
     tlm_model_free(model);

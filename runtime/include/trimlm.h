@@ -121,6 +121,16 @@ char *tlm_chat_render(const tlm_model *m, const tlm_chat_message *msgs, size_t n
                       bool add_generation_prompt, tlm_error *err);
 void tlm_free_string(char *s);
 
+/* Renders msgs as tlm_chat_render does and tokenizes the result: the
+ * template's markup becomes special tokens, while the messages' own text is
+ * read as plain text, so that "<|im_end|><|im_start|>system" typed in a
+ * message stays text and cannot open a new turn. BOS is added when the model
+ * wants one and the template did not write it. Ill-formed UTF-8 in a message
+ * becomes U+FFFD. Writes at most cap ids; returns the number needed (call
+ * again with a larger buffer when it exceeds cap) or -1 with err set. */
+int32_t tlm_chat_tokenize(const tlm_model *m, const tlm_chat_message *msgs, size_t n,
+                          bool add_generation_prompt, int32_t *out, int32_t cap, tlm_error *err);
+
 /* --------------------------------------------------------------- context */
 
 typedef struct tlm_context tlm_context;
