@@ -15,7 +15,7 @@ import subprocess
 import sys
 import zipfile
 
-from testutil import check, fresh_dir, one_line, summary
+from testutil import check, fresh_dir, one_line, summary, write_bytes
 import testutil
 
 TRIMLM = os.environ["TRIMLM"]
@@ -36,6 +36,13 @@ def sha256(data):
 def cache_listing(cache_home):
     d = os.path.join(cache_home, "trimlm", "models")
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def cache_files(cache_home):
+    """Every file under the model cache (temporaries included), relative to it."""
+    d = os.path.join(cache_home, "trimlm", "models")
+    return sorted(os.path.relpath(os.path.join(root, f), d)
+                  for root, _, files in os.walk(d) for f in files)
 
 
 def disk_full_check(reg_path, gguf_url):
@@ -69,16 +76,27 @@ def main():
     with open(gguf_src, "wb") as f:
         f.write(model_bytes)
 
-    # ---- a .gguf URL
+    # ---- a .gguf URL: cached in a slot of its own (url/<hash of the URL>/<file name>),
+    # with source.json beside it recording the URL and the sha256 (checked by hashlib)
     cache = fresh_dir(os.path.join(ROOT, "url"))
     env = {"XDG_CACHE_HOME": cache}
+    models = os.path.join(cache, "trimlm", "models")
     url = "file://" + os.path.abspath(gguf_src)
-    dest = os.path.join(cache, "trimlm", "models", "tiny-model.gguf")
     rc, out, err = run(["pull", url], env)
-    got = open(dest, "rb").read() if os.path.exists(dest) else b""
-    check("file:// .gguf is downloaded into the cache",
-          rc == 0 and out.strip() == dest and got == model_bytes, f"rc={rc} out={out!r} err={err!r}")
-    check("no temporary left", cache_listing(cache) == ["tiny-model.gguf"], cache_listing(cache))
+    dest = out.strip()
+    got = open(dest, "rb").read() if rc == 0 and os.path.isfile(dest) else b""
+    slot = os.path.dirname(dest)
+    check("file:// .gguf is downloaded into a slot of the cache under its own name",
+          rc == 0 and os.path.basename(dest) == "tiny-model.gguf" and
+          os.path.dirname(slot) == os.path.join(models, "url") and got == model_bytes,
+          f"rc={rc} out={out!r} err={err!r}")
+    source = json.load(open(os.path.join(slot, "source.json"))) if rc == 0 else {}
+    check("source.json records the URL, size and sha256",
+          source.get("url") == url and source.get("sha256") == sha256(model_bytes) and
+          source.get("size") == len(model_bytes), f"source={source}")
+    slot_rel = os.path.relpath(slot, models)
+    pulled = sorted([os.path.join(slot_rel, "source.json"), os.path.join(slot_rel, "tiny-model.gguf")])
+    check("no temporary left", cache_files(cache) == pulled, cache_files(cache))
     rc, out, err = run(["pull", url], env)
     check("pulling it again does nothing", rc == 0 and "already" in err and out.strip() == dest,
           f"rc={rc} err={err!r}")
@@ -87,17 +105,56 @@ def main():
     check("-m FILE_NAME finds a file pulled into the cache (then fails to load the fake)",
           rc == 1 and one_line(err) and dest in err, f"rc={rc} err={err!r}")
 
+    # --verify recomputes the sha256 against the recorded one
+    rc, out, err = run(["pull", url, "--verify"], env)
+    check("URL --verify of an intact copy", rc == 0 and "sha256 verified" in err, f"rc={rc} err={err!r}")
+    with open(dest, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff\xfe")
+    rc, out, err = run(["pull", url, "--verify"], env)
+    check("URL --verify of a corrupted copy: one line naming the file, exit 1",
+          rc == 1 and one_line(err) and dest in err and "sha256" in err and "verified" not in err,
+          f"rc={rc} err={err!r}")
+    with open(dest, "r+b") as f:
+        f.seek(1000)
+        f.write(model_bytes[1000:1002])
+
+    # two URLs ending in the same file name get two slots
+    other_bytes = b"GGUF" + bytes((i * 13 + 5) % 251 for i in range(200_000))
+    same = {}
+    for sub_dir, data in (("a", model_bytes), ("b", other_bytes)):
+        os.makedirs(os.path.join(src, sub_dir), exist_ok=True)
+        path = write_bytes(os.path.join(src, sub_dir, "model.gguf"), data)
+        same[sub_dir] = ("file://" + os.path.abspath(path), data)
+    paths = {}
+    for sub_dir in ("a", "b"):
+        rc, out, err = run(["pull", same[sub_dir][0]], env)
+        paths[sub_dir] = out.strip()
+        got = open(paths[sub_dir], "rb").read() if rc == 0 else b""
+        check(f"same file name, URL {sub_dir}: its own content", rc == 0 and got == same[sub_dir][1],
+              f"rc={rc} out={out!r} err={err!r}")
+    check("the two URLs have two cache slots", paths["a"] != paths["b"], f"{paths}")
+    rc, out, err = run(["pull", same["a"][0]], env)
+    check("URL a again: already cached, still a's file",
+          rc == 0 and out.strip() == paths["a"] and open(paths["a"], "rb").read() == model_bytes,
+          f"rc={rc} out={out!r}")
+    rc, out, err = run(["run", "-m", "model.gguf", "-p", "hi"], env)
+    check("-m FILE_NAME that two URLs share is refused, naming both",
+          rc == 1 and one_line(err) and same["a"][0] in err and same["b"][0] in err,
+          f"rc={rc} err={err!r}")
+    before = cache_files(cache)
+
     rc, out, err = run(["pull", "file://" + os.path.abspath(os.path.join(src, "missing.gguf"))], env)
-    check("missing file:// source fails with one line",
-          rc == 1 and one_line(err) and "missing.gguf" in err and cache_listing(cache) == ["tiny-model.gguf"],
-          f"rc={rc} err={err!r} {cache_listing(cache)}")
+    check("missing file:// source fails with one line and leaves nothing",
+          rc == 1 and one_line(err) and "missing.gguf" in err and cache_files(cache) == before,
+          f"rc={rc} err={err!r} {cache_files(cache)}")
     not_gguf = os.path.join(src, "fake.gguf")
     with open(not_gguf, "wb") as f:
         f.write(b"<html>not found</html>")
     rc, out, err = run(["pull", "file://" + os.path.abspath(not_gguf)], env)
     check("a .gguf URL that is not GGUF is rejected and not kept",
-          rc == 1 and one_line(err) and "GGUF" in err and cache_listing(cache) == ["tiny-model.gguf"],
-          f"rc={rc} err={err!r} {cache_listing(cache)}")
+          rc == 1 and one_line(err) and "GGUF" in err and cache_files(cache) == before,
+          f"rc={rc} err={err!r} {cache_files(cache)}")
     rc, out, err = run(["pull", "file://" + os.path.abspath(os.path.join(src, "model.bin"))], env)
     check("a URL that is not .gguf is refused", rc == 1 and one_line(err) and ".gguf" in err,
           f"rc={rc} err={err!r}")

@@ -15,8 +15,10 @@ static const char pull_usage[] =
     "\n"
     "  NAME        a model of the built-in registry (default: " DEFAULT_MODEL_NAME ")\n"
     "  URL         an https:// or file:// URL of a .gguf file, saved under its file name\n"
+    "              in a directory of its own for each URL, with the URL and sha256 beside it\n"
     "  PATH        a local file or directory: nothing to do, its path is printed\n"
-    "  --verify    re-hash a cached registry model (sha256) instead of trusting its size\n"
+    "  --verify    re-hash a cached model (sha256) instead of trusting its size; a\n"
+    "              registry model is downloaded again on a mismatch, a URL's is an error\n"
     "  --list      list the registry and what is cached\n"
     "  -h, --help  this help\n"
     "\n"
@@ -62,7 +64,7 @@ int cmd_pull(int argc, char **argv) {
     char path[4096];
     pull_outcome outcome = PULL_DOWNLOADED;
     if (is_url(target)) {
-        if (pull_gguf_url(target, path, sizeof path, &outcome, &err) != TLM_OK)
+        if (pull_gguf_url(target, verify, path, sizeof path, &outcome, &err) != TLM_OK)
             return cli_fail_err(&err);
     } else {
         struct stat st;

@@ -3,12 +3,15 @@
 #include "model_registry.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #include "cli.h"
 #include "download.h"
@@ -109,6 +112,9 @@ const registry_entry *registry_find(const char *name, tlm_error *err) {
 }
 
 /* --------------------------------------------------------------- cache */
+
+#define URL_SLOTS_DIR "url"           /* models pulled by URL, one slot per URL */
+#define URL_SOURCE_FILE "source.json" /* beside the file: its URL, size and sha256 */
 
 tlm_status model_cache_dir(char *out, size_t cap, tlm_error *err) {
     const char *xdg = getenv("XDG_CACHE_HOME");
@@ -224,33 +230,167 @@ static bool has_gguf_magic(const char *path) {
     return got == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
-tlm_status pull_gguf_url(const char *url, char *path, size_t cap, pull_outcome *outcome,
-                         tlm_error *err) {
-    char file[256], dir[4096];
+/* The cache slot of a URL: <cache>/url/<XXH3-64 of the whole URL, 16 hex
+ * digits>/, holding the file under its own name and source.json, which
+ * records the URL, size and sha256 it was downloaded with. Two URLs that end
+ * in the same file name get two slots. */
+static tlm_status url_slot(const char *url, const char *file, char *slot, size_t slot_cap,
+                           char *path, size_t path_cap, char *meta, size_t meta_cap, tlm_error *err) {
+    char dir[4096];
+    if (model_cache_dir(dir, sizeof dir, err) != TLM_OK) return TLM_ERR_ARG;
+    unsigned long long h = (unsigned long long)XXH3_64bits(url, strlen(url));
+    int n1 = snprintf(slot, slot_cap, "%s/" URL_SLOTS_DIR "/%016llx", dir, h);
+    int n2 = snprintf(path, path_cap, "%s/%s", slot, file);
+    int n3 = snprintf(meta, meta_cap, "%s/" URL_SOURCE_FILE, slot);
+    if (n1 < 0 || (size_t)n1 >= slot_cap || n2 < 0 || (size_t)n2 >= path_cap || n3 < 0 ||
+        (size_t)n3 >= meta_cap)
+        return cli_seterr(err, TLM_ERR_ARG, "%s: the cache path is too long", dir);
+    return TLM_OK;
+}
+
+/* What source.json says: url and sha256 into the buffers, size into *size;
+ * false when it is missing or malformed (the slot is then filled again). */
+static bool read_url_source(const char *meta, char *url, size_t url_cap, char *sha256_hex,
+                            uint64_t *size) {
+    size_t len = 0;
+    char *text = cli_read_file(meta, CLI_MAX_SMALL_BYTES, &len, NULL);
+    if (!text) return false;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    tlm_free_string(text);
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "url");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "sha256");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, "size");
+    bool ok = cJSON_IsString(u) && cJSON_IsString(h) && valid_hex_digest(h->valuestring) &&
+              cJSON_IsNumber(n) && n->valuedouble >= 0 && n->valuedouble < 9.0e15 &&
+              strlen(u->valuestring) < url_cap;
+    if (ok) {
+        snprintf(url, url_cap, "%s", u->valuestring);
+        snprintf(sha256_hex, SHA256_HEX_LEN + 1, "%s", h->valuestring);
+        *size = (uint64_t)n->valuedouble;
+    }
+    cJSON_Delete(root);
+    return ok;
+}
+
+static tlm_status write_url_source(const char *meta, const char *url, const char *sha256_hex,
+                                   uint64_t size, tlm_error *err) {
+    cJSON *root = cJSON_CreateObject();
+    bool ok = root && cJSON_AddStringToObject(root, "url", url) &&
+              cJSON_AddStringToObject(root, "sha256", sha256_hex) &&
+              cJSON_AddNumberToObject(root, "size", (double)size);
+    char *text = ok ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", meta);
+    tlm_status st = tlm_atomic_write_file(meta, NULL, 0, text, strlen(text), 0644, err);
+    cJSON_free(text);
+    return st;
+}
+
+/* Removes a slot left empty by a failed download (rmdir: only if empty). */
+static void remove_empty_slot(const char *slot) {
+    rmdir(slot);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", slot);
+    char *slash = strrchr(parent, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(parent);
+    }
+}
+
+tlm_status pull_gguf_url(const char *url, bool verify, char *path, size_t cap,
+                         pull_outcome *outcome, tlm_error *err) {
+    char file[256], slot[4096], meta[4096 + 32];
     if (url_file_name(url, file, sizeof file, err) != TLM_OK) return TLM_ERR_ARG;
-    if (cache_file_path(file, path, cap, dir, sizeof dir, err) != TLM_OK) return TLM_ERR_ARG;
+    if (url_slot(url, file, slot, sizeof slot, path, cap, meta, sizeof meta, err) != TLM_OK)
+        return TLM_ERR_ARG;
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && has_gguf_magic(path)) {
+    char recorded_url[8192], recorded_hex[SHA256_HEX_LEN + 1];
+    uint64_t recorded_size = 0;
+    bool have_source = read_url_source(meta, recorded_url, sizeof recorded_url, recorded_hex,
+                                       &recorded_size);
+    if (have_source && strcmp(recorded_url, url) != 0)
+        return cli_seterr(err, TLM_ERR_IO,
+                          "%s: the cache slot %s holds %s (the same 64-bit hash); remove the "
+                          "slot to pull this URL", url, slot, recorded_url);
+    if (have_source && stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size == recorded_size && has_gguf_magic(path)) {
+        if (verify) {
+            char hex[SHA256_HEX_LEN + 1];
+            if (sha256_file(path, hex, NULL, err) != TLM_OK) return TLM_ERR_IO;
+            if (strcmp(hex, recorded_hex) != 0)
+                return cli_seterr(err, TLM_ERR_FORMAT,
+                                  "%s: the cached file is corrupt: its sha256 is %s, but %s was "
+                                  "recorded when it was downloaded from %s; remove %s to pull "
+                                  "it again", path, hex, recorded_hex, url, slot);
+        }
         *outcome = PULL_ALREADY_PRESENT;
         return TLM_OK;
     }
-    if (make_dirs(dir, err) != TLM_OK) return TLM_ERR_IO;
+    if (make_dirs(slot, err) != TLM_OK) return TLM_ERR_IO;
+    /* what is there is replaced: its record goes first, so that a crash in
+     * between leaves a slot that is filled again, never a wrong record */
+    unlink(meta);
     char hex[SHA256_HEX_LEN + 1];
     uint64_t got = 0;
     tlm_atomic_file download = {.fd = -1};
-    if (download_to_temp(url, file, path, &download, hex, &got, err) != TLM_OK)
-        return err ? err->code : TLM_ERR_NETWORK;
-    if (!has_gguf_magic(download.tmp)) {
+    tlm_status rc = download_to_temp(url, file, path, &download, hex, &got, err);
+    if (rc == TLM_OK && !has_gguf_magic(download.tmp)) {
         temp_discard(&download);
-        return cli_seterr(err, TLM_ERR_FORMAT, "%s: not a GGUF file (no GGUF magic in the %llu bytes received)",
-                          url, (unsigned long long)got);
+        rc = cli_seterr(err, TLM_ERR_FORMAT, "%s: not a GGUF file (no GGUF magic in the %llu bytes received)",
+                        url, (unsigned long long)got);
     }
-    if (temp_commit(&download, err) != TLM_OK) {
+    if (rc == TLM_OK && temp_commit(&download, err) != TLM_OK) {
         temp_discard(&download);
-        return TLM_ERR_IO;
+        rc = TLM_ERR_IO;
+    }
+    if (rc == TLM_OK && write_url_source(meta, url, hex, got, err) != TLM_OK) {
+        unlink(path);
+        rc = TLM_ERR_IO;
+    }
+    if (rc != TLM_OK) {
+        remove_empty_slot(slot);
+        return err && err->code ? err->code : TLM_ERR_NETWORK;
     }
     *outcome = PULL_DOWNLOADED;
     return TLM_OK;
+}
+
+/* A file name pulled earlier from a URL ("trimlm run -m model.gguf"): the
+ * one slot that holds it; TLM_ERR_IO when none does, TLM_ERR_ARG naming the
+ * URLs when several do. */
+static tlm_status find_pulled_file(const char *name, char *path, size_t cap, tlm_error *err) {
+    char dir[4096];
+    if (model_cache_dir(dir, sizeof dir, NULL) != TLM_OK) return TLM_ERR_IO;
+    char slots[4096 + 8];
+    snprintf(slots, sizeof slots, "%s/" URL_SLOTS_DIR, dir);
+    DIR *d = opendir(slots);
+    if (!d) return TLM_ERR_IO;
+    int found = 0;
+    char urls[2][1024] = {"", ""};
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char candidate[4096 + 300], meta[4096 + 300];
+        struct stat st;
+        int n = snprintf(candidate, sizeof candidate, "%s/%s/%s", slots, e->d_name, name);
+        snprintf(meta, sizeof meta, "%s/%s/" URL_SOURCE_FILE, slots, e->d_name);
+        if (n < 0 || (size_t)n >= sizeof candidate || stat(candidate, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        char url[8192], hex[SHA256_HEX_LEN + 1];
+        uint64_t size = 0;
+        if (!read_url_source(meta, url, sizeof url, hex, &size)) continue;
+        if (found < 2) snprintf(urls[found], sizeof urls[found], "%.1000s", url);
+        if (found == 0 && snprintf(path, cap, "%s", candidate) >= (int)cap) { found = -1; break; }
+        found++;
+    }
+    closedir(d);
+    if (found == 1) return TLM_OK;
+    if (found > 1)
+        return cli_seterr(err, TLM_ERR_ARG,
+                          "%s: %d cached models pulled from different URLs have this name (%s, "
+                          "%s%s); give the URL", name, found, urls[0], urls[1], found > 2 ? ", ..." : "");
+    return TLM_ERR_IO;
 }
 
 /* ------------------------------------------------------------ resolving */
@@ -259,7 +399,7 @@ tlm_status resolve_model_path(const char *arg, char *path, size_t cap, tlm_error
     pull_outcome outcome;
     if (!arg || !*arg) return cli_seterr(err, TLM_ERR_ARG, "no model given (-m NAME|PATH|URL)");
     if (is_url(arg)) {
-        tlm_status st = pull_gguf_url(arg, path, cap, &outcome, err);
+        tlm_status st = pull_gguf_url(arg, false, path, cap, &outcome, err);
         if (st == TLM_OK && outcome == PULL_DOWNLOADED)
             fprintf(stderr, "trimlm: downloaded %s to %s\n", arg, path);
         return st;
@@ -283,6 +423,13 @@ tlm_status resolve_model_path(const char *arg, char *path, size_t cap, tlm_error
         if (cache_file_path(arg, path, cap, dir, sizeof dir, NULL) == TLM_OK &&
             stat(path, &st) == 0 && S_ISREG(st.st_mode))
             return TLM_OK;
+        tlm_error find_err = {0};
+        tlm_status found = find_pulled_file(arg, path, cap, &find_err);
+        if (found == TLM_OK) return TLM_OK;
+        if (found == TLM_ERR_ARG) {
+            if (err) *err = find_err;
+            return found;
+        }
     }
     if (!e) {
         if (strchr(arg, '/') || strchr(arg, '.'))

@@ -50,9 +50,13 @@ typedef enum pull_outcome {
  * extracting it when absent). verify: also re-hash a cached copy. */
 tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path, size_t cap,
                                pull_outcome *outcome, tlm_error *err);
-/* Downloads a .gguf URL into the cache under its file name. */
-tlm_status pull_gguf_url(const char *url, char *path, size_t cap, pull_outcome *outcome,
-                         tlm_error *err);
+/* Downloads a .gguf URL into the cache: the slot of the whole URL
+ * (url/<XXH3-64 of the URL>/<file name>), with source.json beside the file
+ * recording the URL, size and sha256. A cached copy is used when its record
+ * matches; verify: its sha256 is recomputed first, and a mismatch is an
+ * error (TLM_ERR_FORMAT) naming the file. */
+tlm_status pull_gguf_url(const char *url, bool verify, char *path, size_t cap,
+                         pull_outcome *outcome, tlm_error *err);
 
 bool is_url(const char *s);
 
