@@ -44,8 +44,11 @@ tlm_status tlm_atomic_check_destination(const char *dst, const char *const *inpu
         struct stat s_in;
         if (!inputs[i] || !*inputs[i] || stat(inputs[i], &s_in) != 0) continue;
         if (dst_exists && same_file(&s_dst, &s_in))
-            return tlm_seterr(err, TLM_ERR_ARG, "%s: refusing to overwrite an input of this command (%s)",
-                              dst, inputs[i]);
+            return strcmp(dst, inputs[i]) == 0
+                       ? tlm_seterr(err, TLM_ERR_ARG, "%s: refusing to overwrite the input file", dst)
+                       : tlm_seterr(err, TLM_ERR_ARG,
+                                    "%s: refusing to overwrite the input file %s (the same file "
+                                    "under another name)", dst, inputs[i]);
         if (S_ISDIR(s_in.st_mode) && have_parent && checkpoint_name && same_file(&s_par, &s_in))
             return tlm_seterr(err, TLM_ERR_ARG,
                               "%s: refusing to write a file into the input model directory %s", dst,
