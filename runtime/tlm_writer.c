@@ -1056,18 +1056,13 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
     tlm_status st = check_convert_params(&p, &local);
     if (!st) st = check_destination(src, dst, &local);
-    /* a sublayer can only be dropped once: from the model that has it */
-    for (int32_t il = 0; !st && il < m->hp.n_layer; il++)
-        for (int kind = 0; kind < 2; kind++) {
-            const bool *drop = kind == 0 ? p.drop_attn : p.drop_mlp;
-            const bool has = kind == 0 ? m->layers[il].has_attn : m->layers[il].has_mlp;
-            if (drop && drop[il] && !has) {
-                st = tlm_seterr(&local, TLM_ERR_ARG,
-                                "%s: the %s sublayer of layer %d is already absent from the source; "
-                                "it cannot be dropped", src, kind == 0 ? "attention" : "MLP", (int)il);
-                break;
-            }
-        }
+    /* a sublayer can only be dropped once (from the model that has it), and
+     * not all of a kind */
+    if (!st) {
+        tlm_error drop_err;
+        if ((st = tlm_drop_check(m, NULL, 0, p.drop_attn, p.drop_mlp, &drop_err)))
+            tlm_seterr(&local, st, "%s: %s", src, drop_err.msg);
+    }
     if (!st && p.calib && tlm_calib_n_layer(p.calib) != m->hp.n_layer)
         st = tlm_seterr(&local, TLM_ERR_ARG, "%s: the calibration is of a model of %d layers, not %d",
                         src, (int)tlm_calib_n_layer(p.calib), (int)m->hp.n_layer);

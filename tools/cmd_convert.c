@@ -254,6 +254,11 @@ int cmd_convert(int argc, char **argv) {
         rc = cli_usage_error("convert", "%s", err.msg);
         goto done;
     }
+    /* against the model's shape, before minutes of calibration */
+    if (tlm_drop_check(m, o.drops, o.n_drops, drop_attn, drop_mlp, &err) != TLM_OK) {
+        rc = cli_usage_error("convert", "%s", err.msg);
+        goto done;
+    }
     if (calibrate) {
         tlm_calib_params cp = tlm_calib_default_params();
         cp.text_file = o.calib_file;
@@ -290,8 +295,8 @@ int cmd_convert(int argc, char **argv) {
         goto done;
     }
     if (st != TLM_OK) {
-        /* naming a sublayer the source lacks is a bad command line */
-        rc = st == TLM_ERR_ARG && strstr(err.msg, "cannot be dropped")
+        /* naming a sublayer the source lacks, or all of a kind, is a bad command line */
+        rc = st == TLM_ERR_ARG && (strstr(err.msg, "cannot be dropped") || strstr(err.msg, "the drops remove"))
                  ? cli_usage_error("convert", "%s", err.msg)
                  : cli_fail_err(&err);
         goto done;

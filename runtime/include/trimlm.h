@@ -285,6 +285,15 @@ tlm_status tlm_drop_select(const struct tlm_calib *c, const char *spec, int32_t 
 tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
                                bool *drop_mlp, tlm_error *err);
 
+/* Checks drops against model m before any calibration pass: the flags
+ * (drop_attn / drop_mlp, n_layer each, e.g. from tlm_drop_parse_list; NULL =
+ * none) name only sublayers m has; each spec of tlm_drop_select is valid,
+ * given once and asks for no more sublayers than m has; and what is certain
+ * to be dropped (the flags, and each spec whatever the scores) leaves at least
+ * one attention and one MLP sublayer. TLM_ERR_ARG with the reason. */
+tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t n_specs,
+                          const bool *drop_attn, const bool *drop_mlp, tlm_error *err);
+
 /* Verifies every checksum of a .tlm file (header, sections, each tensor, the
  * whole file). TLM_OK when intact; otherwise err names the first problem
  * (e.g. the damaged tensor). */
