@@ -64,15 +64,17 @@ static void reader_close(tlm_reader *r) {
 }
 
 bool model_is_tlm_file(const char *path) {
-    /* by name too, so that a .tlm file damaged at its start is reported as one */
-    size_t len = strlen(path), ext = strlen(TLM_FILE_EXT);
-    if (len > ext && strcmp(path + len - ext, TLM_FILE_EXT) == 0) return true;
+    /* by the magic bytes; by the name only when they are neither format's,
+     * so that a .tlm file damaged at its start is reported as one, and a
+     * GGUF file under a .tlm name still loads as the GGUF it is */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return false;
-    uint8_t magic[TLM_MAGIC_BYTES];
-    ssize_t n = read(fd, magic, sizeof magic);
-    close(fd);
-    return n == (ssize_t)sizeof magic && memcmp(magic, TLM_MAGIC, TLM_MAGIC_BYTES) == 0;
+    uint8_t magic[TLM_MAGIC_BYTES] = {0};
+    ssize_t n = fd >= 0 ? read(fd, magic, sizeof magic) : -1;
+    if (fd >= 0) close(fd);
+    if (n == (ssize_t)sizeof magic && memcmp(magic, TLM_MAGIC, TLM_MAGIC_BYTES) == 0) return true;
+    if (n >= 4 && memcmp(magic, "GGUF", 4) == 0) return false;
+    size_t len = strlen(path), ext = strlen(TLM_FILE_EXT);
+    return len > ext && strcmp(path + len - ext, TLM_FILE_EXT) == 0;
 }
 
 /* Header fields and section geometry. */

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -1035,9 +1036,31 @@ static tlm_status check_destination(const char *src, const char *dst, tlm_error 
     return TLM_OK;
 }
 
-static tlm_status check_convert_params(const tlm_convert_params *p, tlm_error *err) {
+static bool ends_with_nocase(const char *s, const char *suffix) {
+    size_t ls = strlen(s), lx = strlen(suffix);
+    return ls >= lx && strcasecmp(s + ls - lx, suffix) == 0;
+}
+
+/* A name whose extension says the other format: the file would be taken for
+ * what it is not ("x.tlm" holding a GGUF). Other names are the caller's. */
+static tlm_status check_output_name(const char *dst, bool gguf, tlm_error *err) {
+    if (gguf && ends_with_nocase(dst, TLM_FILE_EXT))
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "%s: the output format is GGUF but the name ends in %s; name it .gguf "
+                          "(or write a .tlm file)", dst, TLM_FILE_EXT);
+    if (!gguf && ends_with_nocase(dst, ".gguf"))
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "%s: the output format is .tlm but the name ends in .gguf; name it "
+                          "%s (or write a GGUF file)", dst, TLM_FILE_EXT);
+    return TLM_OK;
+}
+
+static tlm_status check_convert_params(const tlm_convert_params *p, const char *dst,
+                                       tlm_error *err) {
     if (p->to && strcmp(p->to, "tlm") != 0 && strcmp(p->to, "gguf") != 0)
         return tlm_seterr(err, TLM_ERR_ARG, "output format '%s' is not supported (tlm or gguf)", p->to);
+    tlm_status st = check_output_name(dst, p->to && strcmp(p->to, "gguf") == 0, err);
+    if (st) return st;
     if (p->type < 0 || (!tlm_dtype_float_bytes((uint32_t)p->type) && !tlm_dtype_is_quant((uint32_t)p->type)))
         return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
                           "tensor type %d is not supported by convert (f32, f16, bf16, q8_g32, q4_g32)",
@@ -1054,7 +1077,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
     if (!m || !src || !*src || !dst || !*dst)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert_model: missing model, source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
-    tlm_status st = check_convert_params(&p, &local);
+    tlm_status st = check_convert_params(&p, dst, &local);
     if (!st) st = check_destination(src, dst, &local);
     /* a sublayer can only be dropped once (from the model that has it), and
      * not all of a kind */
@@ -1091,7 +1114,7 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
     if (!src || !*src || !dst || !*dst)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert: missing source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
-    tlm_status st = check_convert_params(&p, &local);
+    tlm_status st = check_convert_params(&p, dst, &local);
     if (!st) st = check_destination(src, dst, &local);
     if (st) goto fail;
     if (progress && !progress(user, "load", 0, 1)) {

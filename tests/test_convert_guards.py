@@ -7,8 +7,15 @@ models written here (tests/py/synth_gguf.py).
     layers, a sublayer named twice, a spec given twice, asking for more than
     there are, and drops that leave no attention or no MLP sublayer; each
     exits 2 with one line and writes nothing.
+  - formats: an output name whose extension says the other format
+    (-o x.tlm --to gguf, -o x.gguf --to tlm) exits 2 and writes nothing;
+    inputs are told by their magic bytes: a GGUF file named .tlm and a .tlm
+    file named .gguf are read as what they are; a file named .tlm with
+    neither magic is reported as a damaged .tlm file.
 """
+import json
 import os
+import shutil
 import sys
 
 import synth_gguf
@@ -72,10 +79,42 @@ def check_drops(gguf):
           os.path.exists(out), err)
 
 
+# -------------------------------------------------------------- formats
+
+
+def check_formats(gguf):
+    for name, to, phrase in (("x.tlm", "gguf", "name ends in .tlm"),
+                             ("x.gguf", "tlm", "name ends in .gguf"),
+                             ("X.TLM", "gguf", "name ends in .tlm")):
+        out = os.path.join(ROOT, name)
+        rc, _, err = run(["convert", gguf, "-o", out, "--to", to, "--type", "f32"])
+        refused(f"formats: -o {name} --to {to} -> exit 2, '{phrase}'", rc, err, phrase, out)
+    tlm = os.path.join(ROOT, "real.tlm")
+    rc, _, err = run(["convert", gguf, "-o", tlm, "--type", "f32"])
+    check("formats: convert to .tlm", rc == 0, err)
+    upper = os.path.join(ROOT, "upper.GGUF")
+    rc, _, err = run(["convert", gguf, "-o", upper, "--type", "f32"])
+    check("formats: -o upper.GGUF writes a GGUF", rc == 0 and open(upper, "rb").read(4) == b"GGUF",
+          err)
+    for src, alias, fmt in ((gguf, "gguf-named.tlm", "gguf"), (tlm, "tlm-named.gguf", "tlm")):
+        path = os.path.join(ROOT, alias)
+        shutil.copyfile(src, path)
+        rc, out, err = run(["info", path, "--json"])
+        got = json.loads(out).get("format") if rc == 0 else None
+        check(f"formats: a {fmt} file named {alias} is read as {fmt}", got == fmt,
+              f"rc={rc} format={got} err={err!r}")
+        rc, out, err = run(["run", "-m", path, "-p", "a", "-n", "2", "--temp", "0"])
+        check(f"formats: run -m {alias}", rc == 0, err)
+    junk = testutil.write_bytes(os.path.join(ROOT, "junk.tlm"), b"not a model at all" * 8)
+    rc, _, err = run(["info", junk])
+    refused("formats: junk named .tlm -> 'bad magic bytes'", rc, err, "bad magic bytes", code=1)
+
+
 def main():
     gguf = os.path.join(ROOT, "llama6.gguf")
     synth_gguf.write_gguf(gguf, arch="llama", n_layer=N_LAYER, seed=11)
     check_drops(gguf)
+    check_formats(gguf)
     return summary()
 
 

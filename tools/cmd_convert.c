@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -34,7 +35,8 @@ static const char convert_usage[] =
     "      --keep-wide NAMES   comma-separated tensors kept f32, e.g. token_embd,output\n"
     "                          or blk.0.attn_q.weight (norms and biases are always f32)\n"
     "      --to tlm|gguf       output format (default: gguf when OUT ends in .gguf, else\n"
-    "                          tlm). gguf writes a GGUF that llama.cpp loads: a llama\n"
+    "                          tlm; a name ending in the other format's extension is\n"
+    "                          refused). gguf writes a GGUF that llama.cpp loads: a llama\n"
     "                          model, or llama.cpp's \"deci\" form when sublayers are\n"
     "                          removed (layer 0 must keep its attention); int8/int4\n"
     "                          become Q8_0/Q4_0, round-to-nearest. The source's\n"
@@ -172,7 +174,16 @@ static int parse_convert_args(int argc, char **argv, convert_options *o, bool *d
     if (o->to && strcmp(o->to, "tlm") != 0 && strcmp(o->to, "gguf") != 0)
         return cli_usage_error("convert", "invalid value '%s' for --to (expected tlm or gguf)", o->to);
     size_t out_len = strlen(o->out);
-    if (!o->to && out_len >= 5 && strcmp(o->out + out_len - 5, ".gguf") == 0) o->to = "gguf";
+    const bool named_gguf = out_len >= 5 && strcasecmp(o->out + out_len - 5, ".gguf") == 0;
+    const bool named_tlm = out_len >= 4 && strcasecmp(o->out + out_len - 4, ".tlm") == 0;
+    if (!o->to && named_gguf) o->to = "gguf";
+    /* a name that says the other format would be taken for what it is not */
+    if (o->to && strcmp(o->to, "gguf") == 0 && named_tlm)
+        return cli_usage_error("convert", "%s: --to gguf writes a GGUF file, but the name ends in "
+                               ".tlm; name it .gguf", o->out);
+    if (o->to && strcmp(o->to, "tlm") == 0 && named_gguf)
+        return cli_usage_error("convert", "%s: --to tlm writes a .tlm file, but the name ends in "
+                               ".gguf; name it .tlm", o->out);
     if (o->no_calib && (o->calib_file || o->calib_tokens || o->calib_seq))
         return cli_usage_error("convert", "--no-calib conflicts with --calib, --calib-tokens and --calib-seq");
     if (o->no_calib && o->n_drops)
