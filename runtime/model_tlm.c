@@ -435,6 +435,17 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
             return tlm_seterr(r->err, TLM_ERR_FORMAT,
                               "%s: tensor '%s' is stored as %s, which only weight matrices may be",
                               r->path, name, tlm_dtype_name(e->dtype));
+        /* A NaN or Inf scale would turn every output it touches into NaN;
+         * the checksums cannot tell (they cover whatever was written). One
+         * pass over the scales (1/17 of an int8 matrix's bytes, 1/9 of an
+         * int4's), which also brings the mapping's pages in. */
+        int64_t bad_row, bad_group;
+        if (tlm_qpacked_find_nonfinite_scale((tlm_qtype)e->dtype, r->map + r->h.data_offset + e->offset,
+                                             (int64_t)rows, (int64_t)cols, &bad_row, &bad_group))
+            return tlm_seterr(r->err, TLM_ERR_FORMAT,
+                              "%s: tensor '%s': the scale of row %" PRId64 ", inputs %" PRId64
+                              "..%" PRId64 " is not a finite number (NaN or Inf)", r->path, name,
+                              bad_row, bad_group * TLM_QGROUP, bad_group * TLM_QGROUP + TLM_QGROUP - 1);
         /* no copy: the mapping outlives the reader (load_model hands it over) */
         *q = (tlm_matrix){.type = (tlm_wtype)e->dtype, .rows = (int64_t)rows, .cols = (int64_t)cols,
                           .data = r->map + r->h.data_offset + e->offset};
@@ -450,7 +461,8 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
     const uint8_t *src = r->map + r->h.data_offset + e->offset;
     const uint32_t dtype = e->dtype;
     const int64_t n_rows = (int64_t)want_rows;
-#pragma omp parallel for schedule(static) if (n_rows >= 2 * ROWS_PER_THREAD_MIN)
+    int64_t bad_row = n_rows; /* the first row holding a NaN or Inf */
+#pragma omp parallel for schedule(static) if (n_rows >= 2 * ROWS_PER_THREAD_MIN) reduction(min : bad_row)
     for (int64_t row = 0; row < n_rows; row++) {
         float *dst = w + (uint64_t)row * cols;
         if (dtype == TLM_DTYPE_F32) {
@@ -463,7 +475,20 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
                 dst[j] = dtype == TLM_DTYPE_F16 ? tlm_f16_to_f32(v) : tlm_bf16_to_f32(v);
             }
         }
+        /* NaN / Inf: every exponent bit set; on the row just written, while
+         * it is in cache (integer OR, which vectorizes) */
+        uint32_t non_finite = 0;
+        for (uint64_t j = 0; j < cols; j++) {
+            uint32_t bits;
+            memcpy(&bits, dst + j, 4);
+            non_finite |= (bits & 0x7F800000u) == 0x7F800000u;
+        }
+        if (non_finite && row < bad_row) bad_row = row;
     }
+    if (bad_row < n_rows)
+        return tlm_seterr(r->err, TLM_ERR_FORMAT,
+                          "%s: tensor '%s': row %" PRId64 " holds a value that is not a finite "
+                          "number (NaN or Inf)", r->path, name, bad_row);
     *out = w;
     return TLM_OK;
 }
@@ -696,6 +721,14 @@ tlm_status tlm_file_verify(const char *path, tlm_progress_fn progress, void *use
         }
     }
     reader_close(&r);
+    /* Intact bytes can still hold what loading refuses (a graph that lists
+     * the wrong tensors, a NaN scale, an infinite RoPE base, written so by a
+     * faulty writer): "verified" must mean that the model loads. */
+    if (!st) {
+        struct tlm_model *m = model_load_tlm(path, err);
+        if (!m) st = err && err->code != TLM_OK ? err->code : TLM_ERR_FORMAT;
+        tlm_model_free(m);
+    }
     return st;
 }
 

@@ -12,10 +12,17 @@ models written here (tests/py/synth_gguf.py).
     inputs are told by their magic bytes: a GGUF file named .tlm and a .tlm
     file named .gguf are read as what they are; a file named .tlm with
     neither magic is reported as a damaged .tlm file.
+  - non-finite values: a NaN or Inf poked into one f16 scale of an int8 /
+    int4 matrix, or into one f16 weight, with every checksum recomputed
+    (tool_tlm_restamp), is refused by `run` and by `info --verify` with one
+    line naming the tensor and the row; the untouched file loads and
+    verifies. A RoPE base that is infinite (GGUF freq_base = inf; a .tlm
+    whose metadata says 1e39, beyond a float) is refused at load.
 """
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import synth_gguf
@@ -23,6 +30,7 @@ import testutil
 from testutil import check, summary
 
 TRIMLM = os.environ["TRIMLM"]
+RESTAMP = sys.argv[1]  # tests/tool_tlm_restamp.c
 ROOT = testutil.fresh_dir(os.path.join(os.environ.get("TLM_TEST_OUT", "."), "convert_guards"))
 N_LAYER = 6
 
@@ -110,11 +118,91 @@ def check_formats(gguf):
     refused("formats: junk named .tlm -> 'bad magic bytes'", rc, err, "bad magic bytes", code=1)
 
 
+# ------------------------------------------------------ non-finite values
+
+F16_NAN, F16_INF = b"\x00\x7e", b"\x00\x7c"
+QB = {"int8": 512, "int4": 256}  # quant bytes per group of a 16-row tile (quant/qformat.h)
+
+
+def poke(src, dst, tensor, at, data):
+    """A copy of src with data written at byte `at` of tensor's bytes, every
+    checksum recomputed."""
+    raw = bytearray(open(src, "rb").read())
+    h = testutil.tlm_header(raw)
+    for i in range(h["n_tensors"]):
+        e = testutil.TLM_ENTRY.unpack_from(raw, h["dir_offset"] + i * testutil.TLM_ENTRY.size)
+        if e[0].rstrip(b"\0").decode() == tensor:
+            start = h["data_offset"] + e[5] + at
+            raw[start:start + len(data)] = data
+            break
+    else:
+        raise KeyError(tensor)
+    testutil.write_bytes(dst, bytes(raw))
+    subprocess.run([RESTAMP, dst], check=True, timeout=60)
+    return dst
+
+
+def check_loads(name, path):
+    rc, _, err = run(["run", "-m", path, "-p", "a", "-n", "2", "--temp", "0"])
+    check(f"{name}: runs", rc == 0, err)
+    rc, out, err = run(["info", path, "--verify"])
+    check(f"{name}: info --verify ok", rc == 0 and "verify         ok" in out, err)
+
+
+def check_refused(name, path, phrase):
+    rc, _, err = run(["run", "-m", path, "-p", "a", "-n", "2", "--temp", "0"])
+    refused(f"{name}: run refuses it, '{phrase}'", rc, err, phrase, code=1)
+    rc, out, err = run(["info", path, "--verify"])
+    refused(f"{name}: info --verify refuses it", rc, err, phrase, code=1)
+
+
+def check_non_finite(gguf):
+    n_in = 64  # n_embd: attn_q's input size, 2 groups of 32
+    for kind in ("int8", "int4"):
+        tlm = os.path.join(ROOT, f"{kind}.tlm")
+        rc, _, err = run(["convert", gguf, "-o", tlm, "--type", kind, "--no-calib"])
+        check(f"non-finite: convert {kind}", rc == 0, err)
+        check_loads(f"non-finite: {kind} as written", tlm)
+        # tile 0: [2 groups x QB quants][2 groups x 16 f16 scales]; row 3 of group 1
+        at = 2 * QB[kind] + 1 * 32 + 3 * 2
+        for bits, what in ((F16_NAN, "NaN"), (F16_INF, "Inf")):
+            bad = poke(tlm, os.path.join(ROOT, f"{kind}-{what}.tlm"), "blk.1.attn_q.weight", at, bits)
+            check_refused(f"non-finite: {kind} with a {what} scale", bad,
+                          "tensor 'blk.1.attn_q.weight': the scale of row 3, inputs 32..63 is "
+                          "not a finite number")
+    f16 = os.path.join(ROOT, "f16.tlm")
+    rc, _, err = run(["convert", gguf, "-o", f16, "--type", "f16"])
+    check("non-finite: convert f16", rc == 0, err)
+    # row 5, input 9 of the MLP's down projection (rows of n_ff = 96 inputs)
+    bad = poke(f16, os.path.join(ROOT, "f16-nan.tlm"), "blk.2.ffn_down.weight", (5 * 96 + 9) * 2,
+               F16_NAN)
+    check_refused("non-finite: f16 weight NaN", bad,
+                  "tensor 'blk.2.ffn_down.weight': row 5 holds a value that is not a finite")
+
+    inf_gguf = os.path.join(ROOT, "rope-inf.gguf")
+    synth_gguf.write_gguf(inf_gguf, arch="llama", n_layer=2, rope_theta=float("inf"), seed=3)
+    rc, _, err = run(["run", "-m", inf_gguf, "-p", "a", "-n", "2"])
+    refused("non-finite: GGUF freq_base = inf refused at load", rc, err,
+            "must be a finite positive number", code=1)
+    raw = open(f16, "rb").read()
+    h = testutil.tlm_header(raw)
+    meta = raw[h["meta_offset"]:h["meta_offset"] + h["meta_bytes"]]
+    key = b'"rope_theta":10000'
+    check("non-finite: the .tlm metadata holds rope_theta 10000", meta.count(key) == 1, meta[:200])
+    if meta.count(key) == 1:
+        big = meta.replace(key, b'"rope_theta":1e39 ')  # same length; a double, no float
+        path = testutil.write_bytes(os.path.join(ROOT, "rope-big.tlm"),
+                                    raw.replace(meta, big))
+        subprocess.run([RESTAMP, path], check=True, timeout=60)
+        check_refused("non-finite: .tlm rope_theta 1e39", path, "must be a finite positive number")
+
+
 def main():
     gguf = os.path.join(ROOT, "llama6.gguf")
     synth_gguf.write_gguf(gguf, arch="llama", n_layer=N_LAYER, seed=11)
     check_drops(gguf)
     check_formats(gguf)
+    check_non_finite(gguf)
     return summary()
 
 

@@ -295,8 +295,9 @@ tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t 
                           const bool *drop_attn, const bool *drop_mlp, tlm_error *err);
 
 /* Verifies every checksum of a .tlm file (header, sections, each tensor, the
- * whole file). TLM_OK when intact; otherwise err names the first problem
- * (e.g. the damaged tensor). */
+ * whole file), then loads it as tlm_model_load does (every structural check,
+ * non-finite scales and weights): TLM_OK when intact and loadable; otherwise
+ * err names the first problem (e.g. the damaged tensor). */
 tlm_status tlm_file_verify(const char *path, tlm_progress_fn progress, void *user,
                            tlm_error *err);
 
