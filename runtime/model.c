@@ -156,6 +156,7 @@ void tlm_model_get_info(const tlm_model *m, tlm_model_info *out) {
         .rope_theta = hp->rope_theta,
         .rms_eps = hp->rms_eps,
         .tied_embeddings = hp->tied_embeddings,
+        .output_absent = hp->tied_by_absence,
         .n_params = m->n_params,
         /* f32 arrays from model_alloc_weight, plus the mapped quantized ones */
         .weight_bytes = (m->n_params - m->quant_params) * (int64_t)sizeof(float) + m->quant_bytes,

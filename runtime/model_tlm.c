@@ -783,7 +783,7 @@ static void fill_info(desc_impl *d, const tlm_hparams *hp, const char *arch, con
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
         .n_ff = hp->n_ff, .n_ctx_train = hp->n_ctx_train, .rope_theta = hp->rope_theta,
         .rms_eps = hp->rms_eps, .tied_embeddings = hp->tied_embeddings,
-        .source_format = d->pub.format,
+        .output_absent = hp->tied_by_absence, .source_format = d->pub.format,
     };
 }
 

@@ -18,12 +18,22 @@ models written here (tests/py/synth_gguf.py).
     line naming the tensor and the row; the untouched file loads and
     verifies. A RoPE base that is infinite (GGUF freq_base = inf; a .tlm
     whose metadata says 1e39, beyond a float) is refused at load.
+  - files left behind: convert removes the temporary files of its
+    destination that processes no longer running left
+    (".NAME.partial-PID-XXXXXX"), and no others (a live PID's, another
+    destination's); overwriting a 0600 file keeps it 0600; SIGINT during
+    calibration ends the process by SIGINT (shell status 130), as while
+    writing, and leaves nothing.
+  - warnings, once on stderr: run -c beyond the trained context; a GGUF
+    without output.weight (tied by absence) on convert and info.
 """
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import synth_gguf
 import testutil
@@ -197,12 +207,95 @@ def check_non_finite(gguf):
         check_refused("non-finite: .tlm rope_theta 1e39", path, "must be a finite positive number")
 
 
+# --------------------------------------------------- files left behind
+
+
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def partials(directory):
+    return sorted(n for n in os.listdir(directory) if ".partial-" in n)
+
+
+def check_files_left(gguf):
+    work = testutil.fresh_dir(os.path.join(ROOT, "left"))
+    out = os.path.join(work, "out.tlm")
+    dead = dead_pid()
+    stale = f".out.tlm.partial-{dead}-Ab3dEf"
+    kept = [f".out.tlm.partial-{os.getpid()}-Zz9yXx",  # a live writer's
+            f".other.tlm.partial-{dead}-Ab3dEf",       # another destination's
+            ".out.tlm.partial-Ab3dEf"]                 # no PID in it
+    for name in [stale] + kept:
+        testutil.write_bytes(os.path.join(work, name), b"half a model")
+    rc, _, err = run(["convert", gguf, "-o", out, "--type", "f32"])
+    check("left: convert with stale temporary files around", rc == 0, err)
+    check("left: a dead writer's temporary file of the destination is removed, no other",
+          partials(work) == sorted(kept), partials(work))
+
+    os.chmod(out, 0o600)
+    rc, _, err = run(["convert", gguf, "-o", out, "--type", "f16"])
+    mode = os.stat(out).st_mode & 0o777
+    check("left: overwriting a 0600 file keeps it 0600", rc == 0 and mode == 0o600, f"{mode:o} {err}")
+    fresh = os.path.join(work, "fresh.tlm")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    rc, _, err = run(["convert", gguf, "-o", fresh, "--type", "f32"])
+    mode = os.stat(fresh).st_mode & 0o777
+    check("left: a new file gets 0644 less the umask", rc == 0 and mode == 0o644 & ~umask, f"{mode:o}")
+
+    # SIGINT while calibrating (far more tokens than it can run in 2 s)
+    cal = os.path.join(work, "cal.tlm")
+    p = subprocess.Popen([TRIMLM, "convert", gguf, "-o", cal, "--type", "int8",
+                          "--calib-tokens", "50000000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(2)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1].decode()
+    check("left: SIGINT during calibration ends convert by SIGINT (status 130), nothing left",
+          p.returncode == -signal.SIGINT and "was not written" in err and not os.path.exists(cal)
+          and partials(work) == sorted(kept), f"rc={p.returncode} err={err!r} {partials(work)}")
+
+
+# ------------------------------------------------------------- warnings
+
+
+def warnings_in(err, phrase):
+    return sum(phrase in line for line in err.splitlines())
+
+
+def check_warnings(gguf):
+    # synth_gguf's models are trained on 256 tokens
+    rc, _, err = run(["run", "-m", gguf, "-p", "a", "-n", "2", "-c", "512"])
+    check("warn: run -c 512 on a 256-token model warns once",
+          rc == 0 and warnings_in(err, "beyond the 256 that") == 1, err)
+    rc, _, err = run(["run", "-m", gguf, "-p", "a", "-n", "2", "-c", "256"])
+    check("warn: run -c 256 does not", rc == 0 and "warning" not in err, err)
+    tied = os.path.join(ROOT, "tied.gguf")
+    synth_gguf.write_gguf(tied, arch="llama", n_layer=2, tied=True, seed=5)
+    phrase = "has no output matrix (output.weight)"
+    for cmd in (["convert", tied, "-o", os.path.join(ROOT, "tied.tlm"), "--type", "f32"],
+                ["info", tied]):
+        rc, _, err = run(cmd)
+        check(f"warn: {cmd[0]} of a GGUF without output.weight warns once",
+              rc == 0 and warnings_in(err, phrase) == 1, err)
+    for cmd in (["convert", gguf, "-o", os.path.join(ROOT, "untied.tlm"), "--type", "f32"],
+                ["info", gguf], ["info", os.path.join(ROOT, "tied.tlm")]):
+        rc, _, err = run(cmd)
+        check(f"warn: {cmd[0]} {os.path.basename(cmd[1])} does not", rc == 0 and phrase not in err,
+              err)
+
+
 def main():
     gguf = os.path.join(ROOT, "llama6.gguf")
     synth_gguf.write_gguf(gguf, arch="llama", n_layer=N_LAYER, seed=11)
     check_drops(gguf)
     check_formats(gguf)
     check_non_finite(gguf)
+    check_files_left(gguf)
+    check_warnings(gguf)
     return summary()
 
 

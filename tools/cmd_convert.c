@@ -83,6 +83,16 @@ static void on_signal(int sig) {
     g_interrupted = sig;
 }
 
+/* After a signal cancelled the work: says so, then ends the process by that
+ * signal (its default action), as an uncaught Ctrl-C would (shell status 130),
+ * whichever stage it interrupted. Returns only if the signal does not end it. */
+static int exit_interrupted(const char *out) {
+    fprintf(stderr, "trimlm: interrupted; %s was not written\n", out);
+    signal((int)g_interrupted, SIG_DFL);
+    raise((int)g_interrupted);
+    return CLI_EXIT_FAIL;
+}
+
 static void install_handlers(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -251,6 +261,7 @@ int cmd_convert(int argc, char **argv) {
     if (!m) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(m, &info);
+    cli_warn_output_absent(&info, o.src); /* the output states it as tied */
     const int32_t NL = info.n_layer;
     bool *drop_attn = calloc((size_t)NL, sizeof *drop_attn);
     bool *drop_mlp = calloc((size_t)NL, sizeof *drop_mlp);
@@ -283,7 +294,7 @@ int cmd_convert(int argc, char **argv) {
         if (progress.counting) fputc('\n', stderr);
         progress.counting = NULL;
         if (!calib) {
-            rc = cli_fail_err(&err);
+            rc = g_interrupted ? exit_interrupted(o.out) : cli_fail_err(&err);
             goto done;
         }
         for (int i = 0; i < o.n_drops; i++)
@@ -299,10 +310,7 @@ int cmd_convert(int argc, char **argv) {
     if (progress.counting) fputc('\n', stderr);
     if (progress.writing) cli_progress_end(&progress.bar);
     if (g_interrupted && st != TLM_OK) { /* a signal after the rename changes nothing */
-        fprintf(stderr, "trimlm: interrupted; %s was not written\n", o.out);
-        signal((int)g_interrupted, SIG_DFL);
-        raise((int)g_interrupted);
-        rc = CLI_EXIT_FAIL;
+        rc = exit_interrupted(o.out);
         goto done;
     }
     if (st != TLM_OK) {

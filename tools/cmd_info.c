@@ -363,6 +363,7 @@ int cmd_info(int argc, char **argv) {
     if (resolve_model_path(model, path, sizeof path, &err) != TLM_OK) return cli_fail_err(&err);
     tlm_file_desc *d = tlm_file_describe(path, &err);
     if (!d) return cli_fail_err(&err);
+    cli_warn_output_absent(&d->info, model);
     const bool is_tlm = strcmp(d->format, "tlm") == 0;
     tlm_status vst = TLM_OK;
     tlm_error verr = {0};

@@ -64,6 +64,8 @@ typedef struct tlm_model_info {
     float rope_theta;
     float rms_eps;
     bool tied_embeddings;
+    bool output_absent;        /* tied because the file has no output matrix (GGUF
+                                  files of tied models omit it), not by metadata */
     int64_t n_params;          /* parameters actually held */
     int64_t weight_bytes;      /* bytes of the weights held in memory: f32 arrays, plus
                                   quantized .tlm matrices at their stored size */
