@@ -313,3 +313,32 @@ bool tlm_qquantize_pack_search(tlm_qtype t, const float *w, int64_t rows, int64_
                                const float *imp, void *dst) {
     return quantize_pack(t, w, rows, n_in, true, imp, dst);
 }
+
+bool tlm_qpacked_find_nonfinite_scale(tlm_qtype t, const void *packed, int64_t rows,
+                                      int64_t n_in, int64_t *row, int64_t *group) {
+    const size_t qb = tlm_qtype_group_quant_bytes(t), tile_bytes = tlm_qpacked_tile_bytes(t, n_in);
+    if (!qb || !tile_bytes || rows <= 0) return false;
+    const int64_t n_groups = n_in / TLM_QGROUP, n_scales = n_groups * TLM_QROWS;
+    const int64_t n_tiles = (rows + TLM_QROWS - 1) / TLM_QROWS;
+    for (int64_t tile = 0; tile < n_tiles; tile++) {
+        /* the tile's scales: n_groups x 16 f16, group-major */
+        const uint8_t *scales = (const uint8_t *)packed + (size_t)tile * tile_bytes +
+                                (size_t)n_groups * qb;
+        unsigned bad = 0;
+        for (int64_t i = 0; i < n_scales; i++) { /* one pass, no branch: vectorizes */
+            uint16_t h;
+            memcpy(&h, scales + 2 * i, 2);
+            bad |= (h & 0x7C00u) == 0x7C00u;
+        }
+        if (!bad) continue;
+        for (int64_t i = 0; i < n_scales; i++) {
+            uint16_t h;
+            memcpy(&h, scales + 2 * i, 2);
+            if ((h & 0x7C00u) != 0x7C00u) continue;
+            if (row) *row = tile * TLM_QROWS + i % TLM_QROWS;
+            if (group) *group = i / TLM_QROWS;
+            return true;
+        }
+    }
+    return false;
+}

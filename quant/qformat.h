@@ -168,6 +168,13 @@ bool tlm_qquantize_pack(tlm_qtype t, const float *w, int64_t rows, int64_t n_in,
 bool tlm_qquantize_pack_search(tlm_qtype t, const float *w, int64_t rows, int64_t n_in,
                                const float *imp, void *dst);
 
+/* Looks for a scale that is not a finite number (f16 Inf or NaN: all five
+ * exponent bits set) in a packed (rows, n_in) matrix, so that a loader can
+ * refuse it rather than compute with it. True when one is found, with its
+ * row and group (the first in storage order: tile by tile, group by group). */
+bool tlm_qpacked_find_nonfinite_scale(tlm_qtype t, const void *packed, int64_t rows,
+                                      int64_t n_in, int64_t *row, int64_t *group);
+
 /* The start of the tile holding row r of a packed matrix (r's place inside
  * it is r % 16). */
 static inline const uint8_t *tlm_qpacked_tile(const void *packed, size_t tile_bytes, int64_t r) {

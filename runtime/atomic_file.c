@@ -1,8 +1,11 @@
 /* atomic_file.c — see atomic_file.h. */
 #include "atomic_file.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -57,22 +60,65 @@ tlm_status tlm_atomic_check_destination(const char *dst, const char *const *inpu
     return TLM_OK;
 }
 
+/* Removes the temporary files that writers of dst which no longer run left
+ * behind (killed before they could remove them): ".NAME.partial-PID-XXXXXX"
+ * in dst's directory whose PID is no live process. Only dst's own, and only
+ * names of that exact form; a PID now reused by another process keeps its
+ * file, which errs on the side of keeping. */
+static void remove_stale_partials(const char *dir, const char *name) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char prefix[4096];
+    int np = snprintf(prefix, sizeof prefix, ".%s.partial-", name);
+    if (np < 0 || (size_t)np >= sizeof prefix) {
+        closedir(d);
+        return;
+    }
+    const struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, (size_t)np) != 0) continue;
+        const char *p = e->d_name + np;
+        char *end;
+        errno = 0;
+        long pid = isdigit((unsigned char)*p) ? strtol(p, &end, 10) : 0;
+        if (pid <= 0 || errno || pid == (long)getpid() || *end != '-' || strlen(end + 1) != 6)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to know */
+        char path[8192];
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path) unlink(path);
+    }
+    closedir(d);
+}
+
 tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, const char *const *inputs,
                            size_t n_inputs, mode_t mode, uint64_t reserve, tlm_error *err) {
     f->dst = dst;
     f->fd = -1;
-    f->mode = mode;
     f->tmp[0] = '\0';
-    tlm_status st = tlm_atomic_check_destination(dst, inputs, n_inputs, err);
-    if (st) return st;
+    tlm_status status = tlm_atomic_check_destination(dst, inputs, n_inputs, err);
+    if (status) return status;
+    /* an existing destination keeps its permissions (a 0600 file stays
+     * private); a new one gets mode less the umask */
+    struct stat st;
+    if (stat(dst, &st) == 0 && S_ISREG(st.st_mode)) {
+        f->mode = st.st_mode & 07777;
+    } else {
+        mode_t mask = umask(022);
+        umask(mask);
+        f->mode = mode & ~mask;
+    }
     const char *slash = strrchr(dst, '/');
-    int n = slash ? snprintf(f->tmp, sizeof f->tmp, "%.*s/.%s.partial-XXXXXX",
-                             (int)(slash - dst), dst, slash + 1)
-                  : snprintf(f->tmp, sizeof f->tmp, ".%s.partial-XXXXXX", dst);
+    const long pid = (long)getpid(); /* in the name: a later writer can tell it is stale */
+    int n = slash ? snprintf(f->tmp, sizeof f->tmp, "%.*s/.%s.partial-%ld-XXXXXX",
+                             (int)(slash - dst), dst, slash + 1, pid)
+                  : snprintf(f->tmp, sizeof f->tmp, ".%s.partial-%ld-XXXXXX", dst, pid);
     if (n < 0 || (size_t)n >= sizeof f->tmp) {
         f->tmp[0] = '\0';
         return tlm_seterr(err, TLM_ERR_ARG, "%s: path too long", dst);
     }
+    char dir[4096];
+    parent_dir(dst, dir, sizeof dir);
+    remove_stale_partials(dir, slash ? slash + 1 : dst);
     f->fd = mkostemp(f->tmp, O_CLOEXEC);
     if (f->fd < 0) {
         int e = errno;
@@ -118,9 +164,8 @@ tlm_status tlm_atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint
 }
 
 tlm_status tlm_atomic_close(tlm_atomic_file *f, tlm_error *err) {
-    mode_t mask = umask(022); /* mkstemp made it 0600 */
-    umask(mask);
-    if (fchmod(f->fd, f->mode & ~mask) != 0 || fsync(f->fd) != 0)
+    /* mkstemp made it 0600 */
+    if (fchmod(f->fd, f->mode) != 0 || fsync(f->fd) != 0)
         return tlm_seterr(err, TLM_ERR_IO, "%s: cannot write: %s", f->dst, strerror(errno));
     int fd = f->fd;
     f->fd = -1;

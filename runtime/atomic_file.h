@@ -1,10 +1,13 @@
 /*
  * atomic_file.h — writing a file all or nothing, so that a crash, a full
  * disk or an interruption never leaves a half-written file under the
- * destination's name. The bytes go to a temporary file ".NAME.partial-XXXXXX"
- * in the destination's directory (a rename within one file system is
- * atomic); committing fsyncs it, renames it onto the destination and fsyncs
- * the directory, so that the rename itself is durable. Every failure message
+ * destination's name. The bytes go to a temporary file
+ * ".NAME.partial-PID-XXXXXX" in the destination's directory (a rename within
+ * one file system is atomic); opening removes those of dst that processes no
+ * longer running left (killed before they could clean up). An existing
+ * destination keeps its permissions. Committing fsyncs it, renames it onto
+ * the destination and fsyncs the directory, so that the rename itself is
+ * durable. Every failure message
  * names the destination and the system's reason ("No space left on device").
  * The caller removes the temporary on any failure with tlm_atomic_discard.
  *
@@ -26,7 +29,8 @@ typedef struct tlm_atomic_file {
     const char *dst; /* the destination (the caller's string, kept for messages) */
     char tmp[4096];  /* the temporary file; "" when there is none */
     int fd;          /* -1 once closed */
-    mode_t mode;     /* the destination's permissions, less the umask */
+    mode_t mode;     /* the permissions dst gets: an existing dst's, else the
+                        requested ones less the umask */
 } tlm_atomic_file;
 
 /* Refuses dst when it would replace one of the command's inputs:
@@ -43,8 +47,8 @@ tlm_status tlm_atomic_check_destination(const char *dst, const char *const *inpu
                                         size_t n_inputs, tlm_error *err);
 
 /* Creates the temporary file for dst, after tlm_atomic_check_destination
- * (dst, inputs, n_inputs); mode: the permissions dst gets (less
- * the umask), as for open(2). reserve > 0 allocates that many bytes at once,
+ * (dst, inputs, n_inputs); mode: the permissions a new dst gets (less the
+ * umask), as for open(2); an existing regular dst keeps its own. reserve > 0 allocates that many bytes at once,
  * so that a full disk fails here rather than after minutes of writing. */
 tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, const char *const *inputs,
                            size_t n_inputs, mode_t mode, uint64_t reserve, tlm_error *err);

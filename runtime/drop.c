@@ -10,6 +10,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "alloc.h"
 #include "drop.h"
 #include "error.h"
+#include "model.h"
 
 typedef enum drop_kind { DROP_ATTN, DROP_MLP, DROP_BLOCK, DROP_JOINT } drop_kind;
 
@@ -166,10 +168,23 @@ tlm_status tlm_drop_select(const tlm_calib *c, const char *spec, int32_t n_layer
     return st;
 }
 
+static tlm_status parse_list(const char *list, int32_t n_layer, bool *seen, bool *drop_attn,
+                             bool *drop_mlp, tlm_error *err);
+
 tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
                                bool *drop_mlp, tlm_error *err) {
     if (!list || !drop_attn || !drop_mlp || n_layer <= 0)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_parse_list: missing argument");
+    /* what this list names, to refuse a sublayer named twice ("attn:3 block:3") */
+    bool *seen = tlm_calloc((size_t)n_layer * 2, sizeof *seen);
+    if (!seen) return tlm_seterr(err, TLM_ERR_NOMEM, "--drop-list: out of memory");
+    tlm_status st = parse_list(list, n_layer, seen, drop_attn, drop_mlp, err);
+    tlm_free(seen);
+    return st;
+}
+
+static tlm_status parse_list(const char *list, int32_t n_layer, bool *seen, bool *drop_attn,
+                             bool *drop_mlp, tlm_error *err) {
     const char *p = list;
     int groups = 0;
     for (;;) {
@@ -203,7 +218,17 @@ tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_att
                 return tlm_seterr(err, TLM_ERR_ARG,
                                   "--drop-list '%s': layer %ld is out of range (the model has "
                                   "layers 0..%d)", list, b, (int)n_layer - 1);
-            for (long il = a; il <= b; il++) mark((drop_kind)kind, (int32_t)il, false, drop_attn, drop_mlp);
+            for (long il = a; il <= b; il++) {
+                for (int k = 0; k < 2; k++) {
+                    const bool named = kind == DROP_BLOCK || kind == k;
+                    if (named && seen[2 * il + k])
+                        return tlm_seterr(err, TLM_ERR_ARG,
+                                          "--drop-list '%s': the %s sublayer of layer %ld is named "
+                                          "twice", list, k == 0 ? "attention" : "MLP", il);
+                    seen[2 * il + k] |= named;
+                }
+                mark((drop_kind)kind, (int32_t)il, false, drop_attn, drop_mlp);
+            }
             p = end;
             if (*p != ',') break;
             p++;
@@ -212,4 +237,107 @@ tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_att
     }
     if (!groups) return tlm_seterr(err, TLM_ERR_ARG, "--drop-list: empty list");
     return TLM_OK;
+}
+
+/* How many present sublayers of each kind the flags drop. */
+static void count_drops(const tlm_model *m, const bool *da, const bool *dm, int32_t *n_attn,
+                        int32_t *n_mlp) {
+    *n_attn = *n_mlp = 0;
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        *n_attn += da && da[il] && m->layers[il].has_attn;
+        *n_mlp += dm && dm[il] && m->layers[il].has_mlp;
+    }
+}
+
+tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t n_specs,
+                          const bool *drop_attn, const bool *drop_mlp, tlm_error *err) {
+    if (!m || n_specs < 0 || (n_specs && !specs))
+        return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_check: missing argument");
+    const int32_t NL = m->hp.n_layer;
+    tlm_clearerr(err);
+    int32_t have_attn = 0, have_mlp = 0;
+    for (int32_t il = 0; il < NL; il++) {
+        have_attn += m->layers[il].has_attn;
+        have_mlp += m->layers[il].has_mlp;
+        for (int kind = 0; kind < 2; kind++) {
+            const bool *drop = kind == 0 ? drop_attn : drop_mlp;
+            const bool has = kind == 0 ? m->layers[il].has_attn : m->layers[il].has_mlp;
+            if (drop && drop[il] && !has)
+                return tlm_seterr(err, TLM_ERR_ARG,
+                                  "the %s sublayer of layer %d is already absent from the source; "
+                                  "it cannot be dropped", kind == 0 ? "attention" : "MLP", (int)il);
+        }
+    }
+    /* At least this many of each kind go: the listed ones, and for each
+     * spec what it takes whatever the scores. Every present sublayer is given
+     * the score FLT_MAX (absent ones NaN, as calibration gives them): a count
+     * takes K of them, as it will take K real ones; a threshold takes them
+     * all only when it exceeds every float, as it would take every real
+     * score. The specs' choices may overlap the list, so each counts alone. */
+    int32_t min_attn, min_mlp;
+    count_drops(m, drop_attn, drop_mlp, &min_attn, &min_mlp);
+    tlm_status st = TLM_OK;
+    float *score = NULL;
+    bool *spec_attn = NULL, *spec_mlp = NULL;
+    if (n_specs) {
+        score = tlm_malloc((size_t)NL * 3 * sizeof *score);
+        spec_attn = tlm_malloc((size_t)NL * sizeof *spec_attn);
+        spec_mlp = tlm_malloc((size_t)NL * sizeof *spec_mlp);
+        if (!score || !spec_attn || !spec_mlp) {
+            st = tlm_seterr(err, TLM_ERR_NOMEM, "--drop: out of memory");
+            goto done;
+        }
+        for (int32_t il = 0; il < NL; il++) {
+            const tlm_layer *L = &m->layers[il];
+            score[il] = L->has_attn ? FLT_MAX : NAN;
+            score[NL + il] = L->has_mlp ? FLT_MAX : NAN;
+            score[2 * NL + il] = L->has_attn || L->has_mlp ? FLT_MAX : NAN;
+        }
+    }
+    for (int32_t i = 0; i < n_specs; i++) {
+        for (int32_t j = 0; j < i; j++)
+            if (specs[i] && specs[j] && strcmp(specs[i], specs[j]) == 0) {
+                st = tlm_seterr(err, TLM_ERR_ARG, "--drop '%s' is given twice", specs[i]);
+                goto done;
+            }
+        memset(spec_attn, 0, (size_t)NL * sizeof *spec_attn);
+        memset(spec_mlp, 0, (size_t)NL * sizeof *spec_mlp);
+        if ((st = drop_select_scores(score, score + NL, score + 2 * NL, specs[i], NL, spec_attn,
+                                     spec_mlp, err)))
+            goto done;
+        int32_t a, b;
+        count_drops(m, spec_attn, spec_mlp, &a, &b);
+        drop_spec ds;
+        if (parse_spec(specs[i], &ds, err) == TLM_OK && ds.kind == DROP_JOINT) {
+            /* joint ranks both kinds together: of its a + b, the real scores
+             * may take as many as there are of one kind from that kind */
+            const int32_t total = a + b;
+            a = total > have_mlp ? total - have_mlp : 0;
+            b = total > have_attn ? total - have_attn : 0;
+        }
+        if (a > min_attn) min_attn = a;
+        if (b > min_mlp) min_mlp = b;
+    }
+    /* Without attention no position sees another (each token's logits depend
+     * on that token alone); without MLPs nothing is left of the layers'
+     * per-token computation: neither is a language model worth writing. */
+    const bool no_attn = min_attn > 0 && min_attn >= have_attn;
+    const bool no_mlp = min_mlp > 0 && min_mlp >= have_mlp;
+    if (no_attn && no_mlp)
+        st = tlm_seterr(err, TLM_ERR_ARG,
+                        "the drops remove every sublayer (all %d attention and %d MLP "
+                        "sublayers): no layer of the model would be left",
+                        (int)have_attn, (int)have_mlp);
+    else if (no_attn)
+        st = tlm_seterr(err, TLM_ERR_ARG,
+                        "the drops remove all %d attention sublayers: no token could see "
+                        "another; keep at least one", (int)have_attn);
+    else if (no_mlp)
+        st = tlm_seterr(err, TLM_ERR_ARG,
+                        "the drops remove all %d MLP sublayers; keep at least one", (int)have_mlp);
+done:
+    tlm_free(score);
+    tlm_free(spec_attn);
+    tlm_free(spec_mlp);
+    return st;
 }

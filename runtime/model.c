@@ -5,6 +5,7 @@
 #include "model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -83,12 +84,16 @@ tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error
     if (!(hp->rms_eps > 0 && hp->rms_eps < 1))
         return tlm_seterr(err, TLM_ERR_FORMAT, "%s: rms_norm_eps %g is out of range (0, 1)",
                           src, (double)hp->rms_eps);
-    if (!(hp->rope_theta > 0))
-        return tlm_seterr(err, TLM_ERR_FORMAT, "%s: rope_theta %g must be positive", src,
-                          (double)hp->rope_theta);
-    if (hp->rope_scaling != TLM_ROPE_SCALING_NONE && !(hp->rope_factor > 0))
-        return tlm_seterr(err, TLM_ERR_FORMAT, "%s: rope scaling factor %g must be positive",
-                          src, (double)hp->rope_factor);
+    /* an infinite base makes every rotation angle 0 or NaN (0 * Inf) */
+    if (!(hp->rope_theta > 0) || !isfinite(hp->rope_theta))
+        return tlm_seterr(err, TLM_ERR_FORMAT,
+                          "%s: rope_theta (RoPE frequency base) %g must be a finite positive number",
+                          src, (double)hp->rope_theta);
+    if (hp->rope_scaling != TLM_ROPE_SCALING_NONE &&
+        (!(hp->rope_factor > 0) || !isfinite(hp->rope_factor)))
+        return tlm_seterr(err, TLM_ERR_FORMAT,
+                          "%s: rope scaling factor %g must be a finite positive number", src,
+                          (double)hp->rope_factor);
     return TLM_OK;
 }
 
@@ -151,6 +156,7 @@ void tlm_model_get_info(const tlm_model *m, tlm_model_info *out) {
         .rope_theta = hp->rope_theta,
         .rms_eps = hp->rms_eps,
         .tied_embeddings = hp->tied_embeddings,
+        .output_absent = hp->tied_by_absence,
         .n_params = m->n_params,
         /* f32 arrays from model_alloc_weight, plus the mapped quantized ones */
         .weight_bytes = (m->n_params - m->quant_params) * (int64_t)sizeof(float) + m->quant_bytes,

@@ -52,6 +52,8 @@ typedef struct tlm_hparams {
     float rope_high_freq_factor; /* llama3 */
     int32_t rope_orig_ctx;       /* llama3: original_max_position_embeddings */
     bool tied_embeddings;
+    bool tied_by_absence; /* tied because the file has no output matrix (a GGUF
+                             without output.weight), not by its metadata */
     bool qkv_bias;
 } tlm_hparams;
 

@@ -475,7 +475,7 @@ static tlm_status load_weights(gguf_loader *ld, struct tlm_model *m) {
         (st = load_weight(ld, m, "output_norm.weight", 0, n_embd, true, &m->out_norm)) ||
         (st = load_weight(ld, m, "output.weight", n_vocab, n_embd, false, &m->output)))
         return st;
-    hp->tied_embeddings = m->output == NULL;
+    hp->tied_embeddings = hp->tied_by_absence = m->output == NULL;
     if (hp->tied_embeddings) m->output = m->tok_embd;
 
     m->layers = tlm_calloc((size_t)hp->n_layer, sizeof *m->layers);

@@ -64,15 +64,17 @@ static void reader_close(tlm_reader *r) {
 }
 
 bool model_is_tlm_file(const char *path) {
-    /* by name too, so that a .tlm file damaged at its start is reported as one */
-    size_t len = strlen(path), ext = strlen(TLM_FILE_EXT);
-    if (len > ext && strcmp(path + len - ext, TLM_FILE_EXT) == 0) return true;
+    /* by the magic bytes; by the name only when they are neither format's,
+     * so that a .tlm file damaged at its start is reported as one, and a
+     * GGUF file under a .tlm name still loads as the GGUF it is */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return false;
-    uint8_t magic[TLM_MAGIC_BYTES];
-    ssize_t n = read(fd, magic, sizeof magic);
-    close(fd);
-    return n == (ssize_t)sizeof magic && memcmp(magic, TLM_MAGIC, TLM_MAGIC_BYTES) == 0;
+    uint8_t magic[TLM_MAGIC_BYTES] = {0};
+    ssize_t n = fd >= 0 ? read(fd, magic, sizeof magic) : -1;
+    if (fd >= 0) close(fd);
+    if (n == (ssize_t)sizeof magic && memcmp(magic, TLM_MAGIC, TLM_MAGIC_BYTES) == 0) return true;
+    if (n >= 4 && memcmp(magic, "GGUF", 4) == 0) return false;
+    size_t len = strlen(path), ext = strlen(TLM_FILE_EXT);
+    return len > ext && strcmp(path + len - ext, TLM_FILE_EXT) == 0;
 }
 
 /* Header fields and section geometry. */
@@ -433,6 +435,17 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
             return tlm_seterr(r->err, TLM_ERR_FORMAT,
                               "%s: tensor '%s' is stored as %s, which only weight matrices may be",
                               r->path, name, tlm_dtype_name(e->dtype));
+        /* A NaN or Inf scale would turn every output it touches into NaN;
+         * the checksums cannot tell (they cover whatever was written). One
+         * pass over the scales (1/17 of an int8 matrix's bytes, 1/9 of an
+         * int4's), which also brings the mapping's pages in. */
+        int64_t bad_row, bad_group;
+        if (tlm_qpacked_find_nonfinite_scale((tlm_qtype)e->dtype, r->map + r->h.data_offset + e->offset,
+                                             (int64_t)rows, (int64_t)cols, &bad_row, &bad_group))
+            return tlm_seterr(r->err, TLM_ERR_FORMAT,
+                              "%s: tensor '%s': the scale of row %" PRId64 ", inputs %" PRId64
+                              "..%" PRId64 " is not a finite number (NaN or Inf)", r->path, name,
+                              bad_row, bad_group * TLM_QGROUP, bad_group * TLM_QGROUP + TLM_QGROUP - 1);
         /* no copy: the mapping outlives the reader (load_model hands it over) */
         *q = (tlm_matrix){.type = (tlm_wtype)e->dtype, .rows = (int64_t)rows, .cols = (int64_t)cols,
                           .data = r->map + r->h.data_offset + e->offset};
@@ -448,7 +461,8 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
     const uint8_t *src = r->map + r->h.data_offset + e->offset;
     const uint32_t dtype = e->dtype;
     const int64_t n_rows = (int64_t)want_rows;
-#pragma omp parallel for schedule(static) if (n_rows >= 2 * ROWS_PER_THREAD_MIN)
+    int64_t bad_row = n_rows; /* the first row holding a NaN or Inf */
+#pragma omp parallel for schedule(static) if (n_rows >= 2 * ROWS_PER_THREAD_MIN) reduction(min : bad_row)
     for (int64_t row = 0; row < n_rows; row++) {
         float *dst = w + (uint64_t)row * cols;
         if (dtype == TLM_DTYPE_F32) {
@@ -461,7 +475,20 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
                 dst[j] = dtype == TLM_DTYPE_F16 ? tlm_f16_to_f32(v) : tlm_bf16_to_f32(v);
             }
         }
+        /* NaN / Inf: every exponent bit set; on the row just written, while
+         * it is in cache (integer OR, which vectorizes) */
+        uint32_t non_finite = 0;
+        for (uint64_t j = 0; j < cols; j++) {
+            uint32_t bits;
+            memcpy(&bits, dst + j, 4);
+            non_finite |= (bits & 0x7F800000u) == 0x7F800000u;
+        }
+        if (non_finite && row < bad_row) bad_row = row;
     }
+    if (bad_row < n_rows)
+        return tlm_seterr(r->err, TLM_ERR_FORMAT,
+                          "%s: tensor '%s': row %" PRId64 " holds a value that is not a finite "
+                          "number (NaN or Inf)", r->path, name, bad_row);
     *out = w;
     return TLM_OK;
 }
@@ -694,6 +721,14 @@ tlm_status tlm_file_verify(const char *path, tlm_progress_fn progress, void *use
         }
     }
     reader_close(&r);
+    /* Intact bytes can still hold what loading refuses (a graph that lists
+     * the wrong tensors, a NaN scale, an infinite RoPE base, written so by a
+     * faulty writer): "verified" must mean that the model loads. */
+    if (!st) {
+        struct tlm_model *m = model_load_tlm(path, err);
+        if (!m) st = err && err->code != TLM_OK ? err->code : TLM_ERR_FORMAT;
+        tlm_model_free(m);
+    }
     return st;
 }
 
@@ -748,7 +783,7 @@ static void fill_info(desc_impl *d, const tlm_hparams *hp, const char *arch, con
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
         .n_ff = hp->n_ff, .n_ctx_train = hp->n_ctx_train, .rope_theta = hp->rope_theta,
         .rms_eps = hp->rms_eps, .tied_embeddings = hp->tied_embeddings,
-        .source_format = d->pub.format,
+        .output_absent = hp->tied_by_absence, .source_format = d->pub.format,
     };
 }
 

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -1008,9 +1009,31 @@ static const char *base_name(const char *path) {
     return path + begin;
 }
 
-static tlm_status check_convert_params(const tlm_convert_params *p, tlm_error *err) {
+static bool ends_with_nocase(const char *s, const char *suffix) {
+    size_t ls = strlen(s), lx = strlen(suffix);
+    return ls >= lx && strcasecmp(s + ls - lx, suffix) == 0;
+}
+
+/* A name whose extension says the other format: the file would be taken for
+ * what it is not ("x.tlm" holding a GGUF). Other names are the caller's. */
+static tlm_status check_output_name(const char *dst, bool gguf, tlm_error *err) {
+    if (gguf && ends_with_nocase(dst, TLM_FILE_EXT))
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "%s: the output format is GGUF but the name ends in %s; name it .gguf "
+                          "(or write a .tlm file)", dst, TLM_FILE_EXT);
+    if (!gguf && ends_with_nocase(dst, ".gguf"))
+        return tlm_seterr(err, TLM_ERR_ARG,
+                          "%s: the output format is .tlm but the name ends in .gguf; name it "
+                          "%s (or write a GGUF file)", dst, TLM_FILE_EXT);
+    return TLM_OK;
+}
+
+static tlm_status check_convert_params(const tlm_convert_params *p, const char *dst,
+                                       tlm_error *err) {
     if (p->to && strcmp(p->to, "tlm") != 0 && strcmp(p->to, "gguf") != 0)
         return tlm_seterr(err, TLM_ERR_ARG, "output format '%s' is not supported (tlm or gguf)", p->to);
+    tlm_status st = check_output_name(dst, p->to && strcmp(p->to, "gguf") == 0, err);
+    if (st) return st;
     if (p->type < 0 || (!tlm_dtype_float_bytes((uint32_t)p->type) && !tlm_dtype_is_quant((uint32_t)p->type)))
         return tlm_seterr(err, TLM_ERR_UNSUPPORTED,
                           "tensor type %d is not supported by convert (f32, f16, bf16, q8_g32, q4_g32)",
@@ -1027,20 +1050,15 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
     if (!m || !src || !*src || !dst || !*dst)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert_model: missing model, source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
-    tlm_status st = check_convert_params(&p, &local);
+    tlm_status st = check_convert_params(&p, dst, &local);
     if (!st) st = tlm_atomic_check_destination(dst, &src, 1, &local);
-    /* a sublayer can only be dropped once: from the model that has it */
-    for (int32_t il = 0; !st && il < m->hp.n_layer; il++)
-        for (int kind = 0; kind < 2; kind++) {
-            const bool *drop = kind == 0 ? p.drop_attn : p.drop_mlp;
-            const bool has = kind == 0 ? m->layers[il].has_attn : m->layers[il].has_mlp;
-            if (drop && drop[il] && !has) {
-                st = tlm_seterr(&local, TLM_ERR_ARG,
-                                "%s: the %s sublayer of layer %d is already absent from the source; "
-                                "it cannot be dropped", src, kind == 0 ? "attention" : "MLP", (int)il);
-                break;
-            }
-        }
+    /* a sublayer can only be dropped once (from the model that has it), and
+     * not all of a kind */
+    if (!st) {
+        tlm_error drop_err;
+        if ((st = tlm_drop_check(m, NULL, 0, p.drop_attn, p.drop_mlp, &drop_err)))
+            tlm_seterr(&local, st, "%s: %s", src, drop_err.msg);
+    }
     if (!st && p.calib && tlm_calib_n_layer(p.calib) != m->hp.n_layer)
         st = tlm_seterr(&local, TLM_ERR_ARG, "%s: the calibration is of a model of %d layers, not %d",
                         src, (int)tlm_calib_n_layer(p.calib), (int)m->hp.n_layer);
@@ -1070,7 +1088,7 @@ tlm_status tlm_convert(const char *src, const char *dst, const tlm_convert_param
     if (!src || !*src || !dst || !*dst)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert: missing source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
-    tlm_status st = check_convert_params(&p, &local);
+    tlm_status st = check_convert_params(&p, dst, &local);
     if (!st) st = tlm_atomic_check_destination(dst, &src, 1, &local);
     if (st) goto fail;
     if (progress && !progress(user, "load", 0, 1)) {

@@ -211,6 +211,14 @@ static void quantize_act_q8_g32_avx2(const float *x, void *xq, int64_t n) {
         __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
         __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid));
         __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        /* A NaN or infinite activation converts to INT32_MIN ("integer
+         * indefinite"), which finite ones never reach (|q| <= 127); it becomes
+         * 0, as in the scalar definition, so that the sum cannot overflow. */
+        const __m256i indefinite = _mm256_set1_epi32(INT32_MIN);
+        q0 = _mm256_andnot_si256(_mm256_cmpeq_epi32(q0, indefinite), q0);
+        q1 = _mm256_andnot_si256(_mm256_cmpeq_epi32(q1, indefinite), q1);
+        q2 = _mm256_andnot_si256(_mm256_cmpeq_epi32(q2, indefinite), q2);
+        q3 = _mm256_andnot_si256(_mm256_cmpeq_epi32(q3, indefinite), q3);
         __m256i s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
         /* packs interleave 128-bit lanes; the permute puts the bytes back in order */
         __m256i q01 = _mm256_packs_epi32(q0, q1), q23 = _mm256_packs_epi32(q2, q3);

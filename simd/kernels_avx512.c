@@ -81,6 +81,12 @@ static void quantize_act_q8_g32_avx512(const float *x, void *xq, int64_t n) {
         /* cvtps2dq rounds half to even in the default MXCSR mode */
         __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));
         __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+        /* A NaN or infinite activation converts to INT32_MIN ("integer
+         * indefinite"), which finite ones never reach (|q| <= 127); it becomes
+         * 0, as in the scalar definition, so that the sum cannot overflow. */
+        const __m512i indefinite = _mm512_set1_epi32(INT32_MIN);
+        q0 = _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(q0, indefinite), q0);
+        q1 = _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(q1, indefinite), q1);
         _mm_storeu_si128((__m128i *)out[g].qs, _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(out[g].qs + 16), _mm512_cvtepi32_epi8(q1));
         out[g].d = d;

@@ -389,10 +389,43 @@ static void test_act_edge_cases(void **state) {
     }
 }
 
+/* Non-finite activations (from weights with NaN or extreme values): every
+ * ISA gives them the scalar definition's 0, and sum stays the sum of the
+ * stored quants (a NaN converted by the instruction set is INT32_MIN; summed,
+ * it overflowed). Group 0: one +Inf (amax Inf, so every q is 0); group 1:
+ * one NaN among finite values; group 2: all NaN; group 3: one -Inf. */
+static void test_act_non_finite(void **state) {
+    (void)state;
+    float x[128];
+    for (int i = 0; i < 128; i++) x[i] = 0.25f * (float)((i % 32) - 16);
+    x[5] = INFINITY;
+    x[32 + 7] = NAN;
+    for (int i = 64; i < 96; i++) x[i] = NAN;
+    x[96 + 31] = -INFINITY;
+    tlm_block_q8_g32_act ref[4], got[4];
+    tlm_kernels_scalar.quantize_act_q8_g32(x, ref, 128);
+    for (int t = -1; t < g_n_tables; t++) {
+        const tlm_kernels *k = t < 0 ? &tlm_kernels_scalar : g_tables[t].k;
+        k->quantize_act_q8_g32(x, got, 128);
+        for (int g = 0; g < 4; g++) {
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) s += got[g].qs[j];
+            assert_int_equal(got[g].sum, s);
+        }
+        assert_int_equal(got[1].qs[7], 0);
+        for (int g = 0; g < 4; g += g == 0 ? 2 : 1) /* Inf and all-NaN groups: all 0 */
+            for (int j = 0; j < 32; j++) assert_int_equal(got[g].qs[j], 0);
+        /* the Inf groups' d is Inf on every ISA: identical to scalar */
+        assert_memory_equal(&got[0], &ref[0], sizeof ref[0]);
+        assert_memory_equal(&got[3], &ref[3], sizeof ref[3]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantize_act_matches_scalar),
         cmocka_unit_test(test_act_edge_cases),
+        cmocka_unit_test(test_act_non_finite),
         cmocka_unit_test(test_gemv_matches_scalar),
         cmocka_unit_test(test_gemm_matches_gemv),
         cmocka_unit_test(test_dequant_matches_scalar),

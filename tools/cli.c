@@ -225,6 +225,23 @@ tlm_context_params cli_gen_context_params(const cli_gen_options *g) {
     return cp;
 }
 
+void cli_warn_ctx_beyond_training(const tlm_model *m, int64_t n_ctx, const char *model_arg) {
+    tlm_model_info info;
+    tlm_model_get_info(m, &info);
+    if (info.n_ctx_train > 0 && n_ctx > info.n_ctx_train)
+        fprintf(stderr,
+                "trimlm: warning: a context of %lld tokens (-c) is beyond the %d that %s was "
+                "trained on; its output degrades past them\n",
+                (long long)n_ctx, (int)info.n_ctx_train, model_arg);
+}
+
+void cli_warn_output_absent(const tlm_model_info *info, const char *model_arg) {
+    if (info->output_absent)
+        fprintf(stderr,
+                "trimlm: warning: %s has no output matrix (output.weight); the token embedding "
+                "is used in its place (tied embeddings, as llama.cpp does)\n", model_arg);
+}
+
 /* ---------------------------------------------------------- terminal */
 
 bool cli_stderr_is_tty(void) { return isatty(STDERR_FILENO) == 1; }

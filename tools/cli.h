@@ -78,6 +78,12 @@ bool cli_gen_flag(cli_args *a, cli_gen_options *g);
 extern const char cli_gen_usage[];
 tlm_sampler_params cli_gen_sampler_params(const cli_gen_options *g);
 tlm_context_params cli_gen_context_params(const cli_gen_options *g);
+/* A warning on stderr when n_ctx tokens of context (-c) exceed what the
+ * model was trained on (positions it never saw: its output degrades there). */
+void cli_warn_ctx_beyond_training(const tlm_model *m, int64_t n_ctx, const char *model_arg);
+/* A warning on stderr when the model's output matrix is the token embedding
+ * only because the file has none (info->output_absent). */
+void cli_warn_output_absent(const tlm_model_info *info, const char *model_arg);
 
 /* "trimlm <cmd>: <message>" on stderr; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -252,6 +252,7 @@ int cmd_chat(int argc, char **argv) {
     s.model_path = model_path;
     s.ctx = tlm_context_new(model, &cp, &err);
     if (!s.ctx) { cli_fail_err(&err); goto out; }
+    cli_warn_ctx_beyond_training(model, o.gen.ctx, o.model);
     s.n_ctx = tlm_context_n_ctx(s.ctx);
     s.n_batch = cp.n_batch > 0 ? cp.n_batch : 512;
     s.n_predict = o.gen.n_predict;

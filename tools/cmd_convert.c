@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -35,7 +36,8 @@ static const char convert_usage[] =
     "      --keep-wide NAMES   comma-separated tensors kept f32, e.g. token_embd,output\n"
     "                          or blk.0.attn_q.weight (norms and biases are always f32)\n"
     "      --to tlm|gguf       output format (default: gguf when OUT ends in .gguf, else\n"
-    "                          tlm). gguf writes a GGUF that llama.cpp loads: a llama\n"
+    "                          tlm; a name ending in the other format's extension is\n"
+    "                          refused). gguf writes a GGUF that llama.cpp loads: a llama\n"
     "                          model, or llama.cpp's \"deci\" form when sublayers are\n"
     "                          removed (layer 0 must keep its attention); int8/int4\n"
     "                          become Q8_0/Q4_0, round-to-nearest. The source's\n"
@@ -80,6 +82,16 @@ static void on_signal(int sig) {
         return;
     }
     g_interrupted = sig;
+}
+
+/* After a signal cancelled the work: says so, then ends the process by that
+ * signal (its default action), as an uncaught Ctrl-C would (shell status 130),
+ * whichever stage it interrupted. Returns only if the signal does not end it. */
+static int exit_interrupted(const char *out) {
+    fprintf(stderr, "trimlm: interrupted; %s was not written\n", out);
+    signal((int)g_interrupted, SIG_DFL);
+    raise((int)g_interrupted);
+    return CLI_EXIT_FAIL;
 }
 
 static void install_handlers(void) {
@@ -172,7 +184,16 @@ static int parse_convert_args(int argc, char **argv, convert_options *o, bool *d
     if (o->to && strcmp(o->to, "tlm") != 0 && strcmp(o->to, "gguf") != 0)
         return cli_usage_error("convert", "invalid value '%s' for --to (expected tlm or gguf)", o->to);
     size_t out_len = strlen(o->out);
-    if (!o->to && out_len >= 5 && strcmp(o->out + out_len - 5, ".gguf") == 0) o->to = "gguf";
+    const bool named_gguf = out_len >= 5 && strcasecmp(o->out + out_len - 5, ".gguf") == 0;
+    const bool named_tlm = out_len >= 4 && strcasecmp(o->out + out_len - 4, ".tlm") == 0;
+    if (!o->to && named_gguf) o->to = "gguf";
+    /* a name that says the other format would be taken for what it is not */
+    if (o->to && strcmp(o->to, "gguf") == 0 && named_tlm)
+        return cli_usage_error("convert", "%s: --to gguf writes a GGUF file, but the name ends in "
+                               ".tlm; name it .gguf", o->out);
+    if (o->to && strcmp(o->to, "tlm") == 0 && named_gguf)
+        return cli_usage_error("convert", "%s: --to tlm writes a .tlm file, but the name ends in "
+                               ".gguf; name it .tlm", o->out);
     if (o->no_calib && (o->calib_file || o->calib_tokens || o->calib_seq))
         return cli_usage_error("convert", "--no-calib conflicts with --calib, --calib-tokens and --calib-seq");
     if (o->no_calib && o->n_drops)
@@ -243,6 +264,7 @@ int cmd_convert(int argc, char **argv) {
     if (!m) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(m, &info);
+    cli_warn_output_absent(&info, o.src); /* the output states it as tied */
     const int32_t NL = info.n_layer;
     bool *drop_attn = calloc((size_t)NL, sizeof *drop_attn);
     bool *drop_mlp = calloc((size_t)NL, sizeof *drop_mlp);
@@ -254,6 +276,11 @@ int cmd_convert(int argc, char **argv) {
         goto done;
     }
     if (o.drop_list && tlm_drop_parse_list(o.drop_list, NL, drop_attn, drop_mlp, &err) != TLM_OK) {
+        rc = cli_usage_error("convert", "%s", err.msg);
+        goto done;
+    }
+    /* against the model's shape, before minutes of calibration */
+    if (tlm_drop_check(m, o.drops, o.n_drops, drop_attn, drop_mlp, &err) != TLM_OK) {
         rc = cli_usage_error("convert", "%s", err.msg);
         goto done;
     }
@@ -270,7 +297,7 @@ int cmd_convert(int argc, char **argv) {
         if (progress.counting) fputc('\n', stderr);
         progress.counting = NULL;
         if (!calib) {
-            rc = cli_fail_err(&err);
+            rc = g_interrupted ? exit_interrupted(o.out) : cli_fail_err(&err);
             goto done;
         }
         for (int i = 0; i < o.n_drops; i++)
@@ -286,15 +313,12 @@ int cmd_convert(int argc, char **argv) {
     if (progress.counting) fputc('\n', stderr);
     if (progress.writing) cli_progress_end(&progress.bar);
     if (g_interrupted && st != TLM_OK) { /* a signal after the rename changes nothing */
-        fprintf(stderr, "trimlm: interrupted; %s was not written\n", o.out);
-        signal((int)g_interrupted, SIG_DFL);
-        raise((int)g_interrupted);
-        rc = CLI_EXIT_FAIL;
+        rc = exit_interrupted(o.out);
         goto done;
     }
     if (st != TLM_OK) {
-        /* naming a sublayer the source lacks is a bad command line */
-        rc = st == TLM_ERR_ARG && strstr(err.msg, "cannot be dropped")
+        /* naming a sublayer the source lacks, or all of a kind, is a bad command line */
+        rc = st == TLM_ERR_ARG && (strstr(err.msg, "cannot be dropped") || strstr(err.msg, "the drops remove"))
                  ? cli_usage_error("convert", "%s", err.msg)
                  : cli_fail_err(&err);
         goto done;

@@ -193,6 +193,7 @@ int cmd_eval(int argc, char **argv) {
     cp.kv_type = o.kv_type;
     ctx = tlm_context_new(model, &cp, &err);
     if (!ctx) { cli_fail_err(&err); goto out; }
+    cli_warn_ctx_beyond_training(model, n_ctx, o.model);
     const int32_t n_batch = cp.n_batch;
 
     /* ---- chunks */

@@ -21,7 +21,8 @@ static const char info_usage[] =
     "the sublayers dropped at conversion, the calibration and the quantization method.\n"
     "\n"
     "  --json      machine-readable output\n"
-    "  --verify    check every checksum of a .tlm file (exit status 1 when damaged)\n"
+    "  --verify    check every checksum of a .tlm file and load it as `run` does\n"
+    "              (exit status 1 when damaged or refused)\n"
     "  --tensors   list every tensor (always included with --json)\n"
     "  --system    the kernel set in use, physical cores and CPU features\n"
     "  -h, --help  this help\n";
@@ -362,6 +363,7 @@ int cmd_info(int argc, char **argv) {
     if (resolve_model_path(model, path, sizeof path, &err) != TLM_OK) return cli_fail_err(&err);
     tlm_file_desc *d = tlm_file_describe(path, &err);
     if (!d) return cli_fail_err(&err);
+    cli_warn_output_absent(&d->info, model);
     const bool is_tlm = strcmp(d->format, "tlm") == 0;
     tlm_status vst = TLM_OK;
     tlm_error verr = {0};
@@ -376,7 +378,7 @@ int cmd_info(int argc, char **argv) {
                 cJSON_AddStringToObject(v, "message", "not a .tlm file: it has no checksums");
             } else {
                 cJSON_AddBoolToObject(v, "ok", vst == TLM_OK);
-                cJSON_AddStringToObject(v, "message", vst == TLM_OK ? "all checksums match" : verr.msg);
+                cJSON_AddStringToObject(v, "message", vst == TLM_OK ? "all checksums match and it loads" : verr.msg);
             }
         }
         print_json(root);
@@ -387,7 +389,7 @@ int cmd_info(int argc, char **argv) {
                 printf("\nverify         not applicable: a %s source has no checksums\n", d->format);
             else if (vst == TLM_OK)
                 printf("\nverify         ok: header, sections, %d tensors and the whole file "
-                       "(XXH3-64 %016llx) match\n", d->n_tensors,
+                       "(XXH3-64 %016llx) match, and it loads\n", d->n_tensors,
                        (unsigned long long)d->file_checksum);
             else
                 printf("\nverify         FAILED\n");

@@ -159,6 +159,7 @@ int cmd_run(int argc, char **argv) {
     tlm_context_params cp = cli_gen_context_params(&o.gen);
     ctx = tlm_context_new(model, &cp, &err);
     if (!ctx) { cli_fail_err(&err); goto out; }
+    cli_warn_ctx_beyond_training(model, o.gen.ctx, o.model);
     int32_t n_ctx = tlm_context_n_ctx(ctx);
     if (n_prompt >= n_ctx) {
         cli_fail("the prompt is %d tokens, which does not fit the context of %d tokens (-c)",

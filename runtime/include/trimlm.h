@@ -64,6 +64,8 @@ typedef struct tlm_model_info {
     float rope_theta;
     float rms_eps;
     bool tied_embeddings;
+    bool output_absent;        /* tied because the file has no output matrix (GGUF
+                                  files of tied models omit it), not by metadata */
     int64_t n_params;          /* parameters actually held */
     int64_t weight_bytes;      /* bytes of the weights held in memory: f32 arrays, plus
                                   quantized .tlm matrices at their stored size */
@@ -299,9 +301,19 @@ tlm_status tlm_drop_select(const struct tlm_calib *c, const char *spec, int32_t 
 tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
                                bool *drop_mlp, tlm_error *err);
 
+/* Checks drops against model m before any calibration pass: the flags
+ * (drop_attn / drop_mlp, n_layer each, e.g. from tlm_drop_parse_list; NULL =
+ * none) name only sublayers m has; each spec of tlm_drop_select is valid,
+ * given once and asks for no more sublayers than m has; and what is certain
+ * to be dropped (the flags, and each spec whatever the scores) leaves at least
+ * one attention and one MLP sublayer. TLM_ERR_ARG with the reason. */
+tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t n_specs,
+                          const bool *drop_attn, const bool *drop_mlp, tlm_error *err);
+
 /* Verifies every checksum of a .tlm file (header, sections, each tensor, the
- * whole file). TLM_OK when intact; otherwise err names the first problem
- * (e.g. the damaged tensor). */
+ * whole file), then loads it as tlm_model_load does (every structural check,
+ * non-finite scales and weights): TLM_OK when intact and loadable; otherwise
+ * err names the first problem (e.g. the damaged tensor). */
 tlm_status tlm_file_verify(const char *path, tlm_progress_fn progress, void *user,
                            tlm_error *err);
 
