@@ -23,7 +23,8 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 ALL_TARGETS=(fuzz_gguf fuzz_safetensors fuzz_safetensors_index fuzz_hf_config fuzz_tokenizer_json
-  fuzz_tokenize fuzz_model_gguf fuzz_model_tlm fuzz_chat_template)
+  fuzz_tokenize fuzz_model_gguf fuzz_model_tlm fuzz_chat_template fuzz_chat_conv fuzz_eval_mc
+  fuzz_registry)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 BUILD=${TLM_FUZZ_BUILD:-build-fuzz}
@@ -61,7 +62,8 @@ for t in "${TARGETS[@]}"; do
   dirs=("$work" "tests/fuzz/corpus/$t")
   [ -d "tests/fuzz/regressions/$t" ] && dirs+=("tests/fuzz/regressions/$t")
   dict=()
-  case $t in fuzz_hf_config | fuzz_tokenizer_json | fuzz_safetensors*) dict=(-dict=tests/fuzz/json.dict) ;; esac
+  case $t in fuzz_hf_config | fuzz_tokenizer_json | fuzz_safetensors* | fuzz_chat_conv | fuzz_eval_mc | \
+    fuzz_registry) dict=(-dict=tests/fuzz/json.dict) ;; esac
   log="$BUILD/fuzz-$t.log"
   echo "== $t: ${SECONDS_PER_TARGET}s"
   rc=0
