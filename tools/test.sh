@@ -48,7 +48,7 @@ main_stage() {
     ctest --test-dir build --output-on-failure -j2
 }
 
-want neon && run_stage neon tools/cross-neon.sh
+want neon && run_stage neon env TLM_WERROR=ON tools/cross-neon.sh
 want sanitize && run_stage sanitize tools/sanitize.sh
 want fuzz && run_stage fuzz env TLM_WERROR=ON tools/fuzz.sh "${TLM_FUZZ_SECONDS:-10}"
 want main && run_stage main main_stage
