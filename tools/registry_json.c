@@ -3,6 +3,7 @@
  * code so that the fuzz target (tests/fuzz/fuzz_registry.c) reaches it
  * without libcurl. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,13 +56,14 @@ tlm_status registry_parse(const char *text, size_t len, const char *path, regist
         }
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(item, "size");
         double bytes = cJSON_IsNumber(size) ? size->valuedouble : -1;
-        if (!e->name[0] || !e->url[0] || !registry_valid_file_name(e->file) || !(bytes > 0) ||
-            bytes > 9.0e15 || !valid_hex_digest(e->file_sha256) ||
+        /* a whole number of bytes: 0.5 would pass "> 0" and truncate to 0 */
+        if (!e->name[0] || !e->url[0] || !registry_valid_file_name(e->file) || !(bytes >= 1) ||
+            bytes > 9.0e15 || bytes != floor(bytes) || !valid_hex_digest(e->file_sha256) ||
             (e->sha256[0] && !valid_hex_digest(e->sha256))) {
             size_t bad = r.n + 1;
             registry_list_free(&r);
             return cli_seterr(err, TLM_ERR_FORMAT,
-                              "%s (TRIMLM_REGISTRY): entry %zu needs name, url, file, size > 0 "
+                              "%s (TRIMLM_REGISTRY): entry %zu needs name, url, file, a whole size > 0 "
                               "and a 64-digit lowercase hex file_sha256",
                               path, bad);
         }
