@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
     const char *isa_list = NULL, *out = "md";
     int reps = 5;
     size_t cold_mib = 1024, bw_mib = 1024;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* flag, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
             usage();
@@ -198,7 +198,6 @@ int main(int argc, char **argv) {
             usage();
             return 2;
         }
-        i++;
     }
     bool json = !strcmp(out, "json");
     if (reps < 1 || reps > 64 || cold_mib < 1 || bw_mib < 1 || (!json && strcmp(out, "md"))) {

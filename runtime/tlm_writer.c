@@ -465,7 +465,13 @@ static tlm_status awq_prepare_layer(plan *p, awq_layer *al, int32_t il, int32_t 
 #define TAKE(n) (at += (n), at - (n))
 #define COPY(t, n) (t ? memcpy(TAKE(n), t->src, (size_t)(n) * sizeof(float)) : NULL)
     tlm_awq_layer l = {.n_embd = E, .n_ff = F, .head_dim = HD, .n_head = hp->n_head,
-                       .n_head_kv = hp->n_head_kv, .imp = {TAKE(E), TAKE(QD), TAKE(E), TAKE(F)}};
+                       .n_head_kv = hp->n_head_kv};
+    /* one statement each: the expressions of an initializer list are not
+     * sequenced, so TAKE()s inside one could hand out the slices in any order */
+    l.imp[TLM_AWQ_QKV] = TAKE(E);
+    l.imp[TLM_AWQ_OUT] = TAKE(QD);
+    l.imp[TLM_AWQ_GATE_UP] = TAKE(E);
+    l.imp[TLM_AWQ_DOWN] = TAKE(F);
     const int64_t want_n[TLM_AWQ_N_INPUTS] = {E, QD, E, F};
     for (int k = 0; k < TLM_AWQ_N_INPUTS; k++) {
         int64_t n = 0;

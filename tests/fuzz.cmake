@@ -1,8 +1,9 @@
 # Fuzzing (tests/fuzz/): a libFuzzer entry point for each parser of untrusted
 # bytes — GGUF reader, GGUF and .tlm model loaders, safetensors header and
 # index, config.json,
-# tokenizer.json, tokenizer_encode() itself, and the chat template a model
-# file carries.
+# tokenizer.json, tokenizer_encode() itself, the chat template a model
+# file carries, and the CLI's readers of a saved chat (/load), of
+# `eval --mc` items and PIQA labels, and of the model registry file.
 #
 # Every build compiles each target with a small replay driver (no libFuzzer)
 # and a `unit` test that runs the seed corpus and every input that once
@@ -14,7 +15,11 @@
 option(TLM_FUZZ "build the libFuzzer binaries of tests/fuzz (clang only; see tools/fuzz.sh)" OFF)
 
 set(TLM_FUZZ_TARGETS fuzz_gguf fuzz_safetensors fuzz_safetensors_index fuzz_hf_config
-    fuzz_tokenizer_json fuzz_tokenize fuzz_model_gguf fuzz_model_tlm fuzz_chat_template)
+    fuzz_tokenizer_json fuzz_tokenize fuzz_model_gguf fuzz_model_tlm fuzz_chat_template
+    fuzz_chat_conv fuzz_eval_mc fuzz_registry)
+# The targets whose parser lives with the CLI (tools/): they link its
+# trimlm_cli_parse library (CMakeLists.txt) instead of the commands.
+set(TLM_FUZZ_CLI_TARGETS fuzz_chat_conv fuzz_eval_mc fuzz_registry)
 set(TLM_FUZZ_DIR ${CMAKE_CURRENT_SOURCE_DIR}/fuzz)
 
 if(TLM_FUZZ AND NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
@@ -37,6 +42,9 @@ foreach(target ${TLM_FUZZ_TARGETS})
     target_include_directories(${exe} PRIVATE ${CMAKE_SOURCE_DIR}/runtime ${CMAKE_SOURCE_DIR}/quant
                                ${TLM_FUZZ_DIR})
     target_compile_definitions(${exe} PRIVATE TLM_FUZZ_DATA_DIR="${TLM_FUZZ_DIR}/data")
+    if(target IN_LIST TLM_FUZZ_CLI_TARGETS)
+      target_link_libraries(${exe} PRIVATE trimlm_cli_parse)
+    endif()
     target_link_libraries(${exe} PRIVATE trimlm_static)
   endforeach()
 

@@ -283,6 +283,79 @@ static double rel_diff(const float *a, const float *b, int n) {
     return d / m;
 }
 
+static float *copyv(const float *v, int n) {
+    float *p = malloc(sizeof(float) * (size_t)n);
+    memcpy(p, v, sizeof(float) * (size_t)n);
+    return p;
+}
+
+/* |got - want| <= 1e-6 |want| for every element: each folded weight is one
+ * product or quotient of two floats (0.5 ulp = 6e-8 relative), or the same
+ * through a reciprocal (2 roundings); 1e-6 leaves room for that and nothing
+ * else — a fold that skips an element, scales the wrong row or column, or
+ * does nothing (the scales span four decades) misses it by orders of
+ * magnitude. Returns the worst relative error found. */
+static double worst_rel(const float *got, const double *want, int n) {
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)got[i] - want[i]) / fmax(fabs(want[i]), 1e-30));
+    return worst;
+}
+
+/* What tlm_awq_fold_norm must leave (awq.h): norm[j] / s[j], and column j of
+ * each (rows[k], n) matrix times s[j]. */
+static double check_fold_norm(const float *norm0, const float *norm, float *const *mats0,
+                              float *const *mats, const int64_t *rows, int n_mats, const float *s,
+                              int n) {
+    double want_norm[E], worst;
+    for (int j = 0; j < n; j++) want_norm[j] = (double)norm0[j] / s[j];
+    worst = worst_rel(norm, want_norm, n);
+    for (int k = 0; k < n_mats; k++) {
+        double *want = malloc(sizeof(double) * (size_t)(rows[k] * n));
+        for (int64_t r = 0; r < rows[k]; r++)
+            for (int j = 0; j < n; j++) want[r * n + j] = (double)mats0[k][r * n + j] * s[j];
+        worst = fmax(worst, worst_rel(mats[k], want, (int)(rows[k] * n)));
+        free(want);
+    }
+    return worst;
+}
+
+/* What tlm_awq_fold_rows must leave (awq.h): producer row c and bias[c]
+ * divided by s_kv[c]; consumer (n_out, n_head * head_dim) column
+ * h * head_dim + d times s_kv[(h / (n_head / n_head_kv)) * head_dim + d]. */
+static double check_fold_rows(const float *prod0, const float *prod, const float *bias0,
+                              const float *bias, int n_prod_in, const float *cons0,
+                              const float *cons, int n_out, int n_head, int n_head_kv,
+                              int head_dim, const float *s_kv) {
+    const int n_kv = n_head_kv * head_dim, n_in = n_head * head_dim;
+    double *want = malloc(sizeof(double) * (size_t)(n_kv * n_prod_in + n_out * n_in));
+    for (int c = 0; c < n_kv; c++)
+        for (int j = 0; j < n_prod_in; j++)
+            want[c * n_prod_in + j] = (double)prod0[c * n_prod_in + j] / s_kv[c];
+    double worst = worst_rel(prod, want, n_kv * n_prod_in);
+    if (bias0) {
+        for (int c = 0; c < n_kv; c++) want[c] = (double)bias0[c] / s_kv[c];
+        worst = fmax(worst, worst_rel(bias, want, n_kv));
+    }
+    for (int r = 0; r < n_out; r++)
+        for (int h = 0; h < n_head; h++)
+            for (int d = 0; d < head_dim; d++) {
+                const int col = h * head_dim + d, kv = h / (n_head / n_head_kv);
+                want[r * n_in + col] = (double)cons0[r * n_in + col] * s_kv[kv * head_dim + d];
+            }
+    worst = fmax(worst, worst_rel(cons, want, n_out * n_in));
+    free(want);
+    return worst;
+}
+
+/* The largest |log s|: the checks above tell a fold from a no-op only when
+ * the scales are far from 1. */
+static double max_abs_log(const float *s, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) m = fmax(m, fabs(log(s[i])));
+    return m;
+}
+
 static void test_fold_attention_gqa(void **state) {
     (void)state;
     float *x = randv(T * E, 1.0f), *norm = randv(E, 0.1f);
@@ -293,16 +366,27 @@ static void test_fold_attention_gqa(void **state) {
     attention(x, norm, wq, wk, wv, bv, wo, before);
     rand_scales(s_e, E);
     rand_scales(s_kv, KD);
+    assert_true(max_abs_log(s_e, E) > 2.0 && max_abs_log(s_kv, KD) > 2.0);
+    float *norm0 = copyv(norm, E), *wq0 = copyv(wq, QD * E), *wk0 = copyv(wk, KD * E);
+    float *wv0 = copyv(wv, KD * E), *bv0 = copyv(bv, KD), *wo0 = copyv(wo, E * QD);
     tlm_awq_fold_rows(wv, bv, E, wo, E, NH, NKV, HD, s_kv); /* Wo's input, then q/k/v's */
-    float *mats[3] = {wq, wk, wv};
+    const double rows_err = check_fold_rows(wv0, wv, bv0, bv, E, wo0, wo, E, NH, NKV, HD, s_kv);
+    float *wv1 = copyv(wv, KD * E);
+    float *mats[3] = {wq, wk, wv}, *mats0[3] = {wq0, wk0, wv1};
     const int64_t rows[3] = {QD, KD, KD};
     tlm_awq_fold_norm(norm, E, mats, rows, 3, s_e);
+    const double norm_err = check_fold_norm(norm0, norm, mats0, mats, rows, 3, s_e, E);
     attention(x, norm, wq, wk, wv, bv, wo, after);
     const double d = rel_diff(before, after, T * E);
-    print_message("attention (GQA %d:%d) after folding: max rel diff %.2e\n", NH, NKV, d);
+    print_message("attention (GQA %d:%d) after folding: max rel diff %.2e; weights vs the "
+                  "folds' definition: Wv/bv/Wo %.2e, norm/Wq/Wk/Wv %.2e\n",
+                  NH, NKV, d, rows_err, norm_err);
     assert_true(d < 1e-5);
-    /* and the fold did change the weights (not a no-op) */
-    assert_true(fabsf(norm[0] * s_e[0] - 1.0f) < 2.0f);
+    /* the function is unchanged because each weight is what the fold says it
+     * is — not because nothing was changed */
+    assert_true(rows_err < 1e-6);
+    assert_true(norm_err < 1e-6);
+    free(norm0), free(wq0), free(wk0), free(wv0), free(bv0), free(wo0), free(wv1);
     free(x), free(norm), free(wq), free(wk), free(wv), free(bv), free(wo);
 }
 
@@ -315,14 +399,24 @@ static void test_fold_mlp(void **state) {
     mlp(x, norm, wg, wu, wd, before);
     rand_scales(s_e, E);
     rand_scales(s_f, FF);
+    assert_true(max_abs_log(s_e, E) > 2.0 && max_abs_log(s_f, FF) > 2.0);
+    float *norm0 = copyv(norm, E), *wg0 = copyv(wg, FF * E), *wu0 = copyv(wu, FF * E);
+    float *wd0 = copyv(wd, E * FF);
     tlm_awq_fold_rows(wu, NULL, E, wd, E, 1, 1, FF, s_f);
-    float *mats[2] = {wg, wu};
+    const double rows_err = check_fold_rows(wu0, wu, NULL, NULL, E, wd0, wd, E, 1, 1, FF, s_f);
+    float *wu1 = copyv(wu, FF * E);
+    float *mats[2] = {wg, wu}, *mats0[2] = {wg0, wu1};
     const int64_t rows[2] = {FF, FF};
     tlm_awq_fold_norm(norm, E, mats, rows, 2, s_e);
+    const double norm_err = check_fold_norm(norm0, norm, mats0, mats, rows, 2, s_e, E);
     mlp(x, norm, wg, wu, wd, after);
     const double d = rel_diff(before, after, T * E);
-    print_message("MLP after folding: max rel diff %.2e\n", d);
+    print_message("MLP after folding: max rel diff %.2e; weights vs the folds' definition: "
+                  "Wup/Wdown %.2e, norm/Wgate/Wup %.2e\n", d, rows_err, norm_err);
     assert_true(d < 1e-5);
+    assert_true(rows_err < 1e-6); /* not a no-op: see check_fold_rows */
+    assert_true(norm_err < 1e-6);
+    free(norm0), free(wg0), free(wu0), free(wd0), free(wu1);
     free(x), free(norm), free(wg), free(wu), free(wd);
 }
 

@@ -181,14 +181,19 @@ tlm_status chat_conv_load(const char *path, chat_conv *out, tlm_error *err) {
     size_t len = 0;
     char *text = cli_read_file(path, CLI_MAX_SMALL_BYTES, &len, err);
     if (!text) return err ? err->code : TLM_ERR_IO;
+    tlm_status st = chat_conv_parse(text, len, path, out, err);
+    tlm_free_string(text);
+    return st;
+}
+
+tlm_status chat_conv_parse(const char *text, size_t len, const char *path, chat_conv *out,
+                           tlm_error *err) {
     cJSON *root = cJSON_ParseWithLength(text, len);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : 0;
-        tlm_free_string(text);
         return cli_seterr(err, TLM_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", path, off);
     }
-    tlm_free_string(text);
 
     chat_conv c = {0};
     tlm_status st = TLM_OK;

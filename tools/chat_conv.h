@@ -39,6 +39,9 @@ tlm_status chat_conv_save(const chat_conv *c, const char *path, const char *cons
 /* Reads and validates a saved conversation into *out (left untouched on
  * failure); err names the file and the problem. */
 tlm_status chat_conv_load(const char *path, chat_conv *out, tlm_error *err);
+/* The same on text[0..len) read from the file named path (for messages). */
+tlm_status chat_conv_parse(const char *text, size_t len, const char *path, chat_conv *out,
+                           tlm_error *err);
 
 /* True when s[0..len) is valid UTF-8 (no overlongs, surrogates or values
  * beyond U+10FFFF). */

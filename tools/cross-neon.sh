@@ -11,6 +11,7 @@
 #
 #   tools/cross-neon.sh            configure, build, run (build dir: build-arm)
 #   TLM_CROSS_BUILD=DIR tools/cross-neon.sh
+#   TLM_WERROR=ON tools/cross-neon.sh   warnings are errors (tools/test.sh)
 #
 # Needs gcc-aarch64-linux-gnu, qemu-user and libcmocka-dev:arm64:
 # `tools/install-deps.sh --cross-arm` installs them.
@@ -44,7 +45,8 @@ done
 
 cmake -S . -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
   -DCMAKE_BUILD_TYPE=Release "${placeholders[@]}" \
-  -DCMOCKA_LIB="$MULTIARCH_LIB/libcmocka.so" -DCMOCKA_INC=/usr/include >/dev/null
+  -DCMOCKA_LIB="$MULTIARCH_LIB/libcmocka.so" -DCMOCKA_INC=/usr/include \
+  -DTLM_WERROR="${TLM_WERROR:-OFF}" >/dev/null
 cmake --build "$BUILD" -j2 --target "${TESTS[@]}"
 
 failed=0

@@ -41,152 +41,10 @@
 #include "atomic_file.h"
 #include "cli.h"
 #include "eval.h"
+#include "eval_mc_items.h"
 #include "model_registry.h"
 
 /* ------------------------------------------------------------- items */
-
-typedef struct mc_item {
-    int64_t line;        /* 1-based line of the --mc file */
-    char *context;
-    int n_choices;
-    char **continuations; /* " " + choice */
-    int gold;
-} mc_item;
-
-typedef struct mc_set {
-    mc_item *items;
-    int64_t n, cap;
-} mc_set;
-
-static void free_item(mc_item *it) {
-    free(it->context);
-    for (int c = 0; c < it->n_choices; c++) free(it->continuations ? it->continuations[c] : NULL);
-    free(it->continuations);
-}
-
-static void free_set(mc_set *s) {
-    for (int64_t i = 0; i < s->n; i++) free_item(&s->items[i]);
-    free(s->items);
-}
-
-static char *concat3(const char *a, const char *b, const char *c) {
-    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
-    char *s = malloc(la + lb + lc + 1);
-    if (!s) return NULL;
-    memcpy(s, a, la);
-    memcpy(s + la, b, lb);
-    memcpy(s + la + lb, c, lc + 1);
-    return s;
-}
-
-/* What each task expects, for messages. */
-static const char *task_fields(const char *task) {
-    if (strcmp(task, "hellaswag") == 0) return "{\"ctx\": str, \"endings\": [str], \"label\": int}";
-    if (strcmp(task, "piqa") == 0) return "{\"goal\": str, \"sol1\": str, \"sol2\": str}";
-    return "{\"query\": str, \"choices\": [str], \"gold\": int}";
-}
-
-/* An integer field (or a string of digits, as some exports write labels). */
-static bool int_field(const cJSON *obj, const char *name, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) < 1e9) {
-        *out = (int)v->valuedouble;
-        return true;
-    }
-    if (cJSON_IsString(v) && v->valuestring[0]) {
-        char *end = NULL;
-        errno = 0;
-        long x = strtol(v->valuestring, &end, 10);
-        if (errno == 0 && *end == '\0' && x > -1000000000L && x < 1000000000L) { *out = (int)x; return true; }
-    }
-    return false;
-}
-
-static const char *string_field(const cJSON *obj, const char *name) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* Fills it from one parsed line; on a wrong shape sets err naming the field. */
-static tlm_status item_from_json(const cJSON *obj, const char *task, const char *path, int64_t line,
-                                 mc_item *it, tlm_error *err) {
-    const char *ctx_part = NULL, *ctx_prefix = "", *ctx_suffix = "";
-    const cJSON *choices = NULL;
-    const char *piqa_sols[2] = {NULL, NULL};
-    const char *list_name = NULL, *gold_name = NULL;
-    bool piqa = strcmp(task, "piqa") == 0;
-    if (strcmp(task, "hellaswag") == 0) {
-        ctx_part = string_field(obj, "ctx");
-        if (!ctx_part) goto missing_ctx;
-        list_name = "endings";
-        gold_name = "label";
-    } else if (piqa) {
-        ctx_part = string_field(obj, "goal");
-        piqa_sols[0] = string_field(obj, "sol1");
-        piqa_sols[1] = string_field(obj, "sol2");
-        if (!ctx_part || !piqa_sols[0] || !piqa_sols[1])
-            return cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: no string field \"%s\" (--task piqa expects %s)",
-                              path, (long long)line, !ctx_part ? "goal" : !piqa_sols[0] ? "sol1" : "sol2",
-                              task_fields(task));
-        ctx_prefix = "Question: ";
-        ctx_suffix = "\nAnswer:";
-    } else {
-        ctx_part = string_field(obj, "query");
-        if (!ctx_part) goto missing_ctx;
-        ctx_suffix = "\nAnswer:";
-        list_name = "choices";
-        gold_name = "gold";
-    }
-    int n_choices = 2;
-    if (!piqa) {
-        choices = cJSON_GetObjectItemCaseSensitive(obj, list_name);
-        n_choices = cJSON_IsArray(choices) ? cJSON_GetArraySize(choices) : -1;
-        if (n_choices < 2)
-            return cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: \"%s\" must be a list of at least 2 strings (--task %s expects %s)",
-                              path, (long long)line, list_name, task, task_fields(task));
-        if (!int_field(obj, gold_name, &it->gold))
-            return cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: no integer field \"%s\" (--task %s expects %s)",
-                              path, (long long)line, gold_name, task, task_fields(task));
-        if (it->gold < 0 || it->gold >= n_choices)
-            return cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: \"%s\" is %d, not the index of one of the %d choices",
-                              path, (long long)line, gold_name, it->gold, n_choices);
-    }
-    it->line = line;
-    it->context = concat3(ctx_prefix, ctx_part, ctx_suffix);
-    it->continuations = calloc((size_t)n_choices, sizeof *it->continuations);
-    if (!it->context || !it->continuations) return cli_seterr(err, TLM_ERR_NOMEM, "out of memory reading %s", path);
-    it->n_choices = n_choices;
-    for (int c = 0; c < n_choices; c++) {
-        const char *choice = piqa ? piqa_sols[c] : NULL;
-        if (!piqa) {
-            const cJSON *v = cJSON_GetArrayItem(choices, c);
-            if (!cJSON_IsString(v))
-                return cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: \"%s\"[%d] is not a string", path,
-                                  (long long)line, list_name, c);
-            choice = v->valuestring;
-        }
-        it->continuations[c] = concat3(" ", choice, "");
-        if (!it->continuations[c]) return cli_seterr(err, TLM_ERR_NOMEM, "out of memory reading %s", path);
-    }
-    return TLM_OK;
-
-missing_ctx:
-    return cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: no string field \"%s\" (--task %s expects %s)", path,
-                      (long long)line, strcmp(task, "hellaswag") == 0 ? "ctx" : "query", task,
-                      task_fields(task));
-}
-
-static bool push_item(mc_set *s, const mc_item *it) {
-    if (s->n == s->cap) {
-        int64_t cap = s->cap ? s->cap * 2 : 256;
-        mc_item *grown = realloc(s->items, (size_t)cap * sizeof *grown);
-        if (!grown) return false;
-        s->items = grown;
-        s->cap = cap;
-    }
-    s->items[s->n++] = *it;
-    return true;
-}
 
 /* X.jsonl -> X-labels.lst in the same directory (PIQA's layout). */
 static char *default_labels_path(const char *mc_path) {
@@ -200,88 +58,31 @@ static char *default_labels_path(const char *mc_path) {
     return p;
 }
 
-/* Sets the gold of every PIQA item from the labels file (one 0/1 per line). */
-static tlm_status read_piqa_labels(mc_set *s, const char *labels_path, bool given, const char *mc_path,
-                                   tlm_error *err) {
-    size_t len = 0;
-    char *text = cli_read_file(labels_path, CLI_MAX_DATA_BYTES, &len, err);
-    if (!text) {
-        if (!given) {
-            char why[TLM_ERROR_MSG_MAX];
-            snprintf(why, sizeof why, "%s", err->msg);
-            return cli_seterr(err, TLM_ERR_IO, "PIQA's labels not found (%s); give --labels FILE", why);
-        }
-        return TLM_ERR_IO;
-    }
-    int64_t line = 0, item = 0;
-    tlm_status st = TLM_OK;
-    char *at = text;
-    while (*at && item < s->n) {
-        char *nl = strchr(at, '\n');
-        if (nl) *nl = '\0';
-        line++;
-        size_t l = strlen(at);
-        while (l && (at[l - 1] == '\r' || at[l - 1] == ' ')) at[--l] = '\0';
-        mc_item *it = &s->items[item];
-        /* labels are aligned with the lines of the --mc file */
-        if (line == it->line) {
-            if (strcmp(at, "0") != 0 && strcmp(at, "1") != 0) {
-                st = cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: expected a label 0 or 1, found '%.40s'", labels_path,
-                                (long long)line, at);
-                break;
-            }
-            it->gold = at[0] - '0';
-            item++;
-        }
-        if (!nl) break;
-        at = nl + 1;
-    }
-    if (st == TLM_OK && item < s->n)
-        st = cli_seterr(err, TLM_ERR_FORMAT, "%s has %lld lines but %s has an item on line %lld: the files do not match",
-                        labels_path, (long long)line, mc_path, (long long)s->items[item].line);
-    tlm_free_string(text);
-    return st;
-}
-
-/* Reads the items of the --mc file (the first `limit` when limit > 0). */
+/* Reads the items of the --mc file (the first `limit` when limit > 0) and,
+ * for PIQA, their labels. */
 static tlm_status read_items(const eval_options *o, mc_set *s, tlm_error *err) {
     size_t len = 0;
     char *text = cli_read_file(o->mc_file, CLI_MAX_DATA_BYTES, &len, err);
     if (!text) return err->code;
-    tlm_status st = TLM_OK;
-    int64_t line = 0;
-    char *at = text;
-    while (*at && (o->limit <= 0 || s->n < o->limit)) {
-        char *nl = strchr(at, '\n');
-        if (nl) *nl = '\0';
-        line++;
-        const char *p = at;
-        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
-        if (*p) {
-            cJSON *obj = cJSON_Parse(p);
-            if (!obj || !cJSON_IsObject(obj)) {
-                cJSON_Delete(obj);
-                st = cli_seterr(err, TLM_ERR_FORMAT, "%s:%lld: not a JSON object (--task %s expects %s on each line)",
-                                o->mc_file, (long long)line, o->task, task_fields(o->task));
-                break;
-            }
-            mc_item it = {0};
-            st = item_from_json(obj, o->task, o->mc_file, line, &it, err);
-            cJSON_Delete(obj);
-            if (st == TLM_OK && !push_item(s, &it)) st = cli_seterr(err, TLM_ERR_NOMEM, "out of memory reading %s", o->mc_file);
-            if (st != TLM_OK) { free_item(&it); break; }
-        }
-        if (!nl) break;
-        at = nl + 1;
-    }
+    tlm_status st = mc_items_parse(text, len, o->task, o->mc_file, o->limit, s, err);
     tlm_free_string(text);
-    if (st == TLM_OK && s->n == 0) st = cli_seterr(err, TLM_ERR_FORMAT, "%s: no items", o->mc_file);
-    if (st == TLM_OK && strcmp(o->task, "piqa") == 0) {
-        char *labels = o->labels_file ? NULL : default_labels_path(o->mc_file);
-        if (!o->labels_file && !labels) return cli_seterr(err, TLM_ERR_NOMEM, "out of memory");
-        st = read_piqa_labels(s, o->labels_file ? o->labels_file : labels, o->labels_file != NULL, o->mc_file, err);
-        free(labels);
+    if (st != TLM_OK || strcmp(o->task, "piqa") != 0) return st;
+    char *default_labels = o->labels_file ? NULL : default_labels_path(o->mc_file);
+    if (!o->labels_file && !default_labels) return cli_seterr(err, TLM_ERR_NOMEM, "out of memory");
+    const char *labels_path = o->labels_file ? o->labels_file : default_labels;
+    text = cli_read_file(labels_path, CLI_MAX_DATA_BYTES, &len, err);
+    if (!text) {
+        if (!o->labels_file) {
+            char why[TLM_ERROR_MSG_MAX];
+            snprintf(why, sizeof why, "%s", err->msg);
+            cli_seterr(err, TLM_ERR_IO, "PIQA's labels not found (%s); give --labels FILE", why);
+        }
+        free(default_labels);
+        return TLM_ERR_IO;
     }
+    st = mc_labels_parse(text, len, labels_path, o->mc_file, s, err);
+    tlm_free_string(text);
+    free(default_labels);
     return st;
 }
 
@@ -343,7 +144,7 @@ static tlm_status tokenize_item(mc_scorer *sc, const mc_item *it, int32_t *max_l
     if (!ctx_tok) return err->code;
     *max_len = 0;
     for (int c = 0; c < it->n_choices; c++) {
-        char *full = concat3(it->context, it->continuations[c], "");
+        char *full = mc_concat3(it->context, it->continuations[c], "");
         if (!full) { free(ctx_tok); return cli_seterr(err, TLM_ERR_NOMEM, "out of memory"); }
         free(sc->seqs[c]);
         sc->seqs[c] = eval_tokenize(sc->model, full, strlen(full), sc->add_bos, &sc->lens[c], err);
@@ -658,6 +459,6 @@ out:
     free(scores);
     free_scorer(&sc);
     tlm_model_free(model);
-    free_set(&set);
+    mc_set_free(&set);
     return rc;
 }

@@ -15,7 +15,8 @@
 # script exits with status 1 after the remaining targets have run.
 #
 # Environment: CC (default clang), TLM_FUZZ_BUILD (default build-fuzz),
-# TLM_FUZZ_JOBS (build parallelism, default 2).
+# TLM_FUZZ_JOBS (build parallelism, default 2), TLM_WERROR=ON (warnings are
+# errors, and the whole tree is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,7 +24,8 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 ALL_TARGETS=(fuzz_gguf fuzz_safetensors fuzz_safetensors_index fuzz_hf_config fuzz_tokenizer_json
-  fuzz_tokenize fuzz_model_gguf fuzz_model_tlm fuzz_chat_template)
+  fuzz_tokenize fuzz_model_gguf fuzz_model_tlm fuzz_chat_template fuzz_chat_conv fuzz_eval_mc
+  fuzz_registry)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 BUILD=${TLM_FUZZ_BUILD:-build-fuzz}
@@ -43,8 +45,13 @@ if ! "$CC" -fsanitize=fuzzer,address,undefined "$probe/p.c" -o "$probe/p" 2>"$pr
 fi
 
 cmake -S . -B "$BUILD" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DTLM_SANITIZE=ON -DTLM_FUZZ=ON -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" >/dev/null
-cmake --build "$BUILD" -j"${TLM_FUZZ_JOBS:-2}" --target "${TARGETS[@]}" >/dev/null
+  -DTLM_SANITIZE=ON -DTLM_FUZZ=ON -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" \
+  -DTLM_WERROR="${TLM_WERROR:-OFF}" >/dev/null
+# With TLM_WERROR=ON the whole tree is built, so that every file is checked
+# for warnings by clang too (tools/test.sh; the main stage checks gcc).
+build_targets=(--target "${TARGETS[@]}")
+[ "${TLM_WERROR:-OFF}" = ON ] && build_targets=()
+cmake --build "$BUILD" -j"${TLM_FUZZ_JOBS:-2}" "${build_targets[@]}" >/dev/null
 
 # One thread: OpenMP worker pools only slow the fuzzer down.
 export OMP_NUM_THREADS=1
@@ -61,7 +68,8 @@ for t in "${TARGETS[@]}"; do
   dirs=("$work" "tests/fuzz/corpus/$t")
   [ -d "tests/fuzz/regressions/$t" ] && dirs+=("tests/fuzz/regressions/$t")
   dict=()
-  case $t in fuzz_hf_config | fuzz_tokenizer_json | fuzz_safetensors*) dict=(-dict=tests/fuzz/json.dict) ;; esac
+  case $t in fuzz_hf_config | fuzz_tokenizer_json | fuzz_safetensors* | fuzz_chat_conv | fuzz_eval_mc | \
+    fuzz_registry) dict=(-dict=tests/fuzz/json.dict) ;; esac
   log="$BUILD/fuzz-$t.log"
   echo "== $t: ${SECONDS_PER_TARGET}s"
   rc=0

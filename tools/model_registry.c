@@ -36,60 +36,15 @@ static const registry_entry builtin_registry[] = {
 };
 
 /* The TRIMLM_REGISTRY override, parsed once and kept for the process. */
-static registry_entry *override_entries;
-static size_t override_count;
-static cJSON *override_json;
-
-static bool valid_hex_digest(const char *s) {
-    if (strlen(s) != SHA256_HEX_LEN) return false;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
-    return true;
-}
-
-/* A cache file name: one path component, nothing hidden. */
-static bool valid_file_name(const char *s) {
-    return s[0] != '\0' && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256;
-}
+static registry_list override_registry;
 
 static tlm_status load_override(const char *path, tlm_error *err) {
     size_t len = 0;
     char *text = cli_read_file(path, CLI_MAX_SMALL_BYTES, &len, err);
     if (!text) return TLM_ERR_IO;
-    override_json = cJSON_ParseWithLength(text, len);
+    tlm_status st = registry_parse(text, len, path, &override_registry, err);
     tlm_free_string(text);
-    if (!cJSON_IsArray(override_json))
-        return cli_seterr(err, TLM_ERR_FORMAT, "%s (TRIMLM_REGISTRY): expected a JSON array of models",
-                          path);
-    int n = cJSON_GetArraySize(override_json);
-    override_entries = calloc((size_t)(n > 0 ? n : 1), sizeof *override_entries);
-    if (!override_entries) return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
-    int i = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, override_json) {
-        registry_entry *e = &override_entries[i];
-        const char **strings[] = {&e->name, &e->description, &e->url, &e->sha256,
-                                  &e->member, &e->file, &e->file_sha256};
-        const char *keys[] = {"name", "description", "url", "sha256",
-                              "member", "file", "file_sha256"};
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, keys[k]);
-            *strings[k] = cJSON_IsString(v) ? v->valuestring : "";
-        }
-        const cJSON *size = cJSON_GetObjectItemCaseSensitive(item, "size");
-        double bytes = cJSON_IsNumber(size) ? size->valuedouble : -1;
-        if (!e->name[0] || !e->url[0] || !valid_file_name(e->file) || !(bytes > 0) ||
-            bytes > 9.0e15 || !valid_hex_digest(e->file_sha256) ||
-            (e->sha256[0] && !valid_hex_digest(e->sha256)))
-            return cli_seterr(err, TLM_ERR_FORMAT,
-                              "%s (TRIMLM_REGISTRY): entry %d needs name, url, file, size > 0 "
-                              "and a 64-digit lowercase hex file_sha256",
-                              path, i + 1);
-        e->size = (uint64_t)bytes;
-        i++;
-    }
-    override_count = (size_t)i;
-    return TLM_OK;
+    return st;
 }
 
 const registry_entry *registry_entries(size_t *n, tlm_error *err) {
@@ -98,9 +53,9 @@ const registry_entry *registry_entries(size_t *n, tlm_error *err) {
         *n = sizeof builtin_registry / sizeof builtin_registry[0];
         return builtin_registry;
     }
-    if (!override_entries && load_override(path, err) != TLM_OK) return NULL;
-    *n = override_count;
-    return override_entries;
+    if (!override_registry.entries && load_override(path, err) != TLM_OK) return NULL;
+    *n = override_registry.n;
+    return override_registry.entries;
 }
 
 const registry_entry *registry_find(const char *name, tlm_error *err) {
@@ -214,7 +169,7 @@ static tlm_status url_file_name(const char *url, char *out, size_t cap, tlm_erro
         return cli_seterr(err, TLM_ERR_ARG, "%s: the URL does not end in a file name", url);
     memcpy(out, start, n);
     out[n] = '\0';
-    if (n < 6 || strcasecmp(out + n - 5, ".gguf") != 0 || !valid_file_name(out))
+    if (n < 6 || strcasecmp(out + n - 5, ".gguf") != 0 || !registry_valid_file_name(out))
         return cli_seterr(err, TLM_ERR_ARG,
                           "%s: only URLs of .gguf files can be pulled (or a model name: "
                           "trimlm pull --list)", url);

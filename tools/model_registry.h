@@ -36,6 +36,21 @@ typedef struct registry_entry {
 const registry_entry *registry_entries(size_t *n, tlm_error *err);
 const registry_entry *registry_find(const char *name, tlm_error *err);
 
+/* A registry file parsed: entries point into json (registry_json.c). */
+typedef struct registry_list {
+    registry_entry *entries;
+    size_t n;
+    struct cJSON *json;
+} registry_list;
+
+/* Parses text[0..len), read from path (named in messages), into *out: every
+ * entry valid or an error naming the first bad one (*out untouched). */
+tlm_status registry_parse(const char *text, size_t len, const char *path, registry_list *out,
+                          tlm_error *err);
+void registry_list_free(registry_list *r);
+/* A cache file name: one path component, nothing hidden. */
+bool registry_valid_file_name(const char *s);
+
 /* ${XDG_CACHE_HOME:-$HOME/.cache}/trimlm/models (not created). */
 tlm_status model_cache_dir(char *out, size_t cap, tlm_error *err);
 

@@ -6,8 +6,10 @@
 #   sanitize  the unit and synthetic-model tests on an AddressSanitizer +
 #             UndefinedBehaviorSanitizer build (tools/sanitize.sh)
 #   fuzz      a short libFuzzer run of every parser target
-#             (tools/fuzz.sh, TLM_FUZZ_SECONDS per target, default 10)
-#   main      the Release build and every ctest test, the real-model tier
+#             (tools/fuzz.sh, TLM_FUZZ_SECONDS per target, default 10), on a
+#             clang build of the whole tree with warnings as errors
+#   main      the Release build (gcc, warnings as errors) and every ctest
+#             test, the real-model tier
 #             included (the default model is pulled into
 #             ${XDG_CACHE_HOME:-$HOME/.cache}/trimlm/models when missing)
 #
@@ -41,14 +43,14 @@ run_stage() {
 }
 
 main_stage() {
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release &&
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTLM_WERROR=ON &&
     cmake --build build -j"$(nproc)" &&
     ctest --test-dir build --output-on-failure -j2
 }
 
-want neon && run_stage neon tools/cross-neon.sh
+want neon && run_stage neon env TLM_WERROR=ON tools/cross-neon.sh
 want sanitize && run_stage sanitize tools/sanitize.sh
-want fuzz && run_stage fuzz tools/fuzz.sh "${TLM_FUZZ_SECONDS:-10}"
+want fuzz && run_stage fuzz env TLM_WERROR=ON tools/fuzz.sh "${TLM_FUZZ_SECONDS:-10}"
 want main && run_stage main main_stage
 
 echo

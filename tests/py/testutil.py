@@ -122,6 +122,40 @@ def tool_logits(tool, model, tokens, out, mode="prefill", threads=1):
     return np.fromfile(out, dtype=np.float32)
 
 
+def logits_rows_kept(mode, n_tokens):
+    """Which rows of tool_logits' output hold logits (a bool per token), from
+    its documented schedule and the API's contract, not from its output:
+    prefill and decode keep every row; mixed decodes calls of 3, 4, 1, 2, 5,
+    1, 2 tokens (repeating), the even-numbered ones with all_logits and the
+    odd ones keeping their last row only (tlm_get_logits), the rest NaN."""
+    if mode != "mixed":
+        return [True] * n_tokens
+    chunks = [3, 4, 1, 2, 5, 1, 2]
+    kept, done, c = [], 0, 0
+    while done < n_tokens:
+        k = min(chunks[c % 7], n_tokens - done)
+        kept += [True] * k if c % 2 == 0 else [False] * (k - 1) + [True]
+        done += k
+        c += 1
+    return kept
+
+
+def logits_rows_problem(logits, mode):
+    """None when the NaN rows of tool_logits' (n_tokens, n_vocab) output are
+    exactly those logits_rows_kept() leaves out, else what is wrong: a NaN in
+    a row that must hold logits is a failure, never a row to skip."""
+    import numpy as np
+    kept = np.array(logits_rows_kept(mode, logits.shape[0]))
+    nan = np.isnan(logits)
+    bad = np.nonzero(kept & nan.any(axis=1))[0]
+    if len(bad):
+        return f"NaN in rows {bad.tolist()} that must hold logits"
+    filled = np.nonzero(~kept & ~nan.all(axis=1))[0]
+    if len(filled):
+        return f"rows {filled.tolist()} hold values where the call kept no logits"
+    return None
+
+
 # ------------------------------------------------- .tlm reader (tlm_format.h)
 
 TLM_SECTIONS = ["file_bytes", "meta_offset", "meta_bytes", "tok_offset", "tok_bytes",
