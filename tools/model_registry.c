@@ -215,7 +215,7 @@ static bool read_url_source(const char *meta, char *url, size_t url_cap, char *s
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "url");
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "sha256");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, "size");
-    bool ok = cJSON_IsString(u) && cJSON_IsString(h) && valid_hex_digest(h->valuestring) &&
+    bool ok = cJSON_IsString(u) && cJSON_IsString(h) && registry_valid_sha256_hex(h->valuestring) &&
               cJSON_IsNumber(n) && n->valuedouble >= 0 && n->valuedouble < 9.0e15 &&
               strlen(u->valuestring) < url_cap;
     if (ok) {

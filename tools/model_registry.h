@@ -45,6 +45,9 @@ typedef struct registry_list {
 
 /* Parses text[0..len), read from path (named in messages), into *out: every
  * entry valid or an error naming the first bad one (*out untouched). */
+/* True for a sha256 digest as the registry writes it: 64 lowercase hex digits. */
+bool registry_valid_sha256_hex(const char *s);
+
 tlm_status registry_parse(const char *text, size_t len, const char *path, registry_list *out,
                           tlm_error *err);
 void registry_list_free(registry_list *r);

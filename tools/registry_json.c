@@ -11,7 +11,7 @@
 #include "download.h"
 #include "model_registry.h"
 
-static bool valid_hex_digest(const char *s) {
+bool registry_valid_sha256_hex(const char *s) {
     if (strlen(s) != SHA256_HEX_LEN) return false;
     for (const char *p = s; *p; p++)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
@@ -58,8 +58,8 @@ tlm_status registry_parse(const char *text, size_t len, const char *path, regist
         double bytes = cJSON_IsNumber(size) ? size->valuedouble : -1;
         /* a whole number of bytes: 0.5 would pass "> 0" and truncate to 0 */
         if (!e->name[0] || !e->url[0] || !registry_valid_file_name(e->file) || !(bytes >= 1) ||
-            bytes > 9.0e15 || bytes != floor(bytes) || !valid_hex_digest(e->file_sha256) ||
-            (e->sha256[0] && !valid_hex_digest(e->sha256))) {
+            bytes > 9.0e15 || bytes != floor(bytes) || !registry_valid_sha256_hex(e->file_sha256) ||
+            (e->sha256[0] && !registry_valid_sha256_hex(e->sha256))) {
             size_t bad = r.n + 1;
             registry_list_free(&r);
             return cli_seterr(err, TLM_ERR_FORMAT,
