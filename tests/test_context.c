@@ -223,11 +223,19 @@ static int teardown(void **state) {
 
 /* A removed sublayer must act exactly like one whose output projection is
  * zero (its residual contribution vanishes), in prefill and in decode. */
-static void check_removed_equals_zeroed(bool attn) {
+static void check_removed_equals_zeroed(bool attn, int32_t layer) {
     tlm_model *removed = tiny_model(), *zeroed = tiny_model();
     const tlm_sublayer_kind kind = attn ? TLM_SUBLAYER_ATTN : TLM_SUBLAYER_MLP;
-    assert_true(model_remove_sublayer(removed, 1, kind));
-    const tlm_sublayer *Z = model_sublayer(zeroed, 1, kind);
+    assert_true(model_remove_sublayer(removed, layer, kind));
+    assert_false(model_remove_sublayer(removed, layer, kind)); /* already gone */
+    assert_null(model_sublayer(removed, layer, kind));
+    assert_int_equal(removed->n_subs, 3);
+    assert_int_equal(removed->n_attn, attn ? 1 : 2);
+    int32_t next_slot = 0; /* the attention sublayers left hold slots 0, 1, ... */
+    for (int32_t i = 0; i < removed->n_subs; i++)
+        assert_int_equal(removed->subs[i].kv_slot,
+                         removed->subs[i].kind == TLM_SUBLAYER_ATTN ? next_slot++ : -1);
+    const tlm_sublayer *Z = model_sublayer(zeroed, layer, kind);
     if (attn) memset(Z->w[ATTN_OUT].data, 0, (size_t)E * 2 * HD * sizeof(float));
     else memset(Z->w[MLP_DOWN].data, 0, (size_t)E * FF * sizeof(float));
     int32_t toks[6] = {1, 5, 9, 2, 15, 7};
@@ -259,12 +267,19 @@ static void check_removed_equals_zeroed(bool attn) {
 
 static void test_removed_attention(void **state) {
     (void)state;
-    check_removed_equals_zeroed(true);
+    check_removed_equals_zeroed(true, 1);
+}
+
+/* Layer 0's attention removed: layer 1's takes KV-cache slot 0, the only
+ * one there is. */
+static void test_removed_first_attention(void **state) {
+    (void)state;
+    check_removed_equals_zeroed(true, 0);
 }
 
 static void test_removed_mlp(void **state) {
     (void)state;
-    check_removed_equals_zeroed(false);
+    check_removed_equals_zeroed(false, 1);
 }
 
 int main(void) {
@@ -274,6 +289,7 @@ int main(void) {
         cmocka_unit_test(test_errors_leave_state),
         cmocka_unit_test(test_reset_and_chunking),
         cmocka_unit_test(test_removed_attention),
+        cmocka_unit_test(test_removed_first_attention),
         cmocka_unit_test(test_removed_mlp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
