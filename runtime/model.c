@@ -11,6 +11,14 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "tlm_format.h"
+
+/* a .tlm tensor's type is its storage as it is (model_tlm.c maps it) */
+_Static_assert((int)TLM_STORAGE_F32 == TLM_DTYPE_F32 && (int)TLM_STORAGE_F16 == TLM_DTYPE_F16 &&
+                   (int)TLM_STORAGE_BF16 == TLM_DTYPE_BF16 &&
+                   (int)TLM_STORAGE_Q8_G32_R16 == TLM_DTYPE_Q8_G32 &&
+                   (int)TLM_STORAGE_Q4_G32_R16 == TLM_DTYPE_Q4_G32,
+               "tlm_storage values are the .tlm tensor types");
 
 /* Sizes past these are treated as a corrupt file, not as a model to try. */
 #define TLM_MAX_VOCAB (1 << 22)
