@@ -44,10 +44,10 @@ struct tlm_calib {
     int32_t seq_len;
     char *text_name;
     double seconds;
-    float *score[CALIB_N_KINDS];   /* (n_layer) each; NAN where the sublayer is absent */
+    float *score[CALIB_N_KINDS];   /* (n_layer) each; NAN where the model lacks the
+                                      sublayer (which is how its absence is known here) */
     float *stats[CALIB_N_INPUTS];  /* (n_layer, cols) each; OUTPUT: (cols) */
     int64_t cols[CALIB_N_INPUTS];  /* channels of each input */
-    bool *has_attn, *has_mlp;      /* (n_layer) */
 };
 
 tlm_calib_params tlm_calib_default_params(void) {
@@ -59,8 +59,6 @@ void tlm_calib_free(tlm_calib *c) {
     tlm_free(c->text_name);
     for (int k = 0; k < CALIB_N_KINDS; k++) tlm_free(c->score[k]);
     for (int i = 0; i < CALIB_N_INPUTS; i++) tlm_free(c->stats[i]);
-    tlm_free(c->has_attn);
-    tlm_free(c->has_mlp);
     tlm_free(c);
 }
 
@@ -84,9 +82,10 @@ const float *tlm_calib_act_stats(const tlm_calib *c, int32_t il, tlm_linear_inpu
         return c->stats[which];
     }
     if (il < 0 || il >= c->n_layer) return NULL;
-    bool present = which == TLM_INPUT_ATTN_QKV || which == TLM_INPUT_ATTN_OUT ? c->has_attn[il]
-                                                                               : c->has_mlp[il];
-    if (!present) return NULL;
+    const tlm_sublayer_kind kind = which == TLM_INPUT_ATTN_QKV || which == TLM_INPUT_ATTN_OUT
+                                       ? TLM_SUBLAYER_ATTN
+                                       : TLM_SUBLAYER_MLP;
+    if (isnan(c->score[kind][il])) return NULL; /* the model lacks the sublayer */
     if (n) *n = c->cols[which];
     return c->stats[which] + (size_t)il * (size_t)c->cols[which];
 }
@@ -349,7 +348,6 @@ static tlm_status run_layers(const tlm_model *m, tlm_context *ctx, float *stream
     forward_set_positions(ctx, max_len);
     const uint64_t total = (uint64_t)n_run * (uint64_t)hp->n_layer;
     for (int32_t l = 0; l < hp->n_layer; l++) {
-        const tlm_layer *L = &m->layers[l];
         tlm_status st = model_layer_materialize(m, l, err);
         if (st != TLM_OK) return st;
         memset(r->cos_sum, 0, sizeof r->cos_sum);
@@ -371,10 +369,10 @@ static tlm_status run_layers(const tlm_model *m, tlm_context *ctx, float *stream
             if (p->progress && !p->progress(p->user, "calibrate", done, total))
                 return tlm_seterr(err, TLM_ERR_ARG, "calibration cancelled");
         }
-        cal->score[TLM_SUBLAYER_ATTN][l] =
-            L->has_attn ? (float)(1.0 - r->cos_sum[TLM_SUBLAYER_ATTN] / (double)n_run) : NAN;
-        cal->score[TLM_SUBLAYER_MLP][l] =
-            L->has_mlp ? (float)(1.0 - r->cos_sum[TLM_SUBLAYER_MLP] / (double)n_run) : NAN;
+        for (int kind = TLM_SUBLAYER_ATTN; kind <= TLM_SUBLAYER_MLP; kind++)
+            cal->score[kind][l] = model_sublayer(m, l, (tlm_sublayer_kind)kind)
+                                      ? (float)(1.0 - r->cos_sum[kind] / (double)n_run)
+                                      : NAN;
         cal->score[TLM_SUBLAYER_BLOCK][l] =
             (float)(1.0 - r->cos_sum[TLM_SUBLAYER_BLOCK] / (double)n_run);
         model_layer_release(m, l);
@@ -394,7 +392,7 @@ static tlm_status run_layers(const tlm_model *m, tlm_context *ctx, float *stream
             int32_t i0 = (int32_t)((int64_t)n * ith / nth);
             int32_t i1 = (int32_t)((int64_t)n * (ith + 1) / nth);
             for (int32_t i = i0; i < i1; i++)
-                kern->rmsnorm_f32(x + (size_t)i * E, rows + (size_t)i * E, m->out_norm,
+                kern->rmsnorm_f32(x + (size_t)i * E, rows + (size_t)i * E, tensor_f32(&m->out_norm),
                                   (int64_t)E, hp->rms_eps);
 #pragma omp barrier
             squares_slice(&j, n, ith, nth);
@@ -489,10 +487,7 @@ tlm_calib *tlm_calibrate(const tlm_model *m, const tlm_calib_params *params, tlm
     cal->cols[TLM_INPUT_FFN_GATE_UP] = hp->n_embd;
     cal->cols[TLM_INPUT_FFN_DOWN] = hp->n_ff;
     cal->cols[TLM_INPUT_OUTPUT] = hp->n_embd;
-    if (!(cal->text_name = tlm_strdup(name)) ||
-        !(cal->has_attn = tlm_calloc((size_t)NL, sizeof(bool))) ||
-        !(cal->has_mlp = tlm_calloc((size_t)NL, sizeof(bool))))
-        goto nomem;
+    if (!(cal->text_name = tlm_strdup(name))) goto nomem;
     for (int k = 0; k < CALIB_N_KINDS; k++)
         if (!(cal->score[k] = tlm_malloc((size_t)NL * sizeof(float)))) goto nomem;
     for (int i = 0; i < CALIB_N_INPUTS; i++) {
@@ -501,10 +496,6 @@ tlm_calib *tlm_calibrate(const tlm_model *m, const tlm_calib_params *params, tlm
             !(run.sum_sq[i] = tlm_calloc(rows * (size_t)cal->cols[i], sizeof(double))))
             goto nomem;
         run.cols[i] = cal->cols[i];
-    }
-    for (int32_t l = 0; l < NL; l++) {
-        cal->has_attn[l] = m->layers[l].has_attn;
-        cal->has_mlp[l] = m->layers[l].has_mlp;
     }
 
     /* ---- context sized to one sequence, and the embedded stream */

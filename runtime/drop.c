@@ -239,13 +239,20 @@ static tlm_status parse_list(const char *list, int32_t n_layer, bool *seen, bool
     return TLM_OK;
 }
 
+static bool has_attn(const tlm_model *m, int32_t il) {
+    return model_sublayer(m, il, TLM_SUBLAYER_ATTN) != NULL;
+}
+static bool has_mlp(const tlm_model *m, int32_t il) {
+    return model_sublayer(m, il, TLM_SUBLAYER_MLP) != NULL;
+}
+
 /* How many present sublayers of each kind the flags drop. */
 static void count_drops(const tlm_model *m, const bool *da, const bool *dm, int32_t *n_attn,
                         int32_t *n_mlp) {
     *n_attn = *n_mlp = 0;
     for (int32_t il = 0; il < m->hp.n_layer; il++) {
-        *n_attn += da && da[il] && m->layers[il].has_attn;
-        *n_mlp += dm && dm[il] && m->layers[il].has_mlp;
+        *n_attn += da && da[il] && has_attn(m, il);
+        *n_mlp += dm && dm[il] && has_mlp(m, il);
     }
 }
 
@@ -257,11 +264,11 @@ tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t 
     tlm_clearerr(err);
     int32_t have_attn = 0, have_mlp = 0;
     for (int32_t il = 0; il < NL; il++) {
-        have_attn += m->layers[il].has_attn;
-        have_mlp += m->layers[il].has_mlp;
+        have_attn += has_attn(m, il);
+        have_mlp += has_mlp(m, il);
         for (int kind = 0; kind < 2; kind++) {
             const bool *drop = kind == 0 ? drop_attn : drop_mlp;
-            const bool has = kind == 0 ? m->layers[il].has_attn : m->layers[il].has_mlp;
+            const bool has = kind == 0 ? has_attn(m, il) : has_mlp(m, il);
             if (drop && drop[il] && !has)
                 return tlm_seterr(err, TLM_ERR_ARG,
                                   "the %s sublayer of layer %d is already absent from the source; "
@@ -288,10 +295,9 @@ tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t 
             goto done;
         }
         for (int32_t il = 0; il < NL; il++) {
-            const tlm_layer *L = &m->layers[il];
-            score[il] = L->has_attn ? FLT_MAX : NAN;
-            score[NL + il] = L->has_mlp ? FLT_MAX : NAN;
-            score[2 * NL + il] = L->has_attn || L->has_mlp ? FLT_MAX : NAN;
+            score[il] = has_attn(m, il) ? FLT_MAX : NAN;
+            score[NL + il] = has_mlp(m, il) ? FLT_MAX : NAN;
+            score[2 * NL + il] = has_attn(m, il) || has_mlp(m, il) ? FLT_MAX : NAN;
         }
     }
     for (int32_t i = 0; i < n_specs; i++) {

@@ -2,13 +2,14 @@
  * forward.c — the inference context (KV cache, scratch buffers, threads) and
  * the exact f32 forward pass of the llama family (llama, qwen2).
  *
- * Per layer, for tokens at positions pos..pos+n-1:
- *   h = rmsnorm(x) * attn_norm
- *   q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv); RoPE on q and k
- *   x += softmax(q k^T / sqrt(head_dim), causal) v Wo^T   (grouped-query)
- *   h = rmsnorm(x) * ffn_norm
- *   x += (silu(h Wg^T) * (h Wu^T)) Wd^T
- * logits = (rmsnorm(x) * out_norm) output^T.
+ * The model is a list of sublayers (model.h); for tokens at positions
+ * pos..pos+n-1, x = the token embeddings, then for each sublayer in order
+ *   h = rmsnorm(x) * norm
+ *   attention: q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv); RoPE on
+ *              q and k; k, v into the sublayer's KV-cache slot;
+ *              x += softmax(q k^T / sqrt(head_dim), causal) v Wo^T  (grouped-query)
+ *   MLP:       x += (silu(h Wg^T) * (h Wu^T)) Wd^T
+ * and logits = (rmsnorm(x) * out_norm) output^T.
  *
  * Two schedules compute the same thing:
  *  - prefill (n > 1 tokens): matrix products through oneDNN's sgemm, the
@@ -17,7 +18,8 @@
  *    a slice of every matrix-vector product, barriers between stages.
  *
  * Weight matrices are f32 or quantized (q8_g32_r16 / q4_g32_r16, see
- * quant/qformat.h; model.h's tlm_matrix). Quantized ones are used so:
+ * quant/qformat.h); each product's kernel follows the tensor's storage type
+ * (model.h's tlm_tensor). Quantized ones are used so:
  *  - decode: the input vector is quantized to int8 per group of 32
  *    (quantize_act_q8_g32) and the int8 GEMV kernels run over whole 16-row
  *    tiles. Each thread quantizes the vector into its own buffer (as it
@@ -79,9 +81,9 @@ struct tlm_context {
     int32_t pos;       /* tokens in the KV cache */
 
     /* KV cache: (n_kv_slots, n_head_kv, n_ctx, head_dim) each, so that one
-     * head's keys over all positions are contiguous for attention. Only the
-     * attention sublayers the model holds get a slot: kv_slot[layer] is that
-     * layer's slot, or -1 when its attention was removed. Elements are
+     * head's keys over all positions are contiguous for attention. Each
+     * attention sublayer of the model has its slot (tlm_sublayer.kv_slot);
+     * a removed one has none. Elements are
      * kv_type (tlm_kv_type): f32, f16, or int8 with one f32 scale per head
      * vector per position in k_scale / v_scale (n_kv_slots, n_head_kv, n_ctx);
      * the kernels' kv_store_* write them (simd/kernels.h). */
@@ -91,7 +93,6 @@ struct tlm_context {
     float *v_scale;
     int32_t kv_type;
     size_t kv_elem;    /* bytes per cached value: 4, 2 or 1 */
-    int32_t *kv_slot;  /* (n_layer) */
     int32_t n_kv_slots;
 
     /* Scratch for up to n_batch tokens. */
@@ -140,8 +141,8 @@ static inline void thread_slice(int64_t n, int ith, int nth, int64_t *r0, int64_
 
 /* Rows [r0, r1) of matrix W for thread ith of nth: whole 16-row tiles for a
  * quantized matrix, as thread_slice for an f32 one. */
-static inline void matrix_slice(const tlm_matrix *W, int ith, int nth, int64_t *r0, int64_t *r1) {
-    if (W->type == TLM_W_F32) {
+static inline void matrix_slice(const tlm_tensor *W, int ith, int nth, int64_t *r0, int64_t *r1) {
+    if (!tensor_is_packed(W)) {
         thread_slice(W->rows, ith, nth, r0, r1);
         return;
     }
@@ -153,57 +154,31 @@ static inline void matrix_slice(const tlm_matrix *W, int ith, int nth, int64_t *
 }
 
 /* y[r] = (W x)[r] for r in [r0, r1); xq is x quantized by quantize_act_q8_g32
- * (read only when W is quantized). y is the whole output vector. */
-static inline void matvec_rows(const tlm_kernels *kern, const tlm_matrix *W, const float *x,
+ * (read only when W is quantized). y is the whole output vector. The loaders
+ * give the forward pass f32 and packed tensors only (model.h). */
+static inline void matvec_rows(const tlm_kernels *kern, const tlm_tensor *W, const float *x,
                                const void *xq, float *y, int64_t r0, int64_t r1) {
     switch (W->type) {
-    case TLM_W_F32: kern->gemv_f32(W->data, x, y, W->cols, r0, r1); break;
-    case TLM_W_Q8_G32_R16: kern->gemv_q8_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
-    case TLM_W_Q4_G32_R16: kern->gemv_q4_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
+    case TLM_STORAGE_Q8_G32_R16: kern->gemv_q8_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
+    case TLM_STORAGE_Q4_G32_R16: kern->gemv_q4_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
+    default: kern->gemv_f32(W->data, x, y, W->cols, r0, r1); break;
     }
 }
 
 /* Rows [r0, r1) of a quantized matrix to f32: out[(r - r0) * cols + i]. */
-static inline void dequant_rows(const tlm_kernels *kern, const tlm_matrix *W, float *out,
+static inline void dequant_rows(const tlm_kernels *kern, const tlm_tensor *W, float *out,
                                 int64_t r0, int64_t r1) {
-    if (W->type == TLM_W_Q8_G32_R16) kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
+    if (W->type == TLM_STORAGE_Q8_G32_R16) kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
     else kern->dequant_q4_g32_r16(W->data, out, W->cols, r0, r1);
 }
 
-static inline bool is_quant(const tlm_matrix *W) { return W->type != TLM_W_F32; }
-
-/* The layer's matrices as tlm_matrix views (f32 or quantized). */
-typedef struct layer_mats {
-    tlm_matrix q, k, v, o, gate, up, down;
-} layer_mats;
-
-static layer_mats layer_matrices(const struct tlm_model *m, const tlm_layer *L) {
-    const tlm_hparams *hp = &m->hp;
-    int64_t E = hp->n_embd, F = hp->n_ff, q_dim = (int64_t)hp->n_head * hp->head_dim;
-    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    return (layer_mats){
-        .q = model_matrix(&L->wq_q, L->wq, q_dim, E),
-        .k = model_matrix(&L->wk_q, L->wk, kv_dim, E),
-        .v = model_matrix(&L->wv_q, L->wv, kv_dim, E),
-        .o = model_matrix(&L->wo_q, L->wo, E, q_dim),
-        .gate = model_matrix(&L->w_gate_q, L->w_gate, F, E),
-        .up = model_matrix(&L->w_up_q, L->w_up, F, E),
-        .down = model_matrix(&L->w_down_q, L->w_down, E, F),
-    };
-}
-
-static tlm_matrix output_matrix(const struct tlm_model *m) {
-    return model_matrix(&m->output_q, m->output, m->hp.n_vocab, m->hp.n_embd);
-}
+static inline bool is_quant(const tlm_tensor *W) { return tensor_is_packed(W); }
 
 static bool model_has_quant(const struct tlm_model *m) {
-    if (m->output_q.data || m->tok_embd_q.data) return true;
-    for (int32_t l = 0; l < m->hp.n_layer; l++) {
-        const tlm_layer *L = &m->layers[l];
-        if (L->wq_q.data || L->wk_q.data || L->wv_q.data || L->wo_q.data || L->w_gate_q.data ||
-            L->w_up_q.data || L->w_down_q.data)
-            return true;
-    }
+    if (is_quant(&m->output) || is_quant(&m->tok_embd)) return true;
+    for (int32_t i = 0; i < m->n_subs; i++)
+        for (int k = 0; k < SUBLAYER_MAX_SLOTS; k++)
+            if (is_quant(&m->subs[i].w[k])) return true;
     return false;
 }
 
@@ -213,9 +188,9 @@ static inline void item_slice(int64_t n, int ith, int nth, int64_t *i0, int64_t 
     *i1 = n * (ith + 1) / nth;
 }
 
-static size_t kv_offset(const struct tlm_context *c, int32_t layer, int32_t kv_head, int32_t pos) {
+static size_t kv_offset(const struct tlm_context *c, int32_t kv_slot, int32_t kv_head, int32_t pos) {
     const tlm_hparams *hp = &c->model->hp;
-    size_t slot = (size_t)c->kv_slot[layer];
+    size_t slot = (size_t)kv_slot;
     return ((slot * (size_t)hp->n_head_kv + (size_t)kv_head) * (size_t)c->n_ctx +
             (size_t)pos) *
            (size_t)hp->head_dim;
@@ -223,10 +198,10 @@ static size_t kv_offset(const struct tlm_context *c, int32_t layer, int32_t kv_h
 
 /* Stores one head vector x (head_dim floats) as the key (values = false) or
  * value of kv_head at pos, in the cache's type. */
-static void kv_store(const struct tlm_context *c, bool values, int32_t layer, int32_t kv_head,
+static void kv_store(const struct tlm_context *c, bool values, int32_t kv_slot, int32_t kv_head,
                      int32_t pos, const float *x) {
     int32_t hd = c->model->hp.head_dim;
-    size_t at = kv_offset(c, layer, kv_head, pos);
+    size_t at = kv_offset(c, kv_slot, kv_head, pos);
     void *cache = values ? c->v_cache : c->k_cache;
     switch (c->kv_type) {
     case TLM_KV_F32: memcpy((float *)cache + at, x, (size_t)hd * sizeof(float)); break;
@@ -239,11 +214,11 @@ static void kv_store(const struct tlm_context *c, bool values, int32_t layer, in
 }
 
 /* scores[t] = scale * (K[t] . q) for the first n_keys cached keys of kv_head. */
-static void kv_scores(const struct tlm_context *c, int32_t layer, int32_t kv_head, const float *q,
+static void kv_scores(const struct tlm_context *c, int32_t kv_slot, int32_t kv_head, const float *q,
                       float *scores, int32_t n_keys, float scale) {
     const tlm_kernels *kern = c->kern;
     int32_t hd = c->model->hp.head_dim;
-    size_t at = kv_offset(c, layer, kv_head, 0);
+    size_t at = kv_offset(c, kv_slot, kv_head, 0);
     switch (c->kv_type) {
     case TLM_KV_F32:
         kern->gemv_f32((const float *)c->k_cache + at, q, scores, hd, 0, n_keys);
@@ -260,11 +235,11 @@ static void kv_scores(const struct tlm_context *c, int32_t layer, int32_t kv_hea
 }
 
 /* out = V^T p over the first n_keys cached values of kv_head (head_dim floats). */
-static void kv_values(const struct tlm_context *c, int32_t layer, int32_t kv_head, const float *p,
+static void kv_values(const struct tlm_context *c, int32_t kv_slot, int32_t kv_head, const float *p,
                       float *out, int32_t n_keys) {
     const tlm_kernels *kern = c->kern;
     int32_t hd = c->model->hp.head_dim;
-    size_t at = kv_offset(c, layer, kv_head, 0);
+    size_t at = kv_offset(c, kv_slot, kv_head, 0);
     switch (c->kv_type) {
     case TLM_KV_F32: kern->gemv_t_f32((const float *)c->v_cache + at, p, out, n_keys, hd); break;
     case TLM_KV_F16:
@@ -353,9 +328,11 @@ static void stage_rmsnorm(const struct tlm_context *c, float *out, const float *
 
 /* Biases, RoPE, and the step's keys/values into the cache. Work items are
  * (token, head) over n_head query heads followed by n_head_kv KV heads. */
-static void stage_qkv_finish(struct tlm_context *c, int32_t layer, int32_t n, int ith, int nth) {
+static void stage_qkv_finish(struct tlm_context *c, const tlm_sublayer *S, int32_t n, int ith,
+                             int nth) {
     const tlm_hparams *hp = &c->model->hp;
-    const tlm_layer *L = &c->model->layers[layer];
+    const float *bq = tensor_f32(&S->w[ATTN_Q_BIAS]), *bk = tensor_f32(&S->w[ATTN_K_BIAS]),
+                *bv = tensor_f32(&S->w[ATTN_V_BIAS]);
     int32_t hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
     int32_t heads = hp->n_head + hp->n_head_kv;
     int64_t i0, i1;
@@ -364,20 +341,20 @@ static void stage_qkv_finish(struct tlm_context *c, int32_t layer, int32_t n, in
         int32_t i = (int32_t)(item / heads), h = (int32_t)(item % heads);
         if (h < hp->n_head) {
             float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
-            if (L->bq)
-                for (int32_t d = 0; d < hd; d++) qh[d] += L->bq[h * hd + d];
+            if (bq)
+                for (int32_t d = 0; d < hd; d++) qh[d] += bq[h * hd + d];
             rope_apply(c, qh, i);
         } else {
             int32_t g = h - hp->n_head;
             float *kh = c->k + (size_t)i * kv_dim + (size_t)g * hd;
             float *vh = c->v + (size_t)i * kv_dim + (size_t)g * hd;
-            if (L->bk)
-                for (int32_t d = 0; d < hd; d++) kh[d] += L->bk[g * hd + d];
-            if (L->bv)
-                for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
+            if (bk)
+                for (int32_t d = 0; d < hd; d++) kh[d] += bk[g * hd + d];
+            if (bv)
+                for (int32_t d = 0; d < hd; d++) vh[d] += bv[g * hd + d];
             rope_apply(c, kh, i);
-            kv_store(c, false, layer, g, c->pos + i, kh);
-            kv_store(c, true, layer, g, c->pos + i, vh);
+            kv_store(c, false, S->kv_slot, g, c->pos + i, kh);
+            kv_store(c, true, S->kv_slot, g, c->pos + i, vh);
         }
     }
 }
@@ -385,7 +362,7 @@ static void stage_qkv_finish(struct tlm_context *c, int32_t layer, int32_t n, in
 /* Causal grouped-query attention; work items are (token, query head). Token
  * i of the step sits at position pos+i and sees positions 0..pos+i: scores
  * = K q (a GEMV over the head's cached keys), softmax, then out = V^T p. */
-static void stage_attention(struct tlm_context *c, int32_t layer, int32_t n, int ith, int nth) {
+static void stage_attention(struct tlm_context *c, int32_t kv_slot, int32_t n, int ith, int nth) {
     const tlm_hparams *hp = &c->model->hp;
     const tlm_kernels *kern = c->kern;
     int32_t hd = hp->head_dim, q_dim = hp->n_head * hd;
@@ -398,9 +375,9 @@ static void stage_attention(struct tlm_context *c, int32_t layer, int32_t n, int
         int32_t i = (int32_t)(item / hp->n_head), h = (int32_t)(item % hp->n_head);
         int32_t g = h / group, n_keys = c->pos + i + 1;
         const float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
-        kv_scores(c, layer, g, qh, scores, n_keys, scale);
+        kv_scores(c, kv_slot, g, qh, scores, n_keys, scale);
         kern->softmax_f32(scores, n_keys);
-        kv_values(c, layer, g, scores, c->attn + (size_t)i * q_dim + (size_t)h * hd, n_keys);
+        kv_values(c, kv_slot, g, scores, c->attn + (size_t)i * q_dim + (size_t)h * hd, n_keys);
     }
 }
 
@@ -427,7 +404,7 @@ static tlm_status sgemm_wt(int64_t M, int64_t N, int64_t K, const float *A, cons
  * decode quantizes its vector (split among threads), then each thread
  * multiplies its whole 16-row tiles of W by all M rows. Row t of the result
  * is bit-identical to the decode GEMV of row t. */
-static void matmul_int8(struct tlm_context *c, int64_t M, const tlm_matrix *W, const float *A,
+static void matmul_int8(struct tlm_context *c, int64_t M, const tlm_tensor *W, const float *A,
                         bool accumulate, float *C, int64_t ldc) {
     const tlm_kernels *kern = c->kern;
     const int64_t K = W->cols, ng = K / TLM_QGROUP;
@@ -441,7 +418,7 @@ static void matmul_int8(struct tlm_context *c, int64_t M, const tlm_matrix *W, c
 #pragma omp barrier
         matrix_slice(W, ith, nth, &r0, &r1);
         if (r1 > r0) {
-            if (W->type == TLM_W_Q8_G32_R16)
+            if (W->type == TLM_STORAGE_Q8_G32_R16)
                 kern->gemm_q8_g32_r16(W->data, xq, C, ldc, M, K, r0, r1, accumulate);
             else
                 kern->gemm_q4_g32_r16(W->data, xq, C, ldc, M, K, r0, r1, accumulate);
@@ -454,9 +431,9 @@ static void matmul_int8(struct tlm_context *c, int64_t M, const tlm_matrix *W, c
  * dequantized in panels of at most PANEL_ROWS rows (a multiple of 16, at least
  * one per thread), each thread dequantizing a panel into its own buffer and
  * multiplying it on its own (oneDNN runs one thread inside a parallel region). */
-static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_matrix *W, const float *A,
+static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_tensor *W, const float *A,
                          float beta, float *C, int64_t ldc, tlm_error *err) {
-    if (W->type == TLM_W_F32) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
+    if (!is_quant(W)) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
     /* int8 and int4 weights: rounding the activations to int8 (as decode
      * does) costs SmolLM2's activation-aware int4 model +0.06% perplexity
      * on 100 KB of WikiText-2 (26.501 -> 26.517) for about 1.4x prefill. */
@@ -500,41 +477,49 @@ static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_matrix *W, 
 #define OBSERVE(obs, point, layer, act, n, cols) \
     do { if (obs) (obs)->observe((obs)->user, point, layer, act, n, cols); } while (0)
 
-/* Layer l over n (2..n_batch) tokens whose residual stream is in c->x. */
-tlm_status forward_layer_batch(struct tlm_context *c, int32_t l, int32_t n,
-                               const forward_observer *obs, tlm_error *err) {
-    const struct tlm_model *m = c->model;
-    const tlm_hparams *hp = &m->hp;
+/* Sublayer S over n (2..n_batch) tokens whose residual stream is in c->x. */
+static tlm_status sublayer_batch(struct tlm_context *c, const tlm_sublayer *S, int32_t n,
+                                 const forward_observer *obs, tlm_error *err) {
+    const tlm_hparams *hp = &c->model->hp;
     int64_t E = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
     int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
-    const tlm_layer *L = &m->layers[l];
-    const layer_mats W = layer_matrices(m, L);
+    const float *norm = tensor_f32(&S->w[SUBLAYER_NORM]);
+    const int32_t l = S->layer;
     tlm_status st;
-    if (L->has_attn) {
+    if (S->kind == TLM_SUBLAYER_ATTN) {
         OBSERVE(obs, FWD_ATTN_IN, l, c->x, n, E);
-        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->attn_norm, n, ith, nth));
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, norm, n, ith, nth));
         OBSERVE(obs, FWD_QKV_IN, l, c->xn, n, E);
-        if ((st = matmul(c, n, &W.q, c->xn, 0.0f, c->q, q_dim, err)) ||
-            (st = matmul(c, n, &W.k, c->xn, 0.0f, c->k, kv_dim, err)) ||
-            (st = matmul(c, n, &W.v, c->xn, 0.0f, c->v, kv_dim, err)))
+        if ((st = matmul(c, n, &S->w[ATTN_Q], c->xn, 0.0f, c->q, q_dim, err)) ||
+            (st = matmul(c, n, &S->w[ATTN_K], c->xn, 0.0f, c->k, kv_dim, err)) ||
+            (st = matmul(c, n, &S->w[ATTN_V], c->xn, 0.0f, c->v, kv_dim, err)))
             return st;
-        PARALLEL_STAGE(c, stage_qkv_finish(c, l, n, ith, nth));
-        PARALLEL_STAGE(c, stage_attention(c, l, n, ith, nth));
+        PARALLEL_STAGE(c, stage_qkv_finish(c, S, n, ith, nth));
+        PARALLEL_STAGE(c, stage_attention(c, S->kv_slot, n, ith, nth));
         OBSERVE(obs, FWD_ATTN_OUT, l, c->attn, n, q_dim);
-        if ((st = matmul(c, n, &W.o, c->attn, 1.0f, c->x, E, err))) return st;
+        if ((st = matmul(c, n, &S->w[ATTN_OUT], c->attn, 1.0f, c->x, E, err))) return st;
         OBSERVE(obs, FWD_ATTN_RESID, l, c->x, n, E);
+        return TLM_OK;
     }
-    if (!L->has_mlp) return TLM_OK;
-
-    PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, L->ffn_norm, n, ith, nth));
+    PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, norm, n, ith, nth));
     OBSERVE(obs, FWD_FFN_IN, l, c->xn, n, E);
-    if ((st = matmul(c, n, &W.gate, c->xn, 0.0f, c->gate, F, err)) ||
-        (st = matmul(c, n, &W.up, c->xn, 0.0f, c->up, F, err)))
+    if ((st = matmul(c, n, &S->w[MLP_GATE], c->xn, 0.0f, c->gate, F, err)) ||
+        (st = matmul(c, n, &S->w[MLP_UP], c->xn, 0.0f, c->up, F, err)))
         return st;
     PARALLEL_STAGE(c, stage_silu_mul(c, n, ith, nth));
     OBSERVE(obs, FWD_DOWN_IN, l, c->gate, n, F);
-    if ((st = matmul(c, n, &W.down, c->gate, 1.0f, c->x, E, err))) return st;
+    if ((st = matmul(c, n, &S->w[MLP_DOWN], c->gate, 1.0f, c->x, E, err))) return st;
     OBSERVE(obs, FWD_MLP_RESID, l, c->x, n, E);
+    return TLM_OK;
+}
+
+/* The sublayers of original layer l, in order (a layer-major pass). */
+tlm_status forward_layer_batch(struct tlm_context *c, int32_t l, int32_t n,
+                               const forward_observer *obs, tlm_error *err) {
+    const struct tlm_model *m = c->model;
+    tlm_status st;
+    for (int32_t i = 0; i < m->n_subs; i++)
+        if (m->subs[i].layer == l && (st = sublayer_batch(c, &m->subs[i], n, obs, err))) return st;
     return TLM_OK;
 }
 
@@ -546,12 +531,11 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
     const struct tlm_model *m = c->model;
     const tlm_hparams *hp = &m->hp;
     tlm_status st;
-    for (int32_t l = 0; l < hp->n_layer; l++)
-        if ((st = forward_layer_batch(c, l, n, NULL, err))) return st;
+    for (int32_t i = 0; i < m->n_subs; i++)
+        if ((st = sublayer_batch(c, &m->subs[i], n, NULL, err))) return st;
     if (logits_out) {
-        const tlm_matrix out = output_matrix(m);
-        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, m->out_norm, n, ith, nth));
-        if ((st = matmul(c, n, &out, c->xn, 0.0f, logits_out, hp->n_vocab, err))) return st;
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, tensor_f32(&m->out_norm), n, ith, nth));
+        if ((st = matmul(c, n, &m->output, c->xn, 0.0f, logits_out, hp->n_vocab, err))) return st;
     }
     return TLM_OK;
 }
@@ -560,14 +544,14 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
 static void logits_of_row(struct tlm_context *c, const float *row, float *logits_out) {
     const struct tlm_model *m = c->model;
     const tlm_hparams *hp = &m->hp;
-    const tlm_matrix out = output_matrix(m);
-    c->kern->rmsnorm_f32(c->xn, row, m->out_norm, hp->n_embd, hp->rms_eps);
-    if (is_quant(&out)) c->kern->quantize_act_q8_g32(c->xn, c->xq, hp->n_embd);
+    const tlm_tensor *out = &m->output;
+    c->kern->rmsnorm_f32(c->xn, row, tensor_f32(&m->out_norm), hp->n_embd, hp->rms_eps);
+    if (is_quant(out)) c->kern->quantize_act_q8_g32(c->xn, c->xq, hp->n_embd);
 #pragma omp parallel num_threads(c->n_threads)
     {
         int64_t r0, r1;
-        matrix_slice(&out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        if (r1 > r0) matvec_rows(c->kern, &out, c->xn, c->xq, logits_out, r0, r1);
+        matrix_slice(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        if (r1 > r0) matvec_rows(c->kern, out, c->xn, c->xq, logits_out, r0, r1);
     }
 }
 
@@ -584,53 +568,45 @@ static inline void *thread_xq(const struct tlm_context *c, int ith) {
  * normalised input (n_embd); xq: the same quantized (when a matrix is).
  * Each head is computed into the step buffers (q, k, v), and keys and values
  * are stored into the cache from there in the cache's type. */
-static void decode_qkv_heads(struct tlm_context *c, int32_t layer, const layer_mats *W,
-                             const float *xn, const void *xq, int ith, int nth) {
+static void decode_qkv_heads(struct tlm_context *c, const tlm_sublayer *S, const float *xn,
+                             const void *xq, int ith, int nth) {
     const tlm_hparams *hp = &c->model->hp;
-    const tlm_layer *L = &c->model->layers[layer];
     const tlm_kernels *kern = c->kern;
-    int32_t hd = hp->head_dim, E = hp->n_embd;
+    const float *bq = tensor_f32(&S->w[ATTN_Q_BIAS]), *bk = tensor_f32(&S->w[ATTN_K_BIAS]),
+                *bv = tensor_f32(&S->w[ATTN_V_BIAS]);
+    int32_t hd = hp->head_dim;
     int64_t u0, u1;
     item_slice(hp->n_head + 2 * hp->n_head_kv, ith, nth, &u0, &u1);
     for (int64_t u = u0; u < u1; u++) {
         if (u < hp->n_head) {
             int32_t h = (int32_t)u;
             float *qh = c->q + (size_t)h * hd;
-            if (is_quant(&W->q))
-                matvec_rows(kern, &W->q, xn, xq, c->q, (int64_t)h * hd, (int64_t)(h + 1) * hd);
-            else
-                kern->gemv_f32(L->wq + (size_t)h * hd * E, xn, qh, E, 0, hd);
-            if (L->bq)
-                for (int32_t d = 0; d < hd; d++) qh[d] += L->bq[h * hd + d];
+            matvec_rows(kern, &S->w[ATTN_Q], xn, xq, c->q, (int64_t)h * hd, (int64_t)(h + 1) * hd);
+            if (bq)
+                for (int32_t d = 0; d < hd; d++) qh[d] += bq[h * hd + d];
             rope_apply(c, qh, 0);
         } else if (u < hp->n_head + hp->n_head_kv) {
             int32_t g = (int32_t)u - hp->n_head;
             float *kh = c->k + (size_t)g * hd;
-            if (is_quant(&W->k))
-                matvec_rows(kern, &W->k, xn, xq, c->k, (int64_t)g * hd, (int64_t)(g + 1) * hd);
-            else
-                kern->gemv_f32(L->wk + (size_t)g * hd * E, xn, kh, E, 0, hd);
-            if (L->bk)
-                for (int32_t d = 0; d < hd; d++) kh[d] += L->bk[g * hd + d];
+            matvec_rows(kern, &S->w[ATTN_K], xn, xq, c->k, (int64_t)g * hd, (int64_t)(g + 1) * hd);
+            if (bk)
+                for (int32_t d = 0; d < hd; d++) kh[d] += bk[g * hd + d];
             rope_apply(c, kh, 0);
-            kv_store(c, false, layer, g, c->pos, kh);
+            kv_store(c, false, S->kv_slot, g, c->pos, kh);
         } else {
             int32_t g = (int32_t)u - hp->n_head - hp->n_head_kv;
             float *vh = c->v + (size_t)g * hd;
-            if (is_quant(&W->v))
-                matvec_rows(kern, &W->v, xn, xq, c->v, (int64_t)g * hd, (int64_t)(g + 1) * hd);
-            else
-                kern->gemv_f32(L->wv + (size_t)g * hd * E, xn, vh, E, 0, hd);
-            if (L->bv)
-                for (int32_t d = 0; d < hd; d++) vh[d] += L->bv[g * hd + d];
-            kv_store(c, true, layer, g, c->pos, vh);
+            matvec_rows(kern, &S->w[ATTN_V], xn, xq, c->v, (int64_t)g * hd, (int64_t)(g + 1) * hd);
+            if (bv)
+                for (int32_t d = 0; d < hd; d++) vh[d] += bv[g * hd + d];
+            kv_store(c, true, S->kv_slot, g, c->pos, vh);
         }
     }
 }
 
 /* One token (embedding in c->x) through every layer and, when logits_out is
- * not NULL, the output head — all in one parallel region with five barriers
- * per layer. Each thread normalises the residual stream into its own buffer
+ * not NULL, the output head — all in one parallel region with three barriers
+ * per attention sublayer and two per MLP. Each thread normalises the residual stream into its own buffer
  * (576 floats: cheaper than a barrier), and finishes what it can on its own
  * rows (SwiGLU on its gate/up rows, the residual add on its Wo/Wd rows). */
 static void forward_one(struct tlm_context *c, float *logits_out) {
@@ -645,55 +621,55 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
         float *xn = c->xn_thread + (size_t)ith * (size_t)E;
         void *xq = thread_xq(c, ith);
         int64_t r0, r1;
-        for (int32_t l = 0; l < hp->n_layer; l++) {
-            const tlm_layer *L = &m->layers[l];
-            const layer_mats W = layer_matrices(m, L);
-            if (L->has_attn) {
-                kern->rmsnorm_f32(xn, c->x, L->attn_norm, E, hp->rms_eps);
-                if (is_quant(&W.q) || is_quant(&W.k) || is_quant(&W.v))
+        for (int32_t i = 0; i < m->n_subs; i++) {
+            const tlm_sublayer *S = &m->subs[i];
+            kern->rmsnorm_f32(xn, c->x, tensor_f32(&S->w[SUBLAYER_NORM]), E, hp->rms_eps);
+            if (S->kind == TLM_SUBLAYER_ATTN) {
+                const tlm_tensor *wq = &S->w[ATTN_Q], *wk = &S->w[ATTN_K], *wv = &S->w[ATTN_V],
+                                 *wo = &S->w[ATTN_OUT];
+                if (is_quant(wq) || is_quant(wk) || is_quant(wv))
                     kern->quantize_act_q8_g32(xn, xq, E);
-                decode_qkv_heads(c, l, &W, xn, xq, ith, nth);
+                decode_qkv_heads(c, S, xn, xq, ith, nth);
 #pragma omp barrier
-                stage_attention(c, l, 1, ith, nth);
+                stage_attention(c, S->kv_slot, 1, ith, nth);
 #pragma omp barrier
-                if (is_quant(&W.o)) kern->quantize_act_q8_g32(c->attn, xq, q_dim);
-                matrix_slice(&W.o, ith, nth, &r0, &r1);
+                if (is_quant(wo)) kern->quantize_act_q8_g32(c->attn, xq, q_dim);
+                matrix_slice(wo, ith, nth, &r0, &r1);
                 if (r1 > r0) {
-                    matvec_rows(kern, &W.o, c->attn, xq, c->proj, r0, r1);
+                    matvec_rows(kern, wo, c->attn, xq, c->proj, r0, r1);
                     for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
                 }
 #pragma omp barrier
+                continue;
             }
-            if (!L->has_mlp) continue;
-            kern->rmsnorm_f32(xn, c->x, L->ffn_norm, E, hp->rms_eps);
-            if (is_quant(&W.gate) || is_quant(&W.up)) kern->quantize_act_q8_g32(xn, xq, E);
+            const tlm_tensor *wg = &S->w[MLP_GATE], *wu = &S->w[MLP_UP], *wd = &S->w[MLP_DOWN];
+            if (is_quant(wg) || is_quant(wu)) kern->quantize_act_q8_g32(xn, xq, E);
             /* gate and up share the slice, so that SwiGLU runs on own rows:
              * whole tiles when either is quantized */
-            matrix_slice(is_quant(&W.gate) ? &W.gate : &W.up, ith, nth, &r0, &r1);
+            matrix_slice(is_quant(wg) ? wg : wu, ith, nth, &r0, &r1);
             if (r1 > r0) {
-                matvec_rows(kern, &W.gate, xn, xq, c->gate, r0, r1);
-                matvec_rows(kern, &W.up, xn, xq, c->up, r0, r1);
+                matvec_rows(kern, wg, xn, xq, c->gate, r0, r1);
+                matvec_rows(kern, wu, xn, xq, c->up, r0, r1);
                 kern->silu_mul_f32(c->gate + r0, c->up + r0, r1 - r0);
             }
 #pragma omp barrier
-            if (is_quant(&W.down)) kern->quantize_act_q8_g32(c->gate, xq, F);
-            matrix_slice(&W.down, ith, nth, &r0, &r1);
+            if (is_quant(wd)) kern->quantize_act_q8_g32(c->gate, xq, F);
+            matrix_slice(wd, ith, nth, &r0, &r1);
             if (r1 > r0) {
-                matvec_rows(kern, &W.down, c->gate, xq, c->proj, r0, r1);
+                matvec_rows(kern, wd, c->gate, xq, c->proj, r0, r1);
                 for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
             }
 #pragma omp barrier
         }
         if (logits_out) {
-            const tlm_matrix out = output_matrix(m);
-            kern->rmsnorm_f32(xn, c->x, m->out_norm, E, hp->rms_eps);
-            if (is_quant(&out)) kern->quantize_act_q8_g32(xn, xq, E);
-            matrix_slice(&out, ith, nth, &r0, &r1);
-            if (r1 > r0) matvec_rows(kern, &out, xn, xq, logits_out, r0, r1);
+            const tlm_tensor *out = &m->output;
+            kern->rmsnorm_f32(xn, c->x, tensor_f32(&m->out_norm), E, hp->rms_eps);
+            if (is_quant(out)) kern->quantize_act_q8_g32(xn, xq, E);
+            matrix_slice(out, ith, nth, &r0, &r1);
+            if (r1 > r0) matvec_rows(kern, out, xn, xq, logits_out, r0, r1);
         }
     }
 }
-
 /* ------------------------------------------------------------ context */
 
 tlm_context_params tlm_context_default_params(void) {
@@ -731,7 +707,6 @@ void tlm_context_free(tlm_context *c) {
     tlm_free(c->v_cache);
     tlm_free(c->k_scale);
     tlm_free(c->v_scale);
-    tlm_free(c->kv_slot);
     tlm_free(c->x);
     tlm_free(c->xn);
     tlm_free(c->q);
@@ -802,8 +777,7 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
     if (n_threads < 1) n_threads = 1;
 
     /* The KV cache is the big one: say its size when it cannot exist. */
-    int32_t n_kv_slots = 0;
-    for (int32_t l = 0; l < hp->n_layer; l++) n_kv_slots += m->layers[l].has_attn;
+    int32_t n_kv_slots = m->n_attn;
     size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, kv_rows, kv_elems, kv_bytes;
     if (tlm_mul_overflow((size_t)n_ctx, (size_t)(n_kv_slots ? n_kv_slots : 1), &kv_rows) ||
         tlm_mul_overflow(kv_rows, (size_t)hp->n_head_kv, &kv_rows) ||
@@ -847,7 +821,6 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
         (c->kv_type == TLM_KV_INT8 &&
          (!(c->k_scale = alloc_floats(kv_rows, 1, sizeof(float), "key-cache scales", err)) ||
           !(c->v_scale = alloc_floats(kv_rows, 1, sizeof(float), "value-cache scales", err)))) ||
-        !(c->kv_slot = alloc_floats((size_t)hp->n_layer, 1, sizeof(int32_t), "KV slot map", err)) ||
         !(c->x = alloc_floats(B, E, sizeof(float), "residual stream", err)) ||
         !(c->xn = alloc_floats(B, E, sizeof(float), "normalised activations", err)) ||
         !(c->q = alloc_floats(B, q_dim, sizeof(float), "queries", err)) ||
@@ -888,9 +861,7 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
         }
     }
     c->logits_rows_cap = 1;
-    c->n_kv_slots = 0;
-    for (int32_t l = 0; l < hp->n_layer; l++)
-        c->kv_slot[l] = m->layers[l].has_attn ? c->n_kv_slots++ : -1;
+    c->n_kv_slots = n_kv_slots;
     rope_init_freqs(c);
     return c;
 }
@@ -932,14 +903,13 @@ static tlm_status ensure_logits_rows(struct tlm_context *c, size_t rows, tlm_err
 }
 
 static void embed_tokens(struct tlm_context *c, const int32_t *tokens, int32_t n) {
-    const struct tlm_model *m = c->model;
-    size_t E = (size_t)m->hp.n_embd;
-    const tlm_matrix emb = model_matrix(&m->tok_embd_q, m->tok_embd, m->hp.n_vocab, m->hp.n_embd);
+    const tlm_tensor *emb = &c->model->tok_embd;
+    size_t E = (size_t)emb->cols;
     for (int32_t i = 0; i < n; i++) {
-        if (is_quant(&emb))
-            dequant_rows(c->kern, &emb, c->x + (size_t)i * E, tokens[i], tokens[i] + 1);
+        if (is_quant(emb))
+            dequant_rows(c->kern, emb, c->x + (size_t)i * E, tokens[i], tokens[i] + 1);
         else
-            memcpy(c->x + (size_t)i * E, m->tok_embd + (size_t)tokens[i] * E, E * sizeof(float));
+            memcpy(c->x + (size_t)i * E, tensor_f32(emb) + (size_t)tokens[i] * E, E * sizeof(float));
     }
 }
 

@@ -1,12 +1,14 @@
 /*
- * forward.h — internal: the prefill step of one layer, and the points where
- * an observer may look at its activations, for passes that walk the model
- * layer by layer instead of token by token (runtime/calibrate.c).
+ * forward.h — internal: the prefill step of one layer's sublayers, and the
+ * points where an observer may look at their activations, for passes that
+ * walk the model layer by layer instead of token by token
+ * (runtime/calibrate.c).
  *
- * tlm_decode runs every layer of a step through forward_layer_batch with no
- * observer. A layer-major pass instead keeps the residual stream itself and,
- * for each layer, loads one sequence into the context's residual buffer
- * (forward_residual), runs the layer, and reads the buffer back.
+ * tlm_decode runs every sublayer of the model's list (model.h) over a step
+ * with no observer. A layer-major pass instead keeps the residual stream
+ * itself and, for each original layer, loads one sequence into the context's
+ * residual buffer (forward_residual), runs that layer's sublayers, and reads
+ * the buffer back.
  */
 #ifndef TLM_FORWARD_H
 #define TLM_FORWARD_H
@@ -43,8 +45,9 @@ typedef struct forward_observer {
     void *user;
 } forward_observer;
 
-/* Runs layer `layer` over n (2..n_batch) tokens whose residual stream is in
- * forward_residual(c), at positions pos..pos+n-1 (writing that layer's KV
+/* Runs the sublayers of original layer `layer` that the model holds over n
+ * (2..n_batch) tokens whose residual stream is in forward_residual(c), at
+ * positions pos..pos+n-1 (writing that layer's KV
  * cache there; pos itself is not advanced). The RoPE tables must have been
  * filled by forward_set_positions(c, n), and the OpenMP thread count set to
  * forward_n_threads(c) (oneDNN takes it from the caller). obs may be NULL. */

@@ -31,6 +31,7 @@
 #include "gguf_writer.h"
 #include "model.h"
 #include "qformat.h"
+#include "tensor_spec.h"
 #include "type_rules.h"
 
 #define GGUF_ALIGN 32
@@ -118,12 +119,12 @@ typedef struct gg_tensor {
     uint64_t rows, cols;   /* GGUF ne = [cols, rows] */
     uint32_t dtype;        /* tlm_dtype the values take (F32/F16/BF16/Q8_G32/Q4_G32) */
     const float *src;      /* rows x cols f32, or NULL and: */
-    const tlm_matrix *qsrc; /* a packed quantized matrix (.tlm source), or NULL and: */
+    const tlm_tensor *qsrc; /* a packed source (.tlm), or NULL and: */
     bool zero;             /* a placeholder of zeros */
-    float *const *slot;    /* a layer tensor's field of the model's tlm_layer: src is
-                              taken from it when the layer is entered (a lazily
-                              loaded layer's arrays exist only in between) */
-    int32_t layer;         /* the model layer slot belongs to; -1 without slot */
+    const tlm_tensor *source; /* the model's tensor; a layer tensor's data is taken
+                              when the layer is entered (a lazily loaded layer's
+                              arrays exist only in between) */
+    int32_t layer;         /* the model layer of a sublayer's tensor; -1 for the others */
     int32_t perm_heads;    /* > 0: rows are that many heads in rotate-half order */
     uint64_t row_bytes, bytes, offset;
 } gg_tensor;
@@ -158,14 +159,16 @@ static uint64_t row_bytes_of(uint32_t dtype, uint64_t cols) {
     return cols * tlm_dtype_float_bytes(dtype);
 }
 
-/* rows == 0: a vector of cols. Exactly one of src, q (with data) or zero.
- * slot: a field of layer il (src is then *slot), whose array a lazily loaded
- * model fills only when the layer is entered (layer_enter checks it). */
-static tlm_status plan_add(gg_plan *p, const char *name, const float *src, float *const *slot,
-                           int32_t il, const tlm_matrix *q, bool zero, uint64_t rows,
+/* rows == 0: a vector of cols. Values from src (an array of the writer's),
+ * from source (a tensor of the model; of layer il when il >= 0, whose data a
+ * lazily loaded model fills only when the layer is entered: layer_enter
+ * checks it), or zeros. */
+static tlm_status plan_add(gg_plan *p, const char *name, const float *src,
+                           const tlm_tensor *source, int32_t il, bool zero, uint64_t rows,
                            uint64_t cols, int32_t perm_heads) {
-    if (slot) src = *slot;
-    if (!zero && !src && !(q && q->data) && !(slot && p->m->lazy))
+    if (source) src = tensor_f32(source);
+    const tlm_tensor *q = source && tensor_is_packed(source) && source->data ? source : NULL;
+    if (!zero && !src && !q && !(il >= 0 && p->m->lazy))
         return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
     if (p->n_tensors == p->cap_tensors) {
         int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
@@ -178,10 +181,10 @@ static tlm_status plan_add(gg_plan *p, const char *name, const float *src, float
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->src = zero ? NULL : src;
-    t->qsrc = !zero && !src && q && q->data ? q : NULL;
+    t->qsrc = zero ? NULL : q;
     t->zero = zero;
-    t->slot = slot;
-    t->layer = slot ? il : -1;
+    t->source = source;
+    t->layer = source && il >= 0 ? il : -1;
     t->n_dims = rows ? 2 : 1;
     t->rows = rows ? rows : 1;
     t->cols = cols;
@@ -200,48 +203,43 @@ static tlm_status plan_add(gg_plan *p, const char *name, const float *src, float
     return TLM_OK;
 }
 
-static tlm_status plan_layer(gg_plan *p, int32_t il) {
-    const struct tlm_model *m = p->m;
-    const tlm_hparams *hp = &m->hp;
-    const tlm_layer *L = &m->layers[il];
-    const uint64_t E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff;
-    const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
-    const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+/* The tensors of sublayer kind of layer il as the table lists them: from S,
+ * or zeros of an MLP TLM_GGUF_PLACEHOLDER_FF wide when S is NULL. */
+static tlm_status plan_sublayer(gg_plan *p, int32_t il, tlm_sublayer_kind kind, const tlm_sublayer *S) {
+    const tlm_hparams *hp = &p->m->hp;
     /* GGUF llama/deci: adjacent-pair RoPE; rotate-half rows are permuted */
-    const int32_t ph = hp->rope_style == TLM_ROPE_NEOX ? hp->n_head : 0;
-    const int32_t pkh = hp->rope_style == TLM_ROPE_NEOX ? hp->n_head_kv : 0;
+    const bool neox = hp->rope_style == TLM_ROPE_NEOX;
     char name[TLM_TENSOR_NAME_MAX];
-    tlm_status st;
-#define ADD(suffix, slot, q, zero, rows, cols, perm)                                      \
-    do {                                                                                \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);                      \
-        if ((st = plan_add(p, name, NULL, slot, il, q, zero, rows, cols, perm))) return st; \
-    } while (0)
-    if (p->keep_attn[il]) {
-        ADD("attn_norm.weight", &L->attn_norm, NULL, false, 0, E, 0);
-        ADD("attn_q.weight", &L->wq, &L->wq_q, false, q_dim, E, ph);
-        ADD("attn_k.weight", &L->wk, &L->wk_q, false, kv_dim, E, pkh);
-        ADD("attn_v.weight", &L->wv, &L->wv_q, false, kv_dim, E, 0);
-        if (hp->qkv_bias) {
-            ADD("attn_q.bias", &L->bq, NULL, false, 0, q_dim, ph);
-            ADD("attn_k.bias", &L->bk, NULL, false, 0, kv_dim, pkh);
-            ADD("attn_v.bias", &L->bv, NULL, false, 0, kv_dim, 0);
+    int n_specs;
+    const tensor_spec *specs = tensor_specs_sublayer(hp->arch, kind, &n_specs);
+    for (int k = 0; k < n_specs; k++) {
+        const tensor_spec *sp = &specs[k];
+        if (!tensor_spec_held(sp, hp)) continue;
+        tensor_spec_name(sp, il, name, sizeof name);
+        uint64_t rows = sp->rows == DIM_ONE ? 0 : (uint64_t)tensor_spec_dim(hp, sp->rows);
+        uint64_t cols = (uint64_t)tensor_spec_dim(hp, sp->cols);
+        if (!S) { /* the placeholder's n_ff */
+            if (sp->rows == DIM_FF) rows = TLM_GGUF_PLACEHOLDER_FF;
+            if (sp->cols == DIM_FF) cols = TLM_GGUF_PLACEHOLDER_FF;
         }
-        ADD("attn_output.weight", &L->wo, &L->wo_q, false, E, q_dim, 0);
+        const int32_t perm = !neox                   ? 0
+                             : sp->perm == PERM_Q_HEADS  ? hp->n_head
+                             : sp->perm == PERM_KV_HEADS ? hp->n_head_kv
+                                                         : 0;
+        tlm_status st = plan_add(p, name, NULL, S ? &S->w[sp->slot] : NULL, il, !S, rows, cols, perm);
+        if (st) return st;
     }
-    if (p->keep_mlp[il]) {
-        ADD("ffn_norm.weight", &L->ffn_norm, NULL, false, 0, E, 0);
-        ADD("ffn_gate.weight", &L->w_gate, &L->w_gate_q, false, F, E, 0);
-        ADD("ffn_up.weight", &L->w_up, &L->w_up_q, false, F, E, 0);
-        ADD("ffn_down.weight", &L->w_down, &L->w_down_q, false, E, F, 0);
-    } else if (p->placeholder_mlp[il]) {
-        const uint64_t PF = TLM_GGUF_PLACEHOLDER_FF;
-        ADD("ffn_norm.weight", NULL, NULL, true, 0, E, 0);
-        ADD("ffn_gate.weight", NULL, NULL, true, PF, E, 0);
-        ADD("ffn_up.weight", NULL, NULL, true, PF, E, 0);
-        ADD("ffn_down.weight", NULL, NULL, true, E, PF, 0);
-    }
-#undef ADD
+    return TLM_OK;
+}
+
+static tlm_status plan_layer(gg_plan *p, int32_t il) {
+    tlm_status st;
+    if (p->keep_attn[il] &&
+        (st = plan_sublayer(p, il, TLM_SUBLAYER_ATTN, model_sublayer(p->m, il, TLM_SUBLAYER_ATTN))))
+        return st;
+    if (p->keep_mlp[il])
+        return plan_sublayer(p, il, TLM_SUBLAYER_MLP, model_sublayer(p->m, il, TLM_SUBLAYER_MLP));
+    if (p->placeholder_mlp[il]) return plan_sublayer(p, il, TLM_SUBLAYER_MLP, NULL);
     return TLM_OK;
 }
 
@@ -262,12 +260,16 @@ static tlm_status plan_build(gg_plan *p) {
     p->placeholder_mlp = tlm_calloc((size_t)NL, sizeof *p->placeholder_mlp);
     if (!p->keep_attn || !p->keep_mlp || !p->placeholder_mlp)
         return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-    for (int32_t il = 0; il < NL; il++) {
-        const tlm_layer *L = &m->layers[il];
-        p->keep_attn[il] = L->has_attn && !(p->o->drop_attn && p->o->drop_attn[il]);
-        p->keep_mlp[il] = L->has_mlp && !(p->o->drop_mlp && p->o->drop_mlp[il]);
-        p->pruned |= !p->keep_attn[il] || !p->keep_mlp[il];
+    /* per layer, which sublayers of the model's list are written: what the
+     * deci form's per-layer arrays say */
+    for (int32_t i = 0; i < m->n_subs; i++) {
+        const tlm_sublayer *S = &m->subs[i];
+        if (S->kind == TLM_SUBLAYER_ATTN)
+            p->keep_attn[S->layer] = !(p->o->drop_attn && p->o->drop_attn[S->layer]);
+        else
+            p->keep_mlp[S->layer] = !(p->o->drop_mlp && p->o->drop_mlp[S->layer]);
     }
+    for (int32_t il = 0; il < NL; il++) p->pruned |= !p->keep_attn[il] || !p->keep_mlp[il];
     if (p->pruned && NL > 0 && !p->keep_attn[0])
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
                           "%s: layer 0's attention is removed; llama.cpp's form for pruned models "
@@ -279,8 +281,8 @@ static tlm_status plan_build(gg_plan *p) {
     for (int32_t il = 0; il < NL; il++)
         p->placeholder_mlp[il] = p->pruned && !p->keep_mlp[il] && (p->keep_attn[il] || il == NL - 1);
 
-    if ((st = plan_add(p, "token_embd.weight", m->tok_embd, NULL, -1, &m->tok_embd_q, false, V,
-                       E, 0)))
+    if ((st = plan_add(p, tensor_spec_model(hp->arch, MODEL_TOK_EMBD)->gguf, NULL, &m->tok_embd,
+                       -1, false, V, E, 0)))
         return st;
     if (hp->rope_scaling == TLM_ROPE_SCALING_LLAMA3) {
         const int32_t half = hp->rope_dim / 2;
@@ -292,16 +294,18 @@ static tlm_status plan_build(gg_plan *p) {
                 freq, hp->rope_factor, hp->rope_low_freq_factor, hp->rope_high_freq_factor,
                 hp->rope_orig_ctx);
         }
-        if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, -1, NULL, false, 0,
+        if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, -1, false, 0,
                            (uint64_t)half, 0)))
             return st;
     }
     for (int32_t il = 0; il < NL; il++)
         if ((st = plan_layer(p, il))) return st;
-    if ((st = plan_add(p, "output_norm.weight", m->out_norm, NULL, -1, NULL, false, 0, E, 0)))
+    if ((st = plan_add(p, tensor_spec_model(hp->arch, MODEL_OUT_NORM)->gguf, NULL, &m->out_norm,
+                       -1, false, 0, E, 0)))
         return st;
     if (!hp->tied_embeddings &&
-        (st = plan_add(p, "output.weight", m->output, NULL, -1, &m->output_q, false, V, E, 0)))
+        (st = plan_add(p, tensor_spec_model(hp->arch, MODEL_OUTPUT)->gguf, NULL, &m->output, -1,
+                       false, V, E, 0)))
         return st;
     return tlm_type_rules_check_used(&p->types, p->err);
 }
@@ -532,7 +536,7 @@ static tlm_status layer_enter(gg_plan *p, int32_t il, int32_t first, int32_t end
     if (st) return st;
     for (int32_t i = first; i < end; i++) {
         gg_tensor *t = &p->tensors[i];
-        t->src = *t->slot;
+        t->src = tensor_f32(t->source);
         if (!t->src && !t->qsrc) /* the loaders record every tensor of a present sublayer */
             return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst,
                               t->name);
@@ -544,7 +548,7 @@ static tlm_status layer_enter(gg_plan *p, int32_t il, int32_t first, int32_t end
  * tensors' src back to the fields, NULL for a released layer). */
 static void layer_leave(gg_plan *p, int32_t il, int32_t first, int32_t end) {
     model_layer_release(p->m, il);
-    for (int32_t i = first; i < end; i++) p->tensors[i].src = *p->tensors[i].slot;
+    for (int32_t i = first; i < end; i++) p->tensors[i].src = tensor_f32(p->tensors[i].source);
 }
 
 static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header) {

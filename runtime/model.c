@@ -12,6 +12,14 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "tlm_format.h"
+
+/* a .tlm tensor's type is its storage as it is (model_tlm.c maps it) */
+_Static_assert((int)TLM_STORAGE_F32 == TLM_DTYPE_F32 && (int)TLM_STORAGE_F16 == TLM_DTYPE_F16 &&
+                   (int)TLM_STORAGE_BF16 == TLM_DTYPE_BF16 &&
+                   (int)TLM_STORAGE_Q8_G32_R16 == TLM_DTYPE_Q8_G32 &&
+                   (int)TLM_STORAGE_Q4_G32_R16 == TLM_DTYPE_Q4_G32,
+               "tlm_storage values are the .tlm tensor types");
 
 /* Sizes past these are treated as a corrupt file, not as a model to try. */
 #define TLM_MAX_VOCAB (1 << 22)
@@ -48,6 +56,42 @@ float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err) {
     m->owned[m->n_owned++] = w;
     m->n_params += (int64_t)n;
     return w;
+}
+
+tlm_status model_alloc_sublayers(struct tlm_model *m, const char *src, tlm_error *err) {
+    m->subs = tlm_calloc((size_t)m->hp.n_layer * 2, sizeof *m->subs);
+    if (!m->subs)
+        return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory for %d layers", src, m->hp.n_layer);
+    m->n_subs = m->n_attn = 0;
+    return TLM_OK;
+}
+
+tlm_sublayer *model_add_sublayer(struct tlm_model *m, tlm_sublayer_kind kind, int32_t il) {
+    if (!m->subs || m->n_subs >= 2 * m->hp.n_layer) return NULL;
+    tlm_sublayer *s = &m->subs[m->n_subs++];
+    *s = (tlm_sublayer){.kind = kind, .layer = il,
+                        .kv_slot = kind == TLM_SUBLAYER_ATTN ? m->n_attn++ : -1};
+    return s;
+}
+
+bool model_remove_sublayer(struct tlm_model *m, int32_t il, tlm_sublayer_kind kind) {
+    const tlm_sublayer *S = model_sublayer(m, il, kind);
+    if (!S) return false;
+    const int32_t at = (int32_t)(S - m->subs);
+    memmove(&m->subs[at], &m->subs[at + 1], (size_t)(m->n_subs - at - 1) * sizeof *m->subs);
+    m->n_subs--;
+    if (kind == TLM_SUBLAYER_ATTN) {
+        m->n_attn--;
+        for (int32_t i = at; i < m->n_subs; i++)
+            if (m->subs[i].kind == TLM_SUBLAYER_ATTN) m->subs[i].kv_slot--;
+    }
+    return true;
+}
+
+const tlm_sublayer *model_sublayer(const struct tlm_model *m, int32_t il, tlm_sublayer_kind kind) {
+    for (int32_t i = 0; i < m->n_subs; i++)
+        if (m->subs[i].layer == il && m->subs[i].kind == kind) return &m->subs[i];
+    return NULL;
 }
 
 double model_llama3_rope_divisor(double freq, double factor, double lo, double hi, double orig) {
@@ -111,13 +155,7 @@ static struct tlm_model *load_model(const char *path, bool lazy, tlm_error *err)
         return NULL;
     }
     if (!S_ISDIR(st.st_mode) && model_is_tlm_file(path)) return model_load_tlm(path, err);
-    struct tlm_model *m = S_ISDIR(st.st_mode) ? model_load_hf(path, lazy, err)
-                                              : model_load_gguf(path, lazy, err);
-    /* Hugging Face checkpoints always hold every sublayer; the GGUF loader
-     * sets them itself (a "deci" GGUF may lack some). */
-    for (int32_t il = 0; m && S_ISDIR(st.st_mode) && il < m->hp.n_layer; il++)
-        m->layers[il].has_attn = m->layers[il].has_mlp = true;
-    return m;
+    return S_ISDIR(st.st_mode) ? model_load_hf(path, lazy, err) : model_load_gguf(path, lazy, err);
 }
 
 tlm_model *tlm_model_load(const char *path, tlm_error *err) { return load_model(path, false, err); }
@@ -131,7 +169,7 @@ void tlm_model_free(tlm_model *m) {
     model_lazy_free(m->lazy); /* the materialised layers' blocks */
     for (int32_t i = 0; i < m->n_owned; i++) tlm_free(m->owned[i]);
     tlm_free(m->owned);
-    tlm_free(m->layers);
+    tlm_free(m->subs);
     tokenizer_free(m->tok);
     tlm_free(m->arch_name);
     tlm_free(m->name);

@@ -57,47 +57,91 @@ typedef struct tlm_hparams {
     bool qkv_bias;
 } tlm_hparams;
 
-/* Storage of a weight matrix the forward pass reads. Values are the .tlm
- * tensor types (tlm_format.h), so a mapped tensor's type is used as it is. */
-typedef enum tlm_wtype {
-    TLM_W_F32 = 0,
-    TLM_W_Q8_G32_R16 = 16, /* quant/qformat.h packed q8_g32_r16 (= TLM_Q8_G32) */
-    TLM_W_Q4_G32_R16 = 17, /* quant/qformat.h packed q4_g32_r16 (= TLM_Q4_G32) */
-} tlm_wtype;
+/* How a tensor's elements are stored. The values are the .tlm tensor types
+ * (tlm_format.h), so a mapped tensor's type is used as it is; GGUF's block
+ * types (Q4_K, ...) are to get values of their own here when they are kept
+ * as they are instead of being widened to f32 at load. */
+typedef enum tlm_storage {
+    TLM_STORAGE_F32 = 0,
+    TLM_STORAGE_F16 = 1,         /* IEEE binary16 */
+    TLM_STORAGE_BF16 = 2,        /* the top half of an f32 */
+    TLM_STORAGE_Q8_G32_R16 = 16, /* quant/qformat.h packed q8_g32_r16 (= TLM_Q8_G32) */
+    TLM_STORAGE_Q4_G32_R16 = 17, /* quant/qformat.h packed q4_g32_r16 (= TLM_Q4_G32) */
+} tlm_storage;
 
-/* A (rows, cols) matrix, row r producing output r; cols % 32 == 0 for the
- * quantized types. data is read-only: an f32 array of the model, or the
- * packed bytes inside the mapped .tlm file. */
-typedef struct tlm_matrix {
-    tlm_wtype type;
+/* A weight of the model: a (rows, cols) matrix, row r producing output r, or
+ * a vector (rows == 1). cols % 32 == 0 for the packed types. The forward
+ * pass picks its kernels from `type`; today's loaders give it f32 (widening
+ * f16 / bf16 / GGUF blocks) or the packed types, mapped from a .tlm file.
+ * data == NULL: not there (a lazily loaded layer not materialised, or an
+ * optional tensor the model lacks; rows and cols still say its shape when
+ * the loader knows it). data is an array owned by the model, a lazily
+ * loaded layer's block, or bytes inside the read-only mapping of a .tlm. */
+typedef struct tlm_tensor {
+    tlm_storage type;
     int64_t rows, cols;
-    const void *data;
-} tlm_matrix;
+    void *data;
+} tlm_tensor;
 
-/* A layer is two sublayers, attention and MLP. A model converted with some
- * sublayers removed (.tlm) lacks them: has_attn / has_mlp is false and that
- * sublayer's pointers are NULL; the forward pass skips it. */
-typedef struct tlm_layer {
-    bool has_attn;
-    bool has_mlp;
-    float *attn_norm; /* (n_embd) */
-    float *wq;        /* (n_head*head_dim, n_embd) */
-    float *wk;        /* (n_head_kv*head_dim, n_embd) */
-    float *wv;        /* (n_head_kv*head_dim, n_embd) */
-    float *bq;        /* (n_head*head_dim) or NULL */
-    float *bk;        /* (n_head_kv*head_dim) or NULL */
-    float *bv;        /* (n_head_kv*head_dim) or NULL */
-    float *wo;        /* (n_embd, n_head*head_dim) */
-    float *ffn_norm;  /* (n_embd) */
-    float *w_gate;    /* (n_ff, n_embd) */
-    float *w_up;      /* (n_ff, n_embd) */
-    float *w_down;    /* (n_embd, n_ff) */
-    /* The same seven matrices when stored quantized (.tlm int8/int4): then
-     * .data is set and the f32 pointer above is NULL. The loaders of GGUF and
-     * Hugging Face checkpoints fill only the f32 pointers; the forward pass
-     * reads every matrix through model_matrix(), which picks whichever is set. */
-    tlm_matrix wq_q, wk_q, wv_q, wo_q, w_gate_q, w_up_q, w_down_q;
-} tlm_layer;
+static inline bool tensor_is_packed(const tlm_tensor *t) {
+    return t->type == TLM_STORAGE_Q8_G32_R16 || t->type == TLM_STORAGE_Q4_G32_R16;
+}
+
+/* The f32 values of t, or NULL when it holds none (absent, or another type). */
+static inline float *tensor_f32(const tlm_tensor *t) {
+    return t->type == TLM_STORAGE_F32 ? (float *)t->data : NULL;
+}
+
+/* An f32 tensor over an array of the model. */
+static inline tlm_tensor tensor_of_f32(float *data, int64_t rows, int64_t cols) {
+    return (tlm_tensor){.type = TLM_STORAGE_F32, .rows = rows, .cols = cols, .data = data};
+}
+
+/* ------------------------------------------------------------ sublayers
+ *
+ * The model is the list of its sublayers between the token embedding and
+ * the output head, in execution order; each one is
+ *     x += sublayer(rmsnorm(x) * norm)
+ * An attention or MLP sublayer removed at conversion (or missing from a
+ * pruned GGUF) is simply not in the list. A sublayer's tensors sit in
+ * slots; the tensor-spec table (tensor_spec.h) names each slot's tensor in
+ * every file format, with its shape and whether it is optional. */
+
+/* Slots of an attention sublayer, in the order the files store them. */
+enum {
+    ATTN_NORM = 0, /* (n_embd) */
+    ATTN_Q,        /* (n_head*head_dim, n_embd) */
+    ATTN_K,        /* (n_head_kv*head_dim, n_embd) */
+    ATTN_V,        /* (n_head_kv*head_dim, n_embd) */
+    ATTN_Q_BIAS,   /* (n_head*head_dim); data NULL without q/k/v biases */
+    ATTN_K_BIAS,   /* (n_head_kv*head_dim) */
+    ATTN_V_BIAS,   /* (n_head_kv*head_dim) */
+    ATTN_OUT,      /* (n_embd, n_head*head_dim) */
+    ATTN_N_SLOTS
+};
+/* Slots of an MLP sublayer (SwiGLU). */
+enum {
+    MLP_NORM = 0, /* (n_embd) */
+    MLP_GATE,     /* (n_ff, n_embd) */
+    MLP_UP,       /* (n_ff, n_embd) */
+    MLP_DOWN,     /* (n_embd, n_ff) */
+    MLP_N_SLOTS
+};
+#define SUBLAYER_NORM 0 /* = ATTN_NORM = MLP_NORM */
+#define SUBLAYER_MAX_SLOTS ATTN_N_SLOTS
+
+typedef struct tlm_sublayer {
+    tlm_sublayer_kind kind; /* TLM_SUBLAYER_ATTN or TLM_SUBLAYER_MLP */
+    int32_t layer;          /* the original layer (blk.N) it belongs to */
+    int32_t kv_slot;        /* attention: its place in the KV cache (0.. over the
+                               attention sublayers in order); MLP: -1 */
+    tlm_tensor w[SUBLAYER_MAX_SLOTS]; /* by slot (ATTN_* / MLP_*) */
+} tlm_sublayer;
+
+/* Slots a sublayer of kind has. */
+static inline int sublayer_n_slots(tlm_sublayer_kind kind) {
+    return kind == TLM_SUBLAYER_ATTN ? ATTN_N_SLOTS : MLP_N_SLOTS;
+}
 
 struct tlm_model {
     tlm_hparams hp;
@@ -105,24 +149,25 @@ struct tlm_model {
     char *name;
     char *chat_template; /* NULL when the model has none */
     const char *source_format;
-    float *tok_embd;     /* (n_vocab, n_embd) */
-    float *out_norm;     /* (n_embd) */
-    float *output;       /* (n_vocab, n_embd); == tok_embd when tied */
-    /* tok_embd / output stored quantized (NULL f32 pointer, as for layers).
-     * A quantized embedding table is dequantized one looked-up row at a time. */
-    tlm_matrix tok_embd_q, output_q;
-    tlm_layer *layers;   /* n_layer */
+    tlm_tensor tok_embd; /* (n_vocab, n_embd); a packed table is dequantized one
+                            looked-up row at a time */
+    tlm_sublayer *subs;  /* n_subs, in execution order; room for 2 n_layer, so
+                            that a pointer to a sublayer's tensor stays valid */
+    int32_t n_subs;
+    int32_t n_attn;      /* attention sublayers among them (= KV-cache slots) */
+    tlm_tensor out_norm; /* (n_embd) */
+    tlm_tensor output;   /* (n_vocab, n_embd); the same data as tok_embd when tied */
     tlm_tokenizer *tok;
     int64_t n_params;
-    /* Every weight array above is a separate tlm_malloc_aligned block listed
+    /* Every f32 array above is a separate tlm_malloc_aligned block listed
      * here so that freeing is one loop. */
     float **owned;
     int32_t n_owned, cap_owned;
-    /* Quantized matrices point into this read-only mapping of the .tlm file,
+    /* Packed tensors point into this read-only mapping of the .tlm file,
      * kept for the model's lifetime (NULL when nothing is mapped). */
     const void *map;
     size_t map_bytes;
-    int64_t quant_bytes; /* stored bytes of the quantized matrices */
+    int64_t quant_bytes; /* stored bytes of the packed tensors */
     int64_t quant_params; /* their elements (also counted in n_params) */
     /* Loaded by model_load_lazy: where each layer's tensors lie in the source,
      * to be converted on demand by model_layer_materialize (model_lazy.c).
@@ -130,13 +175,18 @@ struct tlm_model {
     struct model_lazy *lazy;
 };
 
-/* The matrix to compute with: q when it holds data, else the f32 array f32
- * (rows, cols). */
-static inline tlm_matrix model_matrix(const tlm_matrix *q, const float *f32, int64_t rows,
-                                      int64_t cols) {
-    if (q->data) return *q;
-    return (tlm_matrix){.type = TLM_W_F32, .rows = rows, .cols = cols, .data = f32};
-}
+/* Appends a sublayer of kind for original layer il (its tensors empty) and
+ * returns it; the KV slot is assigned here. NULL when 2 n_layer are there
+ * (the list is allocated by model_alloc_sublayers). */
+tlm_sublayer *model_add_sublayer(struct tlm_model *m, tlm_sublayer_kind kind, int32_t il);
+/* Room for 2 n_layer sublayers; NULL-free error on failure. */
+tlm_status model_alloc_sublayers(struct tlm_model *m, const char *src, tlm_error *err);
+/* Removes the sublayer of kind of original layer il from the list (the KV
+ * slots of the attention sublayers after it move up); false when there is
+ * none. Its tensors' arrays stay owned by the model. */
+bool model_remove_sublayer(struct tlm_model *m, int32_t il, tlm_sublayer_kind kind);
+/* The sublayer of kind of original layer il, or NULL when the model lacks it. */
+const tlm_sublayer *model_sublayer(const struct tlm_model *m, int32_t il, tlm_sublayer_kind kind);
 
 /* Allocates an f32 weight array of n floats owned by the model. */
 float *model_alloc_weight(struct tlm_model *m, uint64_t n, tlm_error *err);
@@ -160,8 +210,8 @@ struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err);
  *
  * For the converter, whose peak memory would otherwise be the whole model in
  * f32: a GGUF or Hugging Face source loaded lazily holds the token embedding,
- * output norm and output head as tlm_model_load does, but every layer's f32
- * pointers stay NULL until model_layer_materialize(m, il) converts that
+ * output norm and output head as tlm_model_load does, but the data of every
+ * sublayer's tensors stays NULL until model_layer_materialize(m, il) converts that
  * layer (all its tensors at once: the activation-aware scaling rewrites a
  * layer's norms and matrices together) with the eager loader's own
  * conversion code, so the values are bit-identical. The source files stay
@@ -170,7 +220,7 @@ struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err);
  * within the file) is still checked up front.
  *
  * The functions take a const model: a layer's arrays are a cache behind the
- * model's layers pointer, not part of what the model is. On a model loaded
+ * model's sublayers, not part of what the model is. On a model loaded
  * whole (or a .tlm file, which model_load_lazy loads whole) they do nothing.
  * n_params counts every layer, materialised or not. */
 
@@ -183,7 +233,7 @@ struct tlm_model *model_load_lazy(const char *path, tlm_error *err);
  * and tensor. */
 tlm_status model_layer_materialize(const struct tlm_model *m, int32_t il, tlm_error *err);
 
-/* Frees layer il's block and sets its f32 pointers back to NULL. */
+/* Frees layer il's block and sets its tensors' data back to NULL. */
 void model_layer_release(const struct tlm_model *m, int32_t il);
 
 /* For the loaders. A source file's bytes at [offset, offset + nbytes) hold
@@ -197,9 +247,10 @@ struct model_lazy *model_lazy_new(const char *src, int32_t n_layer, model_lazy_c
  * size it was parsed with; *file gets its index. */
 tlm_status model_lazy_open_file(struct model_lazy *lz, const char *path, uint64_t size,
                                 int32_t *file, tlm_error *err);
-/* Records that layer il's *slot (a field of m->layers[il]) is tensor name;
- * rows == 1 for a vector. */
-tlm_status model_lazy_add_tensor(struct model_lazy *lz, int32_t il, float **slot, const char *name,
+/* Records that slot `slot` of layer il's sublayer of kind (its shape already
+ * set) is tensor name of the source; rows == 1 for a vector. */
+tlm_status model_lazy_add_tensor(struct model_lazy *lz, int32_t il, tlm_sublayer_kind kind, int slot,
+                                 const char *name,
                                  int32_t file, uint32_t type, uint64_t offset, uint64_t nbytes,
                                  uint64_t rows, uint64_t cols, tlm_error *err);
 void model_lazy_free(struct model_lazy *lz);

@@ -5,8 +5,8 @@
  * a lazy load (model.h) converts the layers later, from an open descriptor.
  * Architectures: llama, qwen2, and deci (llama.cpp's form for models whose
  * layers may lack attention or MLP, which `trimlm convert --to gguf` writes
- * for pruned models; runtime/gguf_writer.h): its per-layer arrays set the
- * layers' has_attn / has_mlp.
+ * for pruned models; runtime/gguf_writer.h): its per-layer arrays say which
+ * sublayers the model's list gets.
  *
  * GGUF stores a matrix with ne = [in, out]: out rows of in contiguous values,
  * which is the row-major (out, in) layout of model.h, so rows are converted
@@ -22,6 +22,7 @@
 #include "ggml_types.h"
 #include "gguf.h"
 #include "model.h"
+#include "tensor_spec.h"
 
 #define ROWS_PER_THREAD_MIN 64 /* below this a tensor is converted on one thread */
 
@@ -384,10 +385,11 @@ static void dequantize_rows(uint32_t type, const void *src, float *w, uint64_t r
 }
 
 /* Converts tensor `name` (as find_weight checks it) to a new f32 array owned
- * by m; absent and !required: *out = NULL. */
+ * by m, into *out with shape (rows or 1, cols); absent and !required: data
+ * NULL. */
 static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const char *name,
-                              uint64_t rows, uint64_t cols, bool required, float **out) {
-    *out = NULL;
+                              uint64_t rows, uint64_t cols, bool required, tlm_tensor *out) {
+    *out = tensor_of_f32(NULL, rows ? (int64_t)rows : 1, (int64_t)cols);
     const gguf_tensor *t;
     tlm_status st = find_weight(ld, name, rows, cols, required, &t);
     if (st || !t) return st;
@@ -399,71 +401,71 @@ static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const 
         return tlm_seterr(ld->err, ld->err->code, "%s: tensor '%s': %s", ld->path, name, why);
     }
     dequantize_rows(t->type, t->data, w, n_rows, cols);
-    *out = w;
+    out->data = w;
     return TLM_OK;
 }
 
 /* A tensor of layer il into *out: converted now, or, in a lazy load, checked
- * and recorded for model_layer_materialize (*out stays NULL). *found (when
- * found is not NULL): the file has it. */
+ * and recorded for model_layer_materialize (data stays NULL). *found: the
+ * file has it. */
 static tlm_status layer_weight(const gguf_loader *ld, struct tlm_model *m, int32_t il,
-                               const char *name, uint64_t rows, uint64_t cols, bool required,
-                               float **out, bool *found) {
+                               tlm_sublayer_kind kind, int slot, const char *name, uint64_t rows,
+                               uint64_t cols, bool required, tlm_tensor *out, bool *found) {
     if (!ld->lazy) {
         tlm_status st = load_weight(ld, m, name, rows, cols, required, out);
-        if (found) *found = *out != NULL;
+        *found = out->data != NULL;
         return st;
     }
+    *out = tensor_of_f32(NULL, rows ? (int64_t)rows : 1, (int64_t)cols);
     const gguf_tensor *t;
     tlm_status st = find_weight(ld, name, rows, cols, required, &t);
-    if (found) *found = t != NULL;
+    *found = t != NULL;
     if (st || !t) return st;
     const uint64_t n_rows = rows ? rows : 1;
     m->n_params += (int64_t)(n_rows * cols);
-    return model_lazy_add_tensor(m->lazy, il, out, name, ld->file, t->type,
+    return model_lazy_add_tensor(m->lazy, il, kind, slot, name, ld->file, t->type,
                                  gguf_data_offset(ld->f) + t->offset, t->nbytes, n_rows, cols,
                                  ld->err);
 }
 
-static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t il) {
+/* Sublayer kind of layer il, its tensors as the table lists them. */
+static tlm_status load_sublayer(const gguf_loader *ld, struct tlm_model *m, int32_t il,
+                                tlm_sublayer_kind kind) {
     const tlm_hparams *hp = &m->hp;
-    tlm_layer *L = &m->layers[il];
-    L->has_attn = !ld->has_attn || ld->has_attn[il];
-    L->has_mlp = !ld->has_mlp || ld->has_mlp[il];
-    const uint64_t n_embd = (uint64_t)hp->n_embd, n_ff = (uint64_t)hp->n_ff;
-    const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
-    const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    tlm_sublayer *S = model_add_sublayer(m, kind, il);
+    int n_specs;
+    const tensor_spec *specs = tensor_specs_sublayer(hp->arch, kind, &n_specs);
     char name[96];
-    tlm_status st;
-    bool has_bq = false, has_bk = false, has_bv = false;
-#define LOAD(suffix, rows, cols, required, dst, has)                                     \
-    do {                                                                                 \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);                      \
-        if ((st = layer_weight(ld, m, il, name, rows, cols, required, dst, has))) return st; \
-    } while (0)
-    if (L->has_attn) {
-        LOAD("attn_norm.weight", 0, n_embd, true, &L->attn_norm, NULL);
-        LOAD("attn_q.weight", q_dim, n_embd, true, &L->wq, NULL);
-        LOAD("attn_k.weight", kv_dim, n_embd, true, &L->wk, NULL);
-        LOAD("attn_v.weight", kv_dim, n_embd, true, &L->wv, NULL);
-        LOAD("attn_output.weight", n_embd, q_dim, true, &L->wo, NULL);
+    bool has_bq = false, has_kv_bias = false;
+    for (int k = 0; k < n_specs; k++) {
+        const tensor_spec *sp = &specs[k];
+        tensor_spec_name(sp, il, name, sizeof name);
         /* qwen2 always has q/k/v biases; a llama file may carry them too */
-        LOAD("attn_q.bias", 0, q_dim, hp->qkv_bias, &L->bq, &has_bq);
-        LOAD("attn_k.bias", 0, kv_dim, hp->qkv_bias || has_bq, &L->bk, &has_bk);
-        LOAD("attn_v.bias", 0, kv_dim, hp->qkv_bias || has_bq, &L->bv, &has_bv);
+        const bool required = !sp->qkv_bias || hp->qkv_bias || (sp->slot != ATTN_Q_BIAS && has_bq);
+        const uint64_t rows = sp->rows == DIM_ONE ? 0 : (uint64_t)tensor_spec_dim(hp, sp->rows);
+        bool found;
+        tlm_status st = layer_weight(ld, m, il, kind, sp->slot, name, rows,
+                                     (uint64_t)tensor_spec_dim(hp, sp->cols), required,
+                                     &S->w[sp->slot], &found);
+        if (st) return st;
+        if (sp->slot == ATTN_Q_BIAS) has_bq = found;
+        else if (sp->qkv_bias) has_kv_bias |= found;
     }
-    if (L->has_mlp) {
-        LOAD("ffn_norm.weight", 0, n_embd, true, &L->ffn_norm, NULL);
-        LOAD("ffn_gate.weight", n_ff, n_embd, true, &L->w_gate, NULL);
-        LOAD("ffn_up.weight", n_ff, n_embd, true, &L->w_up, NULL);
-        LOAD("ffn_down.weight", n_embd, n_ff, true, &L->w_down, NULL);
-    }
-#undef LOAD
+    if (kind != TLM_SUBLAYER_ATTN) return TLM_OK;
     ld->has_bias[il] = has_bq;
-    if (!has_bq && (has_bk || has_bv))
+    if (!has_bq && has_kv_bias)
         return tlm_seterr(ld->err, TLM_ERR_FORMAT,
                           "%s: layer %d has k/v biases but no 'blk.%d.attn_q.bias'", ld->path,
                           (int)il, (int)il);
+    return TLM_OK;
+}
+
+static tlm_status load_layer(const gguf_loader *ld, struct tlm_model *m, int32_t il) {
+    tlm_status st;
+    if ((!ld->has_attn || ld->has_attn[il]) && (st = load_sublayer(ld, m, il, TLM_SUBLAYER_ATTN)))
+        return st;
+    if ((!ld->has_mlp || ld->has_mlp[il]) && (st = load_sublayer(ld, m, il, TLM_SUBLAYER_MLP)))
+        return st;
     return TLM_OK;
 }
 
@@ -471,16 +473,19 @@ static tlm_status load_weights(gguf_loader *ld, struct tlm_model *m) {
     tlm_hparams *hp = &m->hp;
     const uint64_t n_vocab = (uint64_t)hp->n_vocab, n_embd = (uint64_t)hp->n_embd;
     tlm_status st;
-    if ((st = load_weight(ld, m, "token_embd.weight", n_vocab, n_embd, true, &m->tok_embd)) ||
-        (st = load_weight(ld, m, "output_norm.weight", 0, n_embd, true, &m->out_norm)) ||
-        (st = load_weight(ld, m, "output.weight", n_vocab, n_embd, false, &m->output)))
+    const tensor_spec *emb = tensor_spec_model(hp->arch, MODEL_TOK_EMBD),
+                      *norm = tensor_spec_model(hp->arch, MODEL_OUT_NORM),
+                      *out = tensor_spec_model(hp->arch, MODEL_OUTPUT);
+    if ((st = load_weight(ld, m, emb->gguf, n_vocab, n_embd, true, &m->tok_embd)) ||
+        (st = load_weight(ld, m, norm->gguf, 0, n_embd, true, &m->out_norm)) ||
+        (st = load_weight(ld, m, out->gguf, n_vocab, n_embd, false, &m->output)))
         return st;
-    hp->tied_embeddings = hp->tied_by_absence = m->output == NULL;
+    hp->tied_embeddings = hp->tied_by_absence = m->output.data == NULL;
     if (hp->tied_embeddings) m->output = m->tok_embd;
 
-    m->layers = tlm_calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if ((st = model_alloc_sublayers(m, ld->path, ld->err))) return st;
     ld->has_bias = tlm_calloc((size_t)hp->n_layer, sizeof *ld->has_bias);
-    if (!m->layers || !ld->has_bias)
+    if (!ld->has_bias)
         return tlm_seterr(ld->err, TLM_ERR_NOMEM, "%s: out of memory for %d layers", ld->path,
                           hp->n_layer);
     if (ld->lazy &&
@@ -489,16 +494,18 @@ static tlm_status load_weights(gguf_loader *ld, struct tlm_model *m) {
         return ld->err->code;
     for (int32_t il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(ld, m, il))) return st;
-    for (int32_t il = 0; il < hp->n_layer; il++)
-        if (m->layers[il].has_attn) { /* the first layer with attention decides */
-            if (ld->has_bias[il]) hp->qkv_bias = true;
+    for (int32_t i = 0; i < m->n_subs; i++)
+        if (m->subs[i].kind == TLM_SUBLAYER_ATTN) { /* the first layer with attention decides */
+            if (ld->has_bias[m->subs[i].layer]) hp->qkv_bias = true;
             break;
         }
-    for (int32_t il = 0; il < hp->n_layer; il++)
-        if (m->layers[il].has_attn && ld->has_bias[il] != hp->qkv_bias)
+    for (int32_t i = 0; i < m->n_subs; i++) {
+        const int32_t il = m->subs[i].layer;
+        if (m->subs[i].kind == TLM_SUBLAYER_ATTN && ld->has_bias[il] != hp->qkv_bias)
             return tlm_seterr(ld->err, TLM_ERR_FORMAT,
                               "%s: q/k/v biases are present in some layers only (layer %d differs)",
                               ld->path, (int)il);
+    }
     return TLM_OK;
 }
 

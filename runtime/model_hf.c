@@ -12,6 +12,7 @@
  * the model's layout, and uses rotate-half RoPE, so nothing is permuted.
  */
 #include "model.h"
+#include "tensor_spec.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -321,15 +322,16 @@ static const st_tensor *find_tensor(const st_set *set, const char *dir, const ch
     return st_check_f32(t, err) == TLM_OK ? t : NULL;
 }
 
-/* find_tensor's tensor converted into a new model-owned f32 array. */
-static float *load_tensor(struct tlm_model *m, const st_set *set, const char *dir,
-                          const char *name, int64_t rows, int64_t cols, tlm_error *err) {
+/* find_tensor's tensor converted into a new model-owned f32 array: *out,
+ * shape (rows, cols or 1). */
+static tlm_status load_tensor(struct tlm_model *m, const st_set *set, const char *dir,
+                              const char *name, int64_t rows, int64_t cols, tlm_tensor *out,
+                              tlm_error *err) {
     const st_tensor *t = find_tensor(set, dir, name, rows, cols, err);
-    if (!t) return NULL;
-    float *w = model_alloc_weight(m, t->n_elements, err);
-    if (!w) return NULL;
-    if (st_to_f32(t, w, err) != TLM_OK) return NULL;
-    return w;
+    float *w = t ? model_alloc_weight(m, t->n_elements, err) : NULL;
+    if (!w || st_to_f32(t, w, err) != TLM_OK) return err ? err->code : TLM_ERR_FORMAT;
+    *out = cols ? tensor_of_f32(w, rows, cols) : tensor_of_f32(w, 1, rows);
+    return TLM_OK;
 }
 
 /* A lazily loaded layer's conversion (model_lazy_convert_fn): type is the st_dtype. */
@@ -338,16 +340,14 @@ static void convert_raw(uint32_t type, const void *raw, float *dst, uint64_t row
 }
 
 /* A tensor of layer il into *dst: converted now, or, in a lazy load, checked
- * and recorded for model_layer_materialize (*dst stays NULL). */
+ * and recorded for model_layer_materialize (data stays NULL). */
 static tlm_status layer_tensor(struct tlm_model *m, const st_set *set, const char *dir, int32_t il,
-                               const char *name, int64_t rows, int64_t cols, float **dst,
-                               tlm_error *err) {
-    if (!m->lazy) {
-        *dst = load_tensor(m, set, dir, name, rows, cols, err);
-        return *dst ? TLM_OK : err ? err->code : TLM_ERR_FORMAT;
-    }
+                               tlm_sublayer_kind kind, int slot, const char *name, int64_t rows,
+                               int64_t cols, tlm_tensor *dst, tlm_error *err) {
+    if (!m->lazy) return load_tensor(m, set, dir, name, rows, cols, dst, err);
     const st_tensor *t = find_tensor(set, dir, name, rows, cols, err);
     if (!t) return err ? err->code : TLM_ERR_FORMAT;
+    *dst = cols ? tensor_of_f32(NULL, rows, cols) : tensor_of_f32(NULL, 1, rows);
     const char *path;
     uint64_t file_size, offset;
     int32_t file;
@@ -355,72 +355,49 @@ static tlm_status layer_tensor(struct tlm_model *m, const st_set *set, const cha
     tlm_status st = model_lazy_open_file(m->lazy, path, file_size, &file, err);
     if (st) return st;
     m->n_params += (int64_t)t->n_elements;
-    return model_lazy_add_tensor(m->lazy, il, dst, name, file, (uint32_t)t->dtype, offset,
+    return model_lazy_add_tensor(m->lazy, il, kind, slot, name, file, (uint32_t)t->dtype, offset,
                                  t->nbytes, (uint64_t)rows, cols ? (uint64_t)cols : 1, err);
 }
 
+/* A checkpoint holds every sublayer of every layer, the tensors of each as
+ * tensor_spec.h lists them. */
 static tlm_status load_weights(struct tlm_model *m, const st_set *set, const char *dir,
                                tlm_error *err) {
     const tlm_hparams *hp = &m->hp;
-    const int64_t n_embd = hp->n_embd, n_ff = hp->n_ff, n_vocab = hp->n_vocab;
-    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     char name[128];
-
-#define LOAD(dst, rows, cols)                                             \
-    do {                                                                  \
-        if (!((dst) = load_tensor(m, set, dir, name, rows, cols, err)))   \
-            return err ? err->code : TLM_ERR_FORMAT;                      \
-    } while (0)
-#define LOAD_LAYER(dst, rows, cols)                                                 \
-    do {                                                                            \
-        tlm_status st_ = layer_tensor(m, set, dir, l, name, rows, cols, &(dst), err); \
-        if (st_) return st_;                                                        \
-    } while (0)
-
-    snprintf(name, sizeof name, "model.embed_tokens.weight");
-    LOAD(m->tok_embd, n_vocab, n_embd);
+    tlm_status st;
+    /* (rows, cols) in safetensors' terms: a vector is (n, 0) */
+#define SHAPE(sp) (sp)->rows == DIM_ONE ? tensor_spec_dim(hp, (sp)->cols) : tensor_spec_dim(hp, (sp)->rows), \
+                  (sp)->rows == DIM_ONE ? 0 : tensor_spec_dim(hp, (sp)->cols)
+    const tensor_spec *emb = tensor_spec_model(hp->arch, MODEL_TOK_EMBD);
+    if ((st = load_tensor(m, set, dir, emb->hf, SHAPE(emb), &m->tok_embd, err))) return st;
+    if ((st = model_alloc_sublayers(m, dir, err))) return st;
     for (int32_t l = 0; l < hp->n_layer; l++) {
-        tlm_layer *L = &m->layers[l];
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        LOAD_LAYER(L->attn_norm, n_embd, 0);
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", l);
-        LOAD_LAYER(L->wq, q_dim, n_embd);
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_proj.weight", l);
-        LOAD_LAYER(L->wk, kv_dim, n_embd);
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.v_proj.weight", l);
-        LOAD_LAYER(L->wv, kv_dim, n_embd);
-        if (hp->qkv_bias) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.bias", l);
-            LOAD_LAYER(L->bq, q_dim, 0);
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_proj.bias", l);
-            LOAD_LAYER(L->bk, kv_dim, 0);
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.v_proj.bias", l);
-            LOAD_LAYER(L->bv, kv_dim, 0);
+        for (int kind = TLM_SUBLAYER_ATTN; kind <= TLM_SUBLAYER_MLP; kind++) {
+            tlm_sublayer *S = model_add_sublayer(m, (tlm_sublayer_kind)kind, l);
+            int n_specs;
+            const tensor_spec *specs = tensor_specs_sublayer(hp->arch, (tlm_sublayer_kind)kind, &n_specs);
+            for (int k = 0; k < n_specs; k++) {
+                const tensor_spec *sp = &specs[k];
+                if (!tensor_spec_held(sp, hp)) continue;
+                tensor_spec_hf_name(sp, l, name, sizeof name);
+                if ((st = layer_tensor(m, set, dir, l, S->kind, sp->slot, name, SHAPE(sp),
+                                       &S->w[sp->slot], err)))
+                    return st;
+            }
         }
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.weight", l);
-        LOAD_LAYER(L->wo, n_embd, q_dim);
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        LOAD_LAYER(L->ffn_norm, n_embd, 0);
-        snprintf(name, sizeof name, "model.layers.%d.mlp.gate_proj.weight", l);
-        LOAD_LAYER(L->w_gate, n_ff, n_embd);
-        snprintf(name, sizeof name, "model.layers.%d.mlp.up_proj.weight", l);
-        LOAD_LAYER(L->w_up, n_ff, n_embd);
-        snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj.weight", l);
-        LOAD_LAYER(L->w_down, n_embd, n_ff);
     }
-    snprintf(name, sizeof name, "model.norm.weight");
-    LOAD(m->out_norm, n_embd, 0);
+    const tensor_spec *norm = tensor_spec_model(hp->arch, MODEL_OUT_NORM);
+    if ((st = load_tensor(m, set, dir, norm->hf, SHAPE(norm), &m->out_norm, err))) return st;
     /* Tied checkpoints usually omit lm_head; when one is present anyway HF
      * ties it to the embedding, so it is ignored. */
     if (hp->tied_embeddings) {
         m->output = m->tok_embd;
     } else {
-        snprintf(name, sizeof name, "lm_head.weight");
-        LOAD(m->output, n_vocab, n_embd);
+        const tensor_spec *out = tensor_spec_model(hp->arch, MODEL_OUTPUT);
+        if ((st = load_tensor(m, set, dir, out->hf, SHAPE(out), &m->output, err))) return st;
     }
-#undef LOAD
-#undef LOAD_LAYER
+#undef SHAPE
     return TLM_OK;
 }
 
@@ -458,8 +435,7 @@ struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err) {
     m->arch_name = tlm_strdup(m->hp.arch == TLM_ARCH_QWEN2 ? "qwen2" : "llama");
     m->name = dir_base_name(dir);
     m->source_format = "safetensors";
-    m->layers = tlm_calloc((size_t)m->hp.n_layer, sizeof *m->layers);
-    if (!m->arch_name || !m->name || !m->layers) {
+    if (!m->arch_name || !m->name) {
         tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
     }

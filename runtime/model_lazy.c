@@ -31,7 +31,8 @@ typedef struct lazy_file {
 
 typedef struct lazy_tensor {
     char name[LAZY_NAME_MAX];
-    float **slot; /* the field of m->layers[il] it fills */
+    tlm_sublayer_kind kind; /* it fills slot `slot` of layer il's sublayer of kind (looked up */
+    int slot;               /* when the layer is entered: the list may have lost a sublayer) */
     int32_t file;
     uint32_t type;
     uint64_t offset, nbytes; /* in the file */
@@ -114,7 +115,8 @@ tlm_status model_lazy_open_file(struct model_lazy *lz, const char *path, uint64_
     return TLM_OK;
 }
 
-tlm_status model_lazy_add_tensor(struct model_lazy *lz, int32_t il, float **slot, const char *name,
+tlm_status model_lazy_add_tensor(struct model_lazy *lz, int32_t il, tlm_sublayer_kind kind, int slot,
+                                 const char *name,
                                  int32_t file, uint32_t type, uint64_t offset, uint64_t nbytes,
                                  uint64_t rows, uint64_t cols, tlm_error *err) {
     /* layers are recorded one after the other: a layer's tensors stay contiguous */
@@ -128,6 +130,7 @@ tlm_status model_lazy_add_tensor(struct model_lazy *lz, int32_t il, float **slot
     }
     lazy_tensor *t = &lz->tensors[lz->n_tensors++];
     snprintf(t->name, sizeof t->name, "%s", name);
+    t->kind = kind;
     t->slot = slot;
     t->file = file;
     t->type = type;
@@ -203,7 +206,8 @@ tlm_status model_layer_materialize(const struct tlm_model *m, int32_t il, tlm_er
     /* the pointers change only once every tensor has been read */
     at = block;
     for (int32_t i = 0; i < n; i++) {
-        *ts[i].slot = at;
+        const tlm_sublayer *S = model_sublayer(m, il, ts[i].kind);
+        if (S) m->subs[S - m->subs].w[ts[i].slot].data = at;
         at += padded_floats(&ts[i]);
     }
     lz->block[il] = block;
@@ -215,7 +219,10 @@ void model_layer_release(const struct tlm_model *m, int32_t il) {
     struct model_lazy *lz = m->lazy;
     if (!lz || il < 0 || il >= lz->n_layer || !lz->ready[il]) return;
     const lazy_tensor *ts = lz->tensors + lz->first[il];
-    for (int32_t i = 0; i < lz->count[il]; i++) *ts[i].slot = NULL;
+    for (int32_t i = 0; i < lz->count[il]; i++) {
+        const tlm_sublayer *S = model_sublayer(m, il, ts[i].kind);
+        if (S) m->subs[S - m->subs].w[ts[i].slot].data = NULL;
+    }
     tlm_free(lz->block[il]);
     lz->block[il] = NULL;
     lz->ready[il] = false;

@@ -35,6 +35,7 @@
 #include "ggml_types.h"
 #include "gguf.h"
 #include "model.h"
+#include "tensor_spec.h"
 #include "qformat.h"
 #include "safetensors.h"
 #include "tlm_format.h"
@@ -324,29 +325,6 @@ typedef struct graph_node {
     const cJSON *tensors; /* array of names */
 } graph_node;
 
-/* The expected tensor names of one sublayer, "blk.N." omitted. */
-static int sublayer_roles(bool is_attn, bool qkv_bias, const char *roles[8]) {
-    int n = 0;
-    if (is_attn) {
-        roles[n++] = "attn_norm.weight";
-        roles[n++] = "attn_q.weight";
-        roles[n++] = "attn_k.weight";
-        roles[n++] = "attn_v.weight";
-        if (qkv_bias) {
-            roles[n++] = "attn_q.bias";
-            roles[n++] = "attn_k.bias";
-            roles[n++] = "attn_v.bias";
-        }
-        roles[n++] = "attn_output.weight";
-    } else {
-        roles[n++] = "ffn_norm.weight";
-        roles[n++] = "ffn_gate.weight";
-        roles[n++] = "ffn_up.weight";
-        roles[n++] = "ffn_down.weight";
-    }
-    return n;
-}
-
 /* Reads and checks the graph: sublayers in execution order, each once,
  * listing exactly its expected tensors. *nodes has 2 * n_layer slots. */
 static tlm_status read_graph(const tlm_reader *r, const tlm_hparams *hp, graph_node *nodes,
@@ -380,12 +358,15 @@ static tlm_status read_graph(const tlm_reader *r, const tlm_hparams *hp, graph_n
             node.score = (float)score->valuedouble;
         }
         node.tensors = jget(item, "tensors");
-        const char *roles[8];
-        int n_roles = sublayer_roles(node.is_attn, hp->qkv_bias, roles);
-        bool ok = cJSON_IsArray(node.tensors) && cJSON_GetArraySize(node.tensors) == n_roles;
-        for (int k = 0; ok && k < n_roles; k++) {
+        int n_specs, n_held = 0;
+        const tensor_spec *specs = tensor_specs_sublayer(
+            hp->arch, node.is_attn ? TLM_SUBLAYER_ATTN : TLM_SUBLAYER_MLP, &n_specs);
+        for (int k = 0; k < n_specs; k++) n_held += tensor_spec_held(&specs[k], hp);
+        bool ok = cJSON_IsArray(node.tensors) && cJSON_GetArraySize(node.tensors) == n_held;
+        for (int k = 0; ok && k < n_specs; k++) {
+            if (!tensor_spec_held(&specs[k], hp)) continue;
             char want[TLM_TENSOR_NAME_MAX];
-            snprintf(want, sizeof want, "blk.%d.%s", (int)node.layer, roles[k]);
+            tensor_spec_name(&specs[k], node.layer, want, sizeof want);
             bool listed = false;
             const cJSON *name;
             cJSON_ArrayForEach(name, node.tensors)
@@ -411,12 +392,12 @@ typedef struct tlm_loader {
     bool mapped; /* a tensor points into the mapping */
 } tlm_loader;
 
-/* Converts the tensor called name, of shape (rows, cols) (rows == 0: a vector
- * of cols), to a new f32 array owned by the model; or, when it is stored
- * quantized and q is given (a weight matrix), points *q at its mapped bytes
- * and sets *out to NULL. */
+/* The tensor called name, of shape (rows, cols) (rows == 0: a vector of
+ * cols), into *out: converted to a new f32 array owned by the model, or, when
+ * it is stored packed and may be (a weight matrix), pointing at its mapped
+ * bytes. */
 static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, uint64_t cols,
-                              float **out, tlm_matrix *q) {
+                              bool packable, tlm_tensor *out) {
     tlm_reader *r = ld->r;
     uint32_t index;
     const tlm_tensor_entry *e = find_entry(r, name, &index);
@@ -431,7 +412,7 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
         return tlm_seterr(r->err, TLM_ERR_FORMAT, "%s: tensor '%s' is used twice", r->path, name);
     ld->used[index] = true;
     if (tlm_dtype_is_quant(e->dtype)) {
-        if (!q || !rows)
+        if (!packable || !rows)
             return tlm_seterr(r->err, TLM_ERR_FORMAT,
                               "%s: tensor '%s' is stored as %s, which only weight matrices may be",
                               r->path, name, tlm_dtype_name(e->dtype));
@@ -447,13 +428,13 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
                               "..%" PRId64 " is not a finite number (NaN or Inf)", r->path, name,
                               bad_row, bad_group * TLM_QGROUP, bad_group * TLM_QGROUP + TLM_QGROUP - 1);
         /* no copy: the mapping outlives the reader (load_model hands it over) */
-        *q = (tlm_matrix){.type = (tlm_wtype)e->dtype, .rows = (int64_t)rows, .cols = (int64_t)cols,
-                          .data = r->map + r->h.data_offset + e->offset};
+        *out = (tlm_tensor){.type = (tlm_storage)e->dtype, .rows = (int64_t)rows,
+                            .cols = (int64_t)cols,
+                            .data = (void *)(r->map + r->h.data_offset + e->offset)};
         ld->m->n_params += (int64_t)(rows * cols);
         ld->m->quant_params += (int64_t)(rows * cols);
         ld->m->quant_bytes += (int64_t)e->bytes;
         ld->mapped = true;
-        *out = NULL;
         return TLM_OK;
     }
     float *w = model_alloc_weight(ld->m, want_rows * cols, r->err);
@@ -489,46 +470,28 @@ static tlm_status load_tensor(tlm_loader *ld, const char *name, uint64_t rows, u
         return tlm_seterr(r->err, TLM_ERR_FORMAT,
                           "%s: tensor '%s': row %" PRId64 " holds a value that is not a finite "
                           "number (NaN or Inf)", r->path, name, bad_row);
-    *out = w;
+    *out = tensor_of_f32(w, (int64_t)want_rows, (int64_t)cols);
     return TLM_OK;
 }
 
+/* Appends the graph node's sublayer, its tensors as the table lists them. */
 static tlm_status load_sublayer(tlm_loader *ld, const graph_node *node) {
     struct tlm_model *m = ld->m;
     const tlm_hparams *hp = &m->hp;
-    tlm_layer *L = &m->layers[node->layer];
-    const uint64_t E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff;
-    const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
-    const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    const tlm_sublayer_kind kind = node->is_attn ? TLM_SUBLAYER_ATTN : TLM_SUBLAYER_MLP;
+    tlm_sublayer *S = model_add_sublayer(m, kind, node->layer);
+    int n_specs;
+    const tensor_spec *specs = tensor_specs_sublayer(hp->arch, kind, &n_specs);
     char name[TLM_TENSOR_NAME_MAX];
-    tlm_status st;
-#define LOAD_Q(suffix, rows, cols, dst, q)                                      \
-    do {                                                                        \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)node->layer, suffix);    \
-        if ((st = load_tensor(ld, name, rows, cols, dst, q))) return st;        \
-    } while (0)
-#define LOAD(suffix, rows, cols, dst) LOAD_Q(suffix, rows, cols, dst, NULL)
-    if (node->is_attn) {
-        L->has_attn = true;
-        LOAD("attn_norm.weight", 0, E, &L->attn_norm);
-        LOAD_Q("attn_q.weight", q_dim, E, &L->wq, &L->wq_q);
-        LOAD_Q("attn_k.weight", kv_dim, E, &L->wk, &L->wk_q);
-        LOAD_Q("attn_v.weight", kv_dim, E, &L->wv, &L->wv_q);
-        if (hp->qkv_bias) {
-            LOAD("attn_q.bias", 0, q_dim, &L->bq);
-            LOAD("attn_k.bias", 0, kv_dim, &L->bk);
-            LOAD("attn_v.bias", 0, kv_dim, &L->bv);
-        }
-        LOAD_Q("attn_output.weight", E, q_dim, &L->wo, &L->wo_q);
-    } else {
-        L->has_mlp = true;
-        LOAD("ffn_norm.weight", 0, E, &L->ffn_norm);
-        LOAD_Q("ffn_gate.weight", F, E, &L->w_gate, &L->w_gate_q);
-        LOAD_Q("ffn_up.weight", F, E, &L->w_up, &L->w_up_q);
-        LOAD_Q("ffn_down.weight", E, F, &L->w_down, &L->w_down_q);
+    for (int k = 0; k < n_specs; k++) {
+        const tensor_spec *sp = &specs[k];
+        if (!tensor_spec_held(sp, hp)) continue;
+        tensor_spec_name(sp, node->layer, name, sizeof name);
+        const uint64_t rows = sp->rows == DIM_ONE ? 0 : (uint64_t)tensor_spec_dim(hp, sp->rows);
+        tlm_status st = load_tensor(ld, name, rows, (uint64_t)tensor_spec_dim(hp, sp->cols),
+                                    rows != 0, &S->w[sp->slot]);
+        if (st) return st;
     }
-#undef LOAD
-#undef LOAD_Q
     return TLM_OK;
 }
 
@@ -599,21 +562,22 @@ static tlm_status load_model(tlm_reader *r, struct tlm_model *m) {
 
     graph_node *nodes = tlm_calloc((size_t)hp->n_layer * 2, sizeof *nodes);
     tlm_loader ld = {.r = r, .m = m, .used = tlm_calloc(r->h.n_tensors + 1u, sizeof(bool))};
-    m->layers = tlm_calloc((size_t)hp->n_layer, sizeof *m->layers);
     int32_t n_nodes = 0;
-    if (!nodes || !ld.used || !m->layers) {
+    if (!nodes || !ld.used || model_alloc_sublayers(m, r->path, r->err) != TLM_OK) {
         st = tlm_seterr(r->err, TLM_ERR_NOMEM, "%s: out of memory", r->path);
         goto done;
     }
     if ((st = read_graph(r, hp, nodes, &n_nodes))) goto done;
     const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
-    if ((st = load_tensor(&ld, "token_embd.weight", V, E, &m->tok_embd, &m->tok_embd_q)) ||
-        (st = load_tensor(&ld, "output_norm.weight", 0, E, &m->out_norm, NULL)))
+    if ((st = load_tensor(&ld, tensor_spec_model(hp->arch, MODEL_TOK_EMBD)->gguf, V, E, true,
+                          &m->tok_embd)) ||
+        (st = load_tensor(&ld, tensor_spec_model(hp->arch, MODEL_OUT_NORM)->gguf, 0, E, false,
+                          &m->out_norm)))
         goto done;
     if (hp->tied_embeddings) {
         m->output = m->tok_embd;
-        m->output_q = m->tok_embd_q;
-    } else if ((st = load_tensor(&ld, "output.weight", V, E, &m->output, &m->output_q))) {
+    } else if ((st = load_tensor(&ld, tensor_spec_model(hp->arch, MODEL_OUTPUT)->gguf, V, E, true,
+                                 &m->output))) {
         goto done;
     }
     for (int32_t i = 0; i < n_nodes; i++)
@@ -913,29 +877,27 @@ done:
     return st;
 }
 
-/* The full graph of a model loaded from GGUF or safetensors. */
+/* The full graph of a model loaded from GGUF or safetensors: its sublayer
+ * list (a pruned "deci" GGUF lacks some), each with its tensors' sizes. */
 static tlm_status describe_graph(desc_impl *d, const struct tlm_model *m, tlm_error *err) {
     const tlm_hparams *hp = &m->hp;
     d->subs = tlm_calloc((size_t)hp->n_layer * 2, sizeof *d->subs);
     if (!d->subs) return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", d->pub.path);
-    const int64_t E = hp->n_embd, F = hp->n_ff;
-    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    int32_t n = 0, n_attn = 0; /* a pruned ("deci") GGUF lacks some sublayers */
-    for (int32_t il = 0; il < hp->n_layer; il++) {
-        if (m->layers[il].has_attn) {
-            d->subs[n++] = (tlm_sublayer_desc){
-                .kind = "attn", .layer = il, .n_tensors = hp->qkv_bias ? 8 : 5,
-                .n_params = E + 2 * q_dim * E + 2 * kv_dim * E +
-                            (hp->qkv_bias ? q_dim + 2 * kv_dim : 0)};
-            n_attn++;
+    for (int32_t i = 0; i < m->n_subs; i++) {
+        const tlm_sublayer *S = &m->subs[i];
+        int n_specs;
+        const tensor_spec *specs = tensor_specs_sublayer(hp->arch, S->kind, &n_specs);
+        tlm_sublayer_desc *sd = &d->subs[i];
+        *sd = (tlm_sublayer_desc){.kind = S->kind == TLM_SUBLAYER_ATTN ? "attn" : "mlp",
+                                  .layer = S->layer};
+        for (int k = 0; k < n_specs; k++) {
+            if (!tensor_spec_held(&specs[k], hp)) continue;
+            sd->n_tensors++;
+            sd->n_params += tensor_spec_dim(hp, specs[k].rows) * tensor_spec_dim(hp, specs[k].cols);
         }
-        if (m->layers[il].has_mlp)
-            d->subs[n++] = (tlm_sublayer_desc){.kind = "mlp", .layer = il, .n_tensors = 4,
-                                               .n_params = E + 3 * F * E};
     }
-    d->pub.n_sublayers = n;
-    d->pub.n_attn_sublayers = n_attn;
+    d->pub.n_sublayers = m->n_subs;
+    d->pub.n_attn_sublayers = m->n_attn;
     return TLM_OK;
 }
 

@@ -39,6 +39,7 @@
 #include "gguf_writer.h"
 #include "model.h"
 #include "qformat.h"
+#include "tensor_spec.h"
 #include "tlm_format.h"
 #include "type_rules.h"
 
@@ -148,11 +149,13 @@ tlm_status tlm_tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *o
 
 typedef struct plan_tensor {
     char name[TLM_TENSOR_NAME_MAX];
-    const float *src;   /* rows x cols f32 values of the model, or NULL and: */
-    const tlm_matrix *qsrc; /* the model's quantized matrix (a .tlm source) */
-    float *const *slot; /* a layer tensor: its field of the model's tlm_layer, from
-                           which src is taken when the layer is entered (a lazily
-                           loaded layer's arrays exist only in between) */
+    const tensor_spec *spec;
+    const tlm_tensor *source; /* the model's tensor; a layer tensor's data is taken
+                                 when the layer is entered (a lazily loaded layer's
+                                 arrays exist only in between) */
+    const float *src;   /* rows x cols f32 values to write (the source's, or their
+                           activation-aware rescaled copy), or NULL and: */
+    const tlm_tensor *qsrc; /* the source when it is packed (a .tlm source) */
     uint64_t rows, cols;
     uint32_t n_dims, dtype;
     uint64_t offset;    /* from data_offset */
@@ -204,15 +207,18 @@ static uint64_t tensor_bytes(uint32_t dtype, uint64_t rows, uint64_t cols) {
     return rows * cols * tlm_dtype_float_bytes(dtype); /* < 2^62 (hparams) */
 }
 
-/* rows == 0: a vector of cols. src: f32 values, or NULL and q: a quantized
- * matrix, which is copied when it keeps its type (re-quantizing a quantized
- * model would compound the rounding: convert from the original instead).
- * slot: a layer tensor's field (src is then *slot), whose array a lazily
- * loaded model fills only when the layer is entered (layer_enter checks it). */
-static tlm_status plan_add_q(plan *p, const char *name, const float *src, float *const *slot,
-                             const tlm_matrix *q, uint64_t rows, uint64_t cols) {
-    if (slot) src = *slot;
-    if (!src && !(q && q->data) && !(slot && p->m->lazy))
+/* The tensor of spec (of original layer il; -1 for the model's own) from
+ * source. A packed source is copied when it keeps its type (re-quantizing a
+ * quantized model would compound the rounding: convert from the original
+ * instead). A layer tensor of a lazily loaded model has its data only once
+ * the layer is entered (layer_enter checks it). */
+static tlm_status plan_add(plan *p, const tensor_spec *spec, int32_t il, const tlm_tensor *source) {
+    const tlm_hparams *hp = &p->m->hp;
+    char name[TLM_TENSOR_NAME_MAX];
+    tensor_spec_name(spec, il, name, sizeof name);
+    const float *src = tensor_f32(source);
+    const tlm_tensor *qsrc = tensor_is_packed(source) && source->data ? source : NULL;
+    if (!src && !qsrc && !(il >= 0 && p->m->lazy))
         return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
     if (p->n_tensors == p->cap_tensors) {
         int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
@@ -224,15 +230,15 @@ static tlm_status plan_add_q(plan *p, const char *name, const float *src, float 
     plan_tensor *t = &p->tensors[p->n_tensors++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
+    t->spec = spec;
+    t->source = source;
     t->src = src;
-    t->slot = slot;
-    t->qsrc = !src && q && q->data ? q : NULL;
-    t->layer = -1;
-    if (strncmp(name, "blk.", 4) == 0) t->layer = (int32_t)strtol(name + 4, NULL, 10);
-    t->n_dims = rows ? 2 : 1;
-    t->rows = rows ? rows : 1;
-    t->cols = cols;
-    t->dtype = tlm_type_rules_choose(&p->types, name, t->n_dims, cols);
+    t->qsrc = qsrc;
+    t->layer = il;
+    t->n_dims = spec->rows == DIM_ONE ? 1 : 2;
+    t->rows = (uint64_t)tensor_spec_dim(hp, spec->rows);
+    t->cols = (uint64_t)tensor_spec_dim(hp, spec->cols);
+    t->dtype = tlm_type_rules_choose(&p->types, name, t->n_dims, t->cols);
     if (t->qsrc && t->dtype != (uint32_t)t->qsrc->type)
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
                           "%s: tensor '%s' of the source is stored %s and cannot be rewritten as %s "
@@ -243,35 +249,23 @@ static tlm_status plan_add_q(plan *p, const char *name, const float *src, float 
     return TLM_OK;
 }
 
-static tlm_status plan_add(plan *p, const char *name, const float *src, uint64_t rows,
-                           uint64_t cols) {
-    return plan_add_q(p, name, src, NULL, NULL, rows, cols);
-}
-
-static tlm_status plan_layer(plan *p, int32_t il) {
+/* The model's sublayers, each kept (its tensors as the table lists them) or
+ * dropped (o->drop_attn / drop_mlp). */
+static tlm_status plan_sublayers(plan *p) {
     const struct tlm_model *m = p->m;
     const tlm_hparams *hp = &m->hp;
-    const tlm_layer *L = &m->layers[il];
-    const uint64_t E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff;
-    const uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
-    const uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     const tlm_write_options *o = p->o;
-    char name[TLM_TENSOR_NAME_MAX];
     tlm_status st;
-#define ADD_Q(suffix, field, q, rows, cols)                                    \
-    do {                                                                      \
-        snprintf(name, sizeof name, "blk.%d.%s", (int)il, suffix);           \
-        if ((st = plan_add_q(p, name, NULL, &L->field, q, rows, cols))) return st; \
-    } while (0)
-#define ADD(suffix, field, rows, cols) ADD_Q(suffix, field, NULL, rows, cols)
-    for (int kind = 0; kind < 2; kind++) {
-        const bool is_attn = kind == 0;
-        const bool present = is_attn ? L->has_attn : L->has_mlp;
+    for (int32_t i = 0; i < m->n_subs; i++) {
+        const tlm_sublayer *S = &m->subs[i];
+        const int32_t il = S->layer;
+        const bool is_attn = S->kind == TLM_SUBLAYER_ATTN;
         const bool *drop = is_attn ? o->drop_attn : o->drop_mlp;
         const float score = p->scores ? p->scores[(is_attn ? 0 : 1) * hp->n_layer + il] : NAN;
-        if (present && drop && drop[il])
+        if (drop && drop[il]) {
             p->dropped[p->n_dropped++] = (plan_drop){is_attn, il, score};
-        if (!present || (drop && drop[il])) continue;
+            continue;
+        }
         plan_sublayer *s = &p->subs[p->n_subs++];
         s->is_attn = is_attn;
         s->layer = il;
@@ -280,34 +274,21 @@ static tlm_status plan_layer(plan *p, int32_t il) {
             s->has_score = true;
             s->score = score;
         }
-        if (is_attn) {
-            ADD("attn_norm.weight", attn_norm, 0, E);
-            ADD_Q("attn_q.weight", wq, &L->wq_q, q_dim, E);
-            ADD_Q("attn_k.weight", wk, &L->wk_q, kv_dim, E);
-            ADD_Q("attn_v.weight", wv, &L->wv_q, kv_dim, E);
-            if (hp->qkv_bias) {
-                ADD("attn_q.bias", bq, 0, q_dim);
-                ADD("attn_k.bias", bk, 0, kv_dim);
-                ADD("attn_v.bias", bv, 0, kv_dim);
-            }
-            ADD_Q("attn_output.weight", wo, &L->wo_q, E, q_dim);
-        } else {
-            ADD("ffn_norm.weight", ffn_norm, 0, E);
-            ADD_Q("ffn_gate.weight", w_gate, &L->w_gate_q, F, E);
-            ADD_Q("ffn_up.weight", w_up, &L->w_up_q, F, E);
-            ADD_Q("ffn_down.weight", w_down, &L->w_down_q, E, F);
-        }
+        int n_specs;
+        const tensor_spec *specs = tensor_specs_sublayer(hp->arch, S->kind, &n_specs);
+        for (int k = 0; k < n_specs; k++)
+            if (tensor_spec_held(&specs[k], hp) &&
+                (st = plan_add(p, &specs[k], il, &S->w[specs[k].slot])))
+                return st;
         s->count = p->n_tensors - s->first;
     }
-#undef ADD
-#undef ADD_Q
     return TLM_OK;
 }
 
 static tlm_status plan_build(plan *p) {
     const struct tlm_model *m = p->m;
     const tlm_hparams *hp = &m->hp;
-    const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
+    const uint64_t E = (uint64_t)hp->n_embd;
     tlm_status st;
     if ((st = tlm_type_rules_init(&p->types, p->o->dtype, p->o->keep_wide, p->dst, p->err)))
         return st;
@@ -337,14 +318,13 @@ static tlm_status plan_build(plan *p) {
             return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
         for (int32_t i = 0; i < NL * TLM_AWQ_N_INPUTS; i++) p->alpha[i] = NAN;
     }
-    if ((st = plan_add_q(p, "token_embd.weight", m->tok_embd, NULL, &m->tok_embd_q, V, E)) ||
-        (st = plan_add(p, "output_norm.weight", m->out_norm, 0, E)))
+    if ((st = plan_add(p, tensor_spec_model(hp->arch, MODEL_TOK_EMBD), -1, &m->tok_embd)) ||
+        (st = plan_add(p, tensor_spec_model(hp->arch, MODEL_OUT_NORM), -1, &m->out_norm)))
         return st;
     if (!hp->tied_embeddings &&
-        (st = plan_add_q(p, "output.weight", m->output, NULL, &m->output_q, V, E)))
+        (st = plan_add(p, tensor_spec_model(hp->arch, MODEL_OUTPUT), -1, &m->output)))
         return st;
-    for (int32_t il = 0; il < hp->n_layer; il++)
-        if ((st = plan_layer(p, il))) return st;
+    if ((st = plan_sublayers(p))) return st;
     if (p->awq) {
         /* the output head: the search weighted by its input's statistics; an
          * untied embedding table (a lookup, not a product) with equal weights */
@@ -360,7 +340,8 @@ static tlm_status plan_build(plan *p) {
             plan_tensor *t = &p->tensors[i];
             if (!tlm_dtype_is_quant(t->dtype) || t->qsrc) continue;
             any = t->search = true;
-            if (strcmp(t->name, hp->tied_embeddings ? "token_embd.weight" : "output.weight") == 0)
+            if (t->spec == tensor_spec_model(hp->arch, hp->tied_embeddings ? MODEL_TOK_EMBD
+                                                                           : MODEL_OUTPUT))
                 t->imp = p->out_imp;
         }
         p->awq = any; /* all copied from a quantized source: nothing to do */
@@ -386,7 +367,7 @@ static tlm_status layer_enter(plan *p, int32_t il, int32_t first, int32_t end) {
     if (st) return st;
     for (int32_t i = first; i < end; i++) {
         plan_tensor *t = &p->tensors[i];
-        if (t->slot) t->src = *t->slot;
+        t->src = tensor_f32(t->source);
         if (!t->src && !t->qsrc) /* the loaders record every tensor of a present sublayer */
             return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst,
                               t->name);
@@ -396,11 +377,10 @@ static tlm_status layer_enter(plan *p, int32_t il, int32_t first, int32_t end) {
 
 /* After layer il's last tensor has been used: frees a materialised layer.
  * src may point into the activation-aware scratch buffer or at the layer's
- * own arrays; it goes back to the field, NULL for a released layer. */
+ * own arrays; it goes back to the source's, NULL for a released layer. */
 static void layer_leave(plan *p, int32_t il, int32_t first, int32_t end) {
     model_layer_release(p->m, il);
-    for (int32_t i = first; i < end; i++)
-        if (p->tensors[i].slot) p->tensors[i].src = *p->tensors[i].slot;
+    for (int32_t i = first; i < end; i++) p->tensors[i].src = tensor_f32(p->tensors[i].source);
 }
 
 /* ------------------------------------------ activation-aware quantization */
@@ -419,9 +399,11 @@ static const char *const awq_input_names[TLM_AWQ_N_INPUTS] = {"attn_qkv", "attn_
 static const tlm_linear_input awq_inputs[TLM_AWQ_N_INPUTS] = {
     TLM_INPUT_ATTN_QKV, TLM_INPUT_ATTN_OUT, TLM_INPUT_FFN_GATE_UP, TLM_INPUT_FFN_DOWN};
 
-static plan_tensor *layer_tensor(plan *p, int32_t first, int32_t end, const char *role) {
+/* The plan tensor of slot `slot` of the layer's sublayer of kind, or NULL. */
+static plan_tensor *layer_tensor(plan *p, int32_t first, int32_t end, spec_place kind, int slot) {
     for (int32_t i = first; i < end; i++)
-        if (strcmp(tlm_tensor_role(p->tensors[i].name), role) == 0) return &p->tensors[i];
+        if (p->tensors[i].spec->place == kind && p->tensors[i].spec->slot == slot)
+            return &p->tensors[i];
     return NULL;
 }
 
@@ -437,16 +419,16 @@ static tlm_status awq_prepare_layer(plan *p, awq_layer *al, int32_t il, int32_t 
     const tlm_hparams *hp = &p->m->hp;
     const int64_t E = hp->n_embd, F = hp->n_ff, HD = hp->head_dim;
     const int64_t QD = (int64_t)hp->n_head * HD, KD = (int64_t)hp->n_head_kv * HD;
-    plan_tensor *an = layer_tensor(p, first, end, "attn_norm.weight"),
-                *tq = layer_tensor(p, first, end, "attn_q.weight"),
-                *tk = layer_tensor(p, first, end, "attn_k.weight"),
-                *tv = layer_tensor(p, first, end, "attn_v.weight"),
-                *tbv = layer_tensor(p, first, end, "attn_v.bias"),
-                *to = layer_tensor(p, first, end, "attn_output.weight"),
-                *fn = layer_tensor(p, first, end, "ffn_norm.weight"),
-                *tg = layer_tensor(p, first, end, "ffn_gate.weight"),
-                *tu = layer_tensor(p, first, end, "ffn_up.weight"),
-                *td = layer_tensor(p, first, end, "ffn_down.weight");
+    plan_tensor *an = layer_tensor(p, first, end, SPEC_ATTN, ATTN_NORM),
+                *tq = layer_tensor(p, first, end, SPEC_ATTN, ATTN_Q),
+                *tk = layer_tensor(p, first, end, SPEC_ATTN, ATTN_K),
+                *tv = layer_tensor(p, first, end, SPEC_ATTN, ATTN_V),
+                *tbv = layer_tensor(p, first, end, SPEC_ATTN, ATTN_V_BIAS),
+                *to = layer_tensor(p, first, end, SPEC_ATTN, ATTN_OUT),
+                *fn = layer_tensor(p, first, end, SPEC_MLP, MLP_NORM),
+                *tg = layer_tensor(p, first, end, SPEC_MLP, MLP_GATE),
+                *tu = layer_tensor(p, first, end, SPEC_MLP, MLP_UP),
+                *td = layer_tensor(p, first, end, SPEC_MLP, MLP_DOWN);
     /* a sublayer copied from a quantized source cannot be rescaled */
     const bool attn = an && tq && tk && tv && to && an->src && tq->src && tk->src && tv->src &&
                       to->src && (!tbv || tbv->src);

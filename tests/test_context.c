@@ -49,23 +49,23 @@ static tlm_model *tiny_model(void) {
                           .rope_dim = HD, .rope_style = TLM_ROPE_NORM};
     m->arch_name = tlm_strdup("llama");
     m->source_format = "memory";
-    m->layers = tlm_calloc(2, sizeof *m->layers);
-    m->tok_embd = weight(m, V * E, 0.0f);
+    assert_int_equal(model_alloc_sublayers(m, "tiny", NULL), TLM_OK);
+    m->tok_embd = tensor_of_f32(weight(m, V * E, 0.0f), V, E);
     for (int l = 0; l < 2; l++) {
-        tlm_layer *L = &m->layers[l];
-        L->has_attn = L->has_mlp = true;
-        L->attn_norm = weight(m, E, 1.0f);
-        L->wq = weight(m, 2 * HD * E, 0.0f);
-        L->wk = weight(m, HD * E, 0.0f);
-        L->wv = weight(m, HD * E, 0.0f);
-        L->wo = weight(m, E * 2 * HD, 0.0f);
-        L->ffn_norm = weight(m, E, 1.0f);
-        L->w_gate = weight(m, FF * E, 0.0f);
-        L->w_up = weight(m, FF * E, 0.0f);
-        L->w_down = weight(m, E * FF, 0.0f);
+        tlm_sublayer *A = model_add_sublayer(m, TLM_SUBLAYER_ATTN, l);
+        A->w[ATTN_NORM] = tensor_of_f32(weight(m, E, 1.0f), 1, E);
+        A->w[ATTN_Q] = tensor_of_f32(weight(m, 2 * HD * E, 0.0f), 2 * HD, E);
+        A->w[ATTN_K] = tensor_of_f32(weight(m, HD * E, 0.0f), HD, E);
+        A->w[ATTN_V] = tensor_of_f32(weight(m, HD * E, 0.0f), HD, E);
+        A->w[ATTN_OUT] = tensor_of_f32(weight(m, E * 2 * HD, 0.0f), E, 2 * HD);
+        tlm_sublayer *F = model_add_sublayer(m, TLM_SUBLAYER_MLP, l);
+        F->w[MLP_NORM] = tensor_of_f32(weight(m, E, 1.0f), 1, E);
+        F->w[MLP_GATE] = tensor_of_f32(weight(m, FF * E, 0.0f), FF, E);
+        F->w[MLP_UP] = tensor_of_f32(weight(m, FF * E, 0.0f), FF, E);
+        F->w[MLP_DOWN] = tensor_of_f32(weight(m, E * FF, 0.0f), E, FF);
     }
-    m->out_norm = weight(m, E, 1.0f);
-    m->output = weight(m, V * E, 0.0f);
+    m->out_norm = tensor_of_f32(weight(m, E, 1.0f), 1, E);
+    m->output = tensor_of_f32(weight(m, V * E, 0.0f), V, E);
     return m;
 }
 
@@ -223,18 +223,21 @@ static int teardown(void **state) {
 
 /* A removed sublayer must act exactly like one whose output projection is
  * zero (its residual contribution vanishes), in prefill and in decode. */
-static void check_removed_equals_zeroed(bool attn) {
+static void check_removed_equals_zeroed(bool attn, int32_t layer) {
     tlm_model *removed = tiny_model(), *zeroed = tiny_model();
-    tlm_layer *R = &removed->layers[1], *Z = &zeroed->layers[1];
-    if (attn) {
-        R->has_attn = false;
-        R->attn_norm = R->wq = R->wk = R->wv = R->wo = NULL;
-        memset(Z->wo, 0, (size_t)E * 2 * HD * sizeof(float));
-    } else {
-        R->has_mlp = false;
-        R->ffn_norm = R->w_gate = R->w_up = R->w_down = NULL;
-        memset(Z->w_down, 0, (size_t)E * FF * sizeof(float));
-    }
+    const tlm_sublayer_kind kind = attn ? TLM_SUBLAYER_ATTN : TLM_SUBLAYER_MLP;
+    assert_true(model_remove_sublayer(removed, layer, kind));
+    assert_false(model_remove_sublayer(removed, layer, kind)); /* already gone */
+    assert_null(model_sublayer(removed, layer, kind));
+    assert_int_equal(removed->n_subs, 3);
+    assert_int_equal(removed->n_attn, attn ? 1 : 2);
+    int32_t next_slot = 0; /* the attention sublayers left hold slots 0, 1, ... */
+    for (int32_t i = 0; i < removed->n_subs; i++)
+        assert_int_equal(removed->subs[i].kv_slot,
+                         removed->subs[i].kind == TLM_SUBLAYER_ATTN ? next_slot++ : -1);
+    const tlm_sublayer *Z = model_sublayer(zeroed, layer, kind);
+    if (attn) memset(Z->w[ATTN_OUT].data, 0, (size_t)E * 2 * HD * sizeof(float));
+    else memset(Z->w[MLP_DOWN].data, 0, (size_t)E * FF * sizeof(float));
     int32_t toks[6] = {1, 5, 9, 2, 15, 7};
     for (int threads = 1; threads <= 2; threads++) {
         tlm_context *cr = new_ctx(removed, 16, 4, threads), *cz = new_ctx(zeroed, 16, 4, threads);
@@ -264,12 +267,19 @@ static void check_removed_equals_zeroed(bool attn) {
 
 static void test_removed_attention(void **state) {
     (void)state;
-    check_removed_equals_zeroed(true);
+    check_removed_equals_zeroed(true, 1);
+}
+
+/* Layer 0's attention removed: layer 1's takes KV-cache slot 0, the only
+ * one there is. */
+static void test_removed_first_attention(void **state) {
+    (void)state;
+    check_removed_equals_zeroed(true, 0);
 }
 
 static void test_removed_mlp(void **state) {
     (void)state;
-    check_removed_equals_zeroed(false);
+    check_removed_equals_zeroed(false, 1);
 }
 
 int main(void) {
@@ -279,6 +289,7 @@ int main(void) {
         cmocka_unit_test(test_errors_leave_state),
         cmocka_unit_test(test_reset_and_chunking),
         cmocka_unit_test(test_removed_attention),
+        cmocka_unit_test(test_removed_first_attention),
         cmocka_unit_test(test_removed_mlp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -142,28 +142,28 @@ static tlm_model *tiny_model(bool qkv_bias) {
     m->arch_name = tlm_strdup(qkv_bias ? "qwen2" : "llama");
     m->name = tlm_strdup("tiny test model");
     m->source_format = "memory";
-    m->layers = tlm_calloc(NL, sizeof *m->layers);
-    m->tok_embd = weight(m, V * E, 0.0f);
+    assert_int_equal(model_alloc_sublayers(m, "tiny", NULL), TLM_OK);
+    m->tok_embd = tensor_of_f32(weight(m, V * E, 0.0f), V, E);
     for (int l = 0; l < NL; l++) {
-        tlm_layer *L = &m->layers[l];
-        L->has_attn = L->has_mlp = true;
-        L->attn_norm = weight(m, E, 1.0f);
-        L->wq = weight(m, NH * HD * E, 0.0f);
-        L->wk = weight(m, NKV * HD * E, 0.0f);
-        L->wv = weight(m, NKV * HD * E, 0.0f);
+        tlm_sublayer *A = model_add_sublayer(m, TLM_SUBLAYER_ATTN, l);
+        A->w[ATTN_NORM] = tensor_of_f32(weight(m, E, 1.0f), 1, E);
+        A->w[ATTN_Q] = tensor_of_f32(weight(m, NH * HD * E, 0.0f), NH * HD, E);
+        A->w[ATTN_K] = tensor_of_f32(weight(m, NKV * HD * E, 0.0f), NKV * HD, E);
+        A->w[ATTN_V] = tensor_of_f32(weight(m, NKV * HD * E, 0.0f), NKV * HD, E);
         if (qkv_bias) {
-            L->bq = weight(m, NH * HD, 0.0f);
-            L->bk = weight(m, NKV * HD, 0.0f);
-            L->bv = weight(m, NKV * HD, 0.0f);
+            A->w[ATTN_Q_BIAS] = tensor_of_f32(weight(m, NH * HD, 0.0f), 1, NH * HD);
+            A->w[ATTN_K_BIAS] = tensor_of_f32(weight(m, NKV * HD, 0.0f), 1, NKV * HD);
+            A->w[ATTN_V_BIAS] = tensor_of_f32(weight(m, NKV * HD, 0.0f), 1, NKV * HD);
         }
-        L->wo = weight(m, E * NH * HD, 0.0f);
-        L->ffn_norm = weight(m, E, 1.0f);
-        L->w_gate = weight(m, FF * E, 0.0f);
-        L->w_up = weight(m, FF * E, 0.0f);
-        L->w_down = weight(m, E * FF, 0.0f);
+        A->w[ATTN_OUT] = tensor_of_f32(weight(m, E * NH * HD, 0.0f), E, NH * HD);
+        tlm_sublayer *F = model_add_sublayer(m, TLM_SUBLAYER_MLP, l);
+        F->w[MLP_NORM] = tensor_of_f32(weight(m, E, 1.0f), 1, E);
+        F->w[MLP_GATE] = tensor_of_f32(weight(m, FF * E, 0.0f), FF, E);
+        F->w[MLP_UP] = tensor_of_f32(weight(m, FF * E, 0.0f), FF, E);
+        F->w[MLP_DOWN] = tensor_of_f32(weight(m, E * FF, 0.0f), E, FF);
     }
-    m->out_norm = weight(m, E, 1.0f);
-    m->output = weight(m, V * E, 0.0f);
+    m->out_norm = tensor_of_f32(weight(m, E, 1.0f), 1, E);
+    m->output = tensor_of_f32(weight(m, V * E, 0.0f), V, E);
     tlm_error err;
     gguf_file *g = gguf_open_memory(g_tok.p, g_tok.len, "tokenizer image", &err);
     assert_non_null(g);
@@ -230,6 +230,17 @@ static float round_bf16(float x) {
     return y;
 }
 
+/* Whether model x has the attention (mlp = false) or MLP sublayer of layer l. */
+#define HAS(x, l, kind) (model_sublayer((x), (l), (kind)) != NULL)
+#define ATTN TLM_SUBLAYER_ATTN
+#define MLP TLM_SUBLAYER_MLP
+/* The f32 values of slot `slot` of that sublayer, or NULL when it (or the
+ * tensor) is absent. */
+static const float *sub_w(const tlm_model *x, int l, tlm_sublayer_kind kind, int slot) {
+    const tlm_sublayer *S = model_sublayer(x, l, kind);
+    return S ? tensor_f32(&S->w[slot]) : NULL;
+}
+
 static void expect_weights(const float *got, const float *src, size_t n, round_fn rf) {
     assert_non_null(got);
     for (size_t i = 0; i < n; i++) {
@@ -245,26 +256,25 @@ static void expect_model(const tlm_model *a, const tlm_model *b, round_fn rf) {
     assert_memory_equal(&a->hp, &b->hp, sizeof a->hp);
     assert_string_equal(a->name, b->name);
     assert_string_equal(tlm_model_chat_template(b), "{{ messages }}");
-    expect_weights(b->tok_embd, a->tok_embd, V * E, rf);
-    expect_weights(b->out_norm, a->out_norm, E, round_none);
-    expect_weights(b->output, a->output, V * E, rf);
+    expect_weights(tensor_f32(&b->tok_embd), tensor_f32(&a->tok_embd), V * E, rf);
+    expect_weights(tensor_f32(&b->out_norm), tensor_f32(&a->out_norm), E, round_none);
+    expect_weights(tensor_f32(&b->output), tensor_f32(&a->output), V * E, rf);
     for (int l = 0; l < NL; l++) {
-        const tlm_layer *x = &a->layers[l], *y = &b->layers[l];
-        assert_true(y->has_attn && y->has_mlp);
-        expect_weights(y->attn_norm, x->attn_norm, E, round_none);
-        expect_weights(y->wq, x->wq, NH * HD * E, rf);
-        expect_weights(y->wk, x->wk, NKV * HD * E, rf);
-        expect_weights(y->wv, x->wv, NKV * HD * E, rf);
-        expect_weights(y->wo, x->wo, E * NH * HD, rf);
+        assert_true(HAS(b, l, ATTN) && HAS(b, l, MLP));
+        expect_weights(sub_w(b, l, ATTN, ATTN_NORM), sub_w(a, l, ATTN, ATTN_NORM), E, round_none);
+        expect_weights(sub_w(b, l, ATTN, ATTN_Q), sub_w(a, l, ATTN, ATTN_Q), NH * HD * E, rf);
+        expect_weights(sub_w(b, l, ATTN, ATTN_K), sub_w(a, l, ATTN, ATTN_K), NKV * HD * E, rf);
+        expect_weights(sub_w(b, l, ATTN, ATTN_V), sub_w(a, l, ATTN, ATTN_V), NKV * HD * E, rf);
+        expect_weights(sub_w(b, l, ATTN, ATTN_OUT), sub_w(a, l, ATTN, ATTN_OUT), E * NH * HD, rf);
         if (a->hp.qkv_bias) {
-            expect_weights(y->bq, x->bq, NH * HD, round_none);
-            expect_weights(y->bk, x->bk, NKV * HD, round_none);
-            expect_weights(y->bv, x->bv, NKV * HD, round_none);
+            expect_weights(sub_w(b, l, ATTN, ATTN_Q_BIAS), sub_w(a, l, ATTN, ATTN_Q_BIAS), NH * HD, round_none);
+            expect_weights(sub_w(b, l, ATTN, ATTN_K_BIAS), sub_w(a, l, ATTN, ATTN_K_BIAS), NKV * HD, round_none);
+            expect_weights(sub_w(b, l, ATTN, ATTN_V_BIAS), sub_w(a, l, ATTN, ATTN_V_BIAS), NKV * HD, round_none);
         }
-        expect_weights(y->ffn_norm, x->ffn_norm, E, round_none);
-        expect_weights(y->w_gate, x->w_gate, FF * E, rf);
-        expect_weights(y->w_up, x->w_up, FF * E, rf);
-        expect_weights(y->w_down, x->w_down, E * FF, rf);
+        expect_weights(sub_w(b, l, MLP, MLP_NORM), sub_w(a, l, MLP, MLP_NORM), E, round_none);
+        expect_weights(sub_w(b, l, MLP, MLP_GATE), sub_w(a, l, MLP, MLP_GATE), FF * E, rf);
+        expect_weights(sub_w(b, l, MLP, MLP_UP), sub_w(a, l, MLP, MLP_UP), FF * E, rf);
+        expect_weights(sub_w(b, l, MLP, MLP_DOWN), sub_w(a, l, MLP, MLP_DOWN), E * FF, rf);
     }
     /* the tokenizer came back through the GGUF loader: same ids */
     static const char *const texts[] = {"ab cab", "hello, world", "\xff\x01 ab"};
@@ -355,19 +365,19 @@ static void test_absent_sublayers(void **state) {
     tlm_model *b = tlm_model_load(path, &err);
     if (!b) fail_msg("load: %s", err.msg);
     assert_int_equal(b->hp.n_layer, NL);
-    assert_true(b->layers[0].has_attn);
-    assert_false(b->layers[0].has_mlp);
-    assert_null(b->layers[0].ffn_norm);
-    assert_null(b->layers[0].w_gate);
-    assert_false(b->layers[1].has_attn);
-    assert_null(b->layers[1].attn_norm);
-    assert_null(b->layers[1].wq);
-    assert_null(b->layers[1].bq);
-    assert_null(b->layers[1].wo);
-    assert_true(b->layers[1].has_mlp);
-    expect_weights(b->layers[1].w_down, m->layers[1].w_down, E * FF, round_none);
-    expect_weights(b->layers[0].wq, m->layers[0].wq, NH * HD * E, round_none);
-    assert_true(b->layers[2].has_attn && b->layers[2].has_mlp);
+    assert_true(HAS(b, 0, ATTN));
+    assert_false(HAS(b, 0, MLP));
+    assert_null(sub_w(b, 0, MLP, MLP_NORM));
+    assert_null(sub_w(b, 0, MLP, MLP_GATE));
+    assert_false(HAS(b, 1, ATTN));
+    assert_null(sub_w(b, 1, ATTN, ATTN_NORM));
+    assert_null(sub_w(b, 1, ATTN, ATTN_Q));
+    assert_null(sub_w(b, 1, ATTN, ATTN_Q_BIAS));
+    assert_null(sub_w(b, 1, ATTN, ATTN_OUT));
+    assert_true(HAS(b, 1, MLP));
+    expect_weights(sub_w(b, 1, MLP, MLP_DOWN), sub_w(m, 1, MLP, MLP_DOWN), E * FF, round_none);
+    expect_weights(sub_w(b, 0, ATTN, ATTN_Q), sub_w(m, 0, ATTN, ATTN_Q), NH * HD * E, round_none);
+    assert_true(HAS(b, 2, ATTN) && HAS(b, 2, MLP));
     assert_int_equal(tlm_file_verify(path, NULL, NULL, &err), TLM_OK);
     tlm_file_desc *d = tlm_file_describe(path, &err);
     assert_non_null(d);
@@ -384,9 +394,9 @@ static void test_absent_sublayers(void **state) {
     assert_int_equal(tlm_convert(path, again, &p, NULL, NULL, &err), TLM_OK);
     tlm_model *c = tlm_model_load(again, &err);
     assert_non_null(c);
-    assert_false(c->layers[1].has_attn);
-    assert_false(c->layers[0].has_mlp);
-    expect_weights(c->layers[2].wq, m->layers[2].wq, NH * HD * E, round_f16);
+    assert_false(HAS(c, 1, ATTN));
+    assert_false(HAS(c, 0, MLP));
+    expect_weights(sub_w(c, 2, ATTN, ATTN_Q), sub_w(m, 2, ATTN, ATTN_Q), NH * HD * E, round_f16);
     tlm_model_free(c);
     tlm_model_free(b);
     tlm_model_free(m);

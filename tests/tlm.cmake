@@ -4,6 +4,8 @@
 # with the source's own logits and tokens (tests/test_convert.py).
 
 tlm_c_test(test_tlm_format ${CMAKE_CURRENT_SOURCE_DIR}/test_tlm_format.c)
+# the tensor table every loader and writer walks (runtime/tensor_spec.h)
+tlm_c_test(test_tensor_spec ${CMAKE_CURRENT_SOURCE_DIR}/test_tensor_spec.c)
 set_tests_properties(test_tlm_format PROPERTIES ENVIRONMENT "TLM_TEST_OUT=${TLM_TEST_OUT}" TIMEOUT 300)
 
 # convert + info end to end: tiny GGUF (llama, qwen2, Q8_0) and Hugging Face

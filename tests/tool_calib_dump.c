@@ -111,8 +111,8 @@ int main(int argc, char **argv) {
     }
     tlm_model_info info;
     tlm_model_get_info(m, &info);
-    if (drop_attn >= 0 && drop_attn < info.n_layer) m->layers[drop_attn].has_attn = false;
-    if (drop_mlp >= 0 && drop_mlp < info.n_layer) m->layers[drop_mlp].has_mlp = false;
+    if (drop_attn >= 0 && drop_attn < info.n_layer) model_remove_sublayer(m, drop_attn, TLM_SUBLAYER_ATTN);
+    if (drop_mlp >= 0 && drop_mlp < info.n_layer) model_remove_sublayer(m, drop_mlp, TLM_SUBLAYER_MLP);
 
     tlm_calib *cal = tlm_calibrate(m, &p, &err);
     if (!cal) { fprintf(stderr, "tool_calib_dump: %s\n", err.msg); tlm_model_free(m); return 1; }

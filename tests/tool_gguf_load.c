@@ -21,6 +21,13 @@ given). On failure prints
 
 static char **dump_only; /* NULL-terminated list of names, or NULL for all */
 
+/* The f32 values of slot `slot` of layer il's sublayer of kind; NULL when
+ * the model lacks it. */
+static const float *sub_f32(const tlm_model *m, int32_t il, tlm_sublayer_kind kind, int slot) {
+    const tlm_sublayer *S = model_sublayer(m, il, kind);
+    return S ? tensor_f32(&S->w[slot]) : NULL;
+}
+
 static int dump(const char *dir, const char *name, const float *w, size_t n) {
     if (!w) return 0;
     if (dump_only) {
@@ -41,29 +48,28 @@ static int dump_model(const tlm_model *m, const char *dir) {
     const size_t n_embd = (size_t)hp->n_embd, n_ff = (size_t)hp->n_ff;
     const size_t q_dim = (size_t)hp->n_head * (size_t)hp->head_dim;
     const size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    int bad = dump(dir, "token_embd.weight", m->tok_embd, (size_t)hp->n_vocab * n_embd);
-    bad |= dump(dir, "output_norm.weight", m->out_norm, n_embd);
+    int bad = dump(dir, "token_embd.weight", tensor_f32(&m->tok_embd), (size_t)hp->n_vocab * n_embd);
+    bad |= dump(dir, "output_norm.weight", tensor_f32(&m->out_norm), n_embd);
     if (!hp->tied_embeddings)
-        bad |= dump(dir, "output.weight", m->output, (size_t)hp->n_vocab * n_embd);
+        bad |= dump(dir, "output.weight", tensor_f32(&m->output), (size_t)hp->n_vocab * n_embd);
     for (int32_t il = 0; il < hp->n_layer; il++) {
-        const tlm_layer *L = &m->layers[il];
         const struct {
             const char *suffix;
             const float *w;
             size_t n;
         } parts[] = {
-            {"attn_norm.weight", L->attn_norm, n_embd},
-            {"attn_q.weight", L->wq, q_dim * n_embd},
-            {"attn_k.weight", L->wk, kv_dim * n_embd},
-            {"attn_v.weight", L->wv, kv_dim * n_embd},
-            {"attn_q.bias", L->bq, q_dim},
-            {"attn_k.bias", L->bk, kv_dim},
-            {"attn_v.bias", L->bv, kv_dim},
-            {"attn_output.weight", L->wo, n_embd * q_dim},
-            {"ffn_norm.weight", L->ffn_norm, n_embd},
-            {"ffn_gate.weight", L->w_gate, n_ff * n_embd},
-            {"ffn_up.weight", L->w_up, n_ff * n_embd},
-            {"ffn_down.weight", L->w_down, n_embd * n_ff},
+            {"attn_norm.weight", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_NORM), n_embd},
+            {"attn_q.weight", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_Q), q_dim * n_embd},
+            {"attn_k.weight", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_K), kv_dim * n_embd},
+            {"attn_v.weight", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_V), kv_dim * n_embd},
+            {"attn_q.bias", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_Q_BIAS), q_dim},
+            {"attn_k.bias", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_K_BIAS), kv_dim},
+            {"attn_v.bias", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_V_BIAS), kv_dim},
+            {"attn_output.weight", sub_f32(m, il, TLM_SUBLAYER_ATTN, ATTN_OUT), n_embd * q_dim},
+            {"ffn_norm.weight", sub_f32(m, il, TLM_SUBLAYER_MLP, MLP_NORM), n_embd},
+            {"ffn_gate.weight", sub_f32(m, il, TLM_SUBLAYER_MLP, MLP_GATE), n_ff * n_embd},
+            {"ffn_up.weight", sub_f32(m, il, TLM_SUBLAYER_MLP, MLP_UP), n_ff * n_embd},
+            {"ffn_down.weight", sub_f32(m, il, TLM_SUBLAYER_MLP, MLP_DOWN), n_embd * n_ff},
         };
         for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
             char name[128];
@@ -102,7 +108,7 @@ int main(int argc, char **argv) {
            (double)hp->rope_low_freq_factor, (double)hp->rope_high_freq_factor, hp->rope_orig_ctx);
     printf("tied\t%d\nqkv_bias\t%d\nn_params\t%lld\n", info.tied_embeddings ? 1 : 0,
            hp->qkv_bias ? 1 : 0, (long long)info.n_params);
-    printf("output_is_tok_embd\t%d\n", m->output == m->tok_embd ? 1 : 0);
+    printf("output_is_tok_embd\t%d\n", m->output.data == m->tok_embd.data ? 1 : 0);
     const char *tmpl = tlm_model_chat_template(m);
     printf("chat_template_len\t%zu\n", tmpl ? strlen(tmpl) : (size_t)0);
     printf("load_ms\t%.1f\n",

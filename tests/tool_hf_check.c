@@ -42,6 +42,13 @@ static void put_checksum(bool *first, const char *name, const float *w, int64_t 
 
 /* ------------------------------------------------------------ main */
 
+/* The f32 values of slot `slot` of layer il's sublayer of kind; NULL when
+ * the model lacks it. */
+static const float *sub_f32(const tlm_model *m, int32_t il, tlm_sublayer_kind kind, int slot) {
+    const tlm_sublayer *S = model_sublayer(m, il, kind);
+    return S ? tensor_f32(&S->w[slot]) : NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s MODEL_PATH\n", argv[0]);
@@ -78,7 +85,7 @@ int main(int argc, char **argv) {
            (int)hp->rope_scaling, (double)hp->rope_factor, (double)hp->rope_low_freq_factor,
            (double)hp->rope_high_freq_factor, hp->rope_orig_ctx);
     printf("  \"output_is_tok_embd\": %s, \"bos\": %d, \"eos\": %d,\n",
-           m->output == m->tok_embd ? "true" : "false", tlm_token_bos(m), tlm_token_eos(m));
+           m->output.data == m->tok_embd.data ? "true" : "false", tlm_token_bos(m), tlm_token_eos(m));
     printf("  \"chat_template\": ");
     const char *tmpl = tlm_model_chat_template(m);
     if (tmpl) put_json_string(tmpl);
@@ -90,29 +97,28 @@ int main(int argc, char **argv) {
     bool first = true;
     char name[160];
     printf(",\n  \"checksums\": {");
-    put_checksum(&first, "model.embed_tokens.weight", m->tok_embd, n_vocab * n_embd);
-    put_checksum(&first, "model.norm.weight", m->out_norm, n_embd);
-    if (m->output != m->tok_embd)
-        put_checksum(&first, "lm_head.weight", m->output, n_vocab * n_embd);
+    put_checksum(&first, "model.embed_tokens.weight", tensor_f32(&m->tok_embd), n_vocab * n_embd);
+    put_checksum(&first, "model.norm.weight", tensor_f32(&m->out_norm), n_embd);
+    if (m->output.data != m->tok_embd.data)
+        put_checksum(&first, "lm_head.weight", tensor_f32(&m->output), n_vocab * n_embd);
     for (int32_t l = 0; l < hp->n_layer; l++) {
-        const tlm_layer *L = &m->layers[l];
         const struct {
             const char *suffix;
             const float *w;
             int64_t n;
         } parts[] = {
-            {"input_layernorm.weight", L->attn_norm, n_embd},
-            {"self_attn.q_proj.weight", L->wq, q_dim * n_embd},
-            {"self_attn.k_proj.weight", L->wk, kv_dim * n_embd},
-            {"self_attn.v_proj.weight", L->wv, kv_dim * n_embd},
-            {"self_attn.q_proj.bias", L->bq, q_dim},
-            {"self_attn.k_proj.bias", L->bk, kv_dim},
-            {"self_attn.v_proj.bias", L->bv, kv_dim},
-            {"self_attn.o_proj.weight", L->wo, n_embd * q_dim},
-            {"post_attention_layernorm.weight", L->ffn_norm, n_embd},
-            {"mlp.gate_proj.weight", L->w_gate, n_ff * n_embd},
-            {"mlp.up_proj.weight", L->w_up, n_ff * n_embd},
-            {"mlp.down_proj.weight", L->w_down, n_embd * n_ff},
+            {"input_layernorm.weight", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_NORM), n_embd},
+            {"self_attn.q_proj.weight", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_Q), q_dim * n_embd},
+            {"self_attn.k_proj.weight", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_K), kv_dim * n_embd},
+            {"self_attn.v_proj.weight", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_V), kv_dim * n_embd},
+            {"self_attn.q_proj.bias", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_Q_BIAS), q_dim},
+            {"self_attn.k_proj.bias", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_K_BIAS), kv_dim},
+            {"self_attn.v_proj.bias", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_V_BIAS), kv_dim},
+            {"self_attn.o_proj.weight", sub_f32(m, l, TLM_SUBLAYER_ATTN, ATTN_OUT), n_embd * q_dim},
+            {"post_attention_layernorm.weight", sub_f32(m, l, TLM_SUBLAYER_MLP, MLP_NORM), n_embd},
+            {"mlp.gate_proj.weight", sub_f32(m, l, TLM_SUBLAYER_MLP, MLP_GATE), n_ff * n_embd},
+            {"mlp.up_proj.weight", sub_f32(m, l, TLM_SUBLAYER_MLP, MLP_UP), n_ff * n_embd},
+            {"mlp.down_proj.weight", sub_f32(m, l, TLM_SUBLAYER_MLP, MLP_DOWN), n_embd * n_ff},
         };
         for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
             snprintf(name, sizeof name, "model.layers.%d.%s", l, parts[i].suffix);

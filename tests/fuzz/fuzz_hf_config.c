@@ -38,10 +38,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(info.n_vocab > 0 && info.n_embd > 0 && info.n_layer > 0 && info.head_dim > 0,
                "hyper-parameters");
     FUZZ_CHECK(strcmp(info.source_format, "safetensors") == 0, "source format");
-    FUZZ_CHECK(m->tok_embd && m->out_norm && m->output && m->layers, "weights");
-    FUZZ_CHECK(m->hp.tied_embeddings == (m->output == m->tok_embd), "tied embeddings");
+    FUZZ_CHECK(m->tok_embd.data && m->out_norm.data && m->output.data && m->subs, "weights");
+    FUZZ_CHECK(m->hp.tied_embeddings == (m->output.data == m->tok_embd.data), "tied embeddings");
     for (int32_t l = 0; l < info.n_layer; l++)
-        FUZZ_CHECK((m->layers[l].bq != NULL) == m->hp.qkv_bias, "layer %d biases", l);
+        FUZZ_CHECK((model_sublayer(m, l, TLM_SUBLAYER_ATTN)->w[ATTN_Q_BIAS].data != NULL) ==
+                       m->hp.qkv_bias,
+                   "layer %d biases", l);
     tlm_model_free(m);
     return 0;
 }

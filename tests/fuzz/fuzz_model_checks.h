@@ -19,21 +19,18 @@ static void fuzz_exercise_model(tlm_model *m) {
     FUZZ_CHECK(info.n_vocab > 0 && info.n_embd > 0 && info.n_layer > 0 && info.n_head > 0 &&
                    info.n_head_kv > 0 && info.head_dim > 0 && info.n_ff > 0,
                "hyper-parameters");
-    /* a matrix is held either as f32 or in its quantized form */
-#define HELD(f32, q) ((f32) != NULL || (q).data != NULL)
-    FUZZ_CHECK(HELD(m->tok_embd, m->tok_embd_q) && m->out_norm && HELD(m->output, m->output_q) &&
-                   m->layers,
-               "weights");
-    for (int32_t l = 0; l < info.n_layer; l++) {
-        const tlm_layer *L = &m->layers[l];
-        FUZZ_CHECK(!L->has_attn || (L->attn_norm && HELD(L->wq, L->wq_q) && HELD(L->wk, L->wk_q) &&
-                                    HELD(L->wv, L->wv_q) && HELD(L->wo, L->wo_q)),
-                   "layer %d attention weights", l);
-        FUZZ_CHECK(!L->has_mlp || (L->ffn_norm && HELD(L->w_gate, L->w_gate_q) &&
-                                   HELD(L->w_up, L->w_up_q) && HELD(L->w_down, L->w_down_q)),
-                   "layer %d MLP weights", l);
+    /* every tensor is held, f32 or quantized; of a sublayer, all but the
+     * biases (which only some models have) */
+    FUZZ_CHECK(m->tok_embd.data && m->out_norm.data && m->output.data && m->subs, "weights");
+    for (int32_t i = 0; i < m->n_subs; i++) {
+        const tlm_sublayer *S = &m->subs[i];
+        bool held = true;
+        for (int k = 0; k < sublayer_n_slots(S->kind); k++)
+            held &= S->w[k].data != NULL || (S->kind == TLM_SUBLAYER_ATTN && k >= ATTN_Q_BIAS &&
+                                             k <= ATTN_V_BIAS);
+        FUZZ_CHECK(held, "layer %d %s weights", S->layer,
+                   S->kind == TLM_SUBLAYER_ATTN ? "attention" : "MLP");
     }
-#undef HELD
     const char *tmpl = tlm_model_chat_template(m);
     volatile size_t sink = tmpl ? strlen(tmpl) : 0;
 

@@ -35,29 +35,30 @@ static void check_lazy(const char *path, const tlm_model *eager, const tlm_error
         return;
     }
     const tlm_hparams *hp = &m->hp;
-    const int64_t E = hp->n_embd, F = hp->n_ff, Q = (int64_t)hp->n_head * hp->head_dim;
-    const int64_t KV = (int64_t)hp->n_head_kv * hp->head_dim;
     FUZZ_CHECK(m->n_params == eager->n_params, "n_params %lld lazily, %lld eagerly",
                (long long)m->n_params, (long long)eager->n_params);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         FUZZ_CHECK(model_layer_materialize(m, il, &err) == TLM_OK, "layer %d: %s", (int)il, err.msg);
         FUZZ_CHECK(model_layer_materialize(m, il, &err) == TLM_OK, "layer %d again", (int)il);
-        const tlm_layer *L = &m->layers[il], *R = &eager->layers[il];
-        check_same(L->attn_norm, R->attn_norm, E, il, "attn_norm");
-        check_same(L->wq, R->wq, Q * E, il, "wq");
-        check_same(L->wk, R->wk, KV * E, il, "wk");
-        check_same(L->wv, R->wv, KV * E, il, "wv");
-        check_same(L->bq, R->bq, Q, il, "bq");
-        check_same(L->bk, R->bk, KV, il, "bk");
-        check_same(L->bv, R->bv, KV, il, "bv");
-        check_same(L->wo, R->wo, E * Q, il, "wo");
-        check_same(L->ffn_norm, R->ffn_norm, E, il, "ffn_norm");
-        check_same(L->w_gate, R->w_gate, F * E, il, "w_gate");
-        check_same(L->w_up, R->w_up, F * E, il, "w_up");
-        check_same(L->w_down, R->w_down, E * F, il, "w_down");
+        static const char *const names[2][SUBLAYER_MAX_SLOTS] = {
+            {"attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo"},
+            {"ffn_norm", "w_gate", "w_up", "w_down"}};
+        for (int kind = TLM_SUBLAYER_ATTN; kind <= TLM_SUBLAYER_MLP; kind++) {
+            const tlm_sublayer *L = model_sublayer(m, il, (tlm_sublayer_kind)kind),
+                               *R = model_sublayer(eager, il, (tlm_sublayer_kind)kind);
+            FUZZ_CHECK((L != NULL) == (R != NULL), "layer %d sublayer %d held in one load only",
+                       (int)il, kind);
+            for (int k = 0; L && k < sublayer_n_slots((tlm_sublayer_kind)kind); k++)
+                check_same(tensor_f32(&L->w[k]), tensor_f32(&R->w[k]),
+                           L->w[k].rows * L->w[k].cols, il, names[kind][k]);
+        }
         if (il % 2 == 0) { /* odd layers stay for tlm_model_free */
             model_layer_release(m, il);
-            FUZZ_CHECK(!L->attn_norm && !L->wq && !L->w_down, "layer %d released", (int)il);
+            bool released = true;
+            for (int32_t i = 0; i < m->n_subs; i++)
+                for (int k = 0; m->subs[i].layer == il && k < SUBLAYER_MAX_SLOTS; k++)
+                    released &= m->subs[i].w[k].data == NULL;
+            FUZZ_CHECK(released, "layer %d released", (int)il);
         }
     }
     tlm_model_free(m);
