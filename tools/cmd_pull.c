@@ -23,7 +23,10 @@ static const char pull_usage[] =
     "  -h, --help  this help\n"
     "\n"
     "Downloads go to a temporary file that is checked (size, sha256) before it is\n"
-    "renamed into place; proxies come from the usual https_proxy/no_proxy variables.\n";
+    "renamed into place; a model published in several parts is downloaded one part\n"
+    "at a time, each checked, and assembled in that one file. Nothing is left on\n"
+    "failure or Ctrl-C (the next pull starts over). Proxies come from the usual\n"
+    "https_proxy/no_proxy variables.\n";
 
 static int list_registry(void) {
     tlm_error err = {0};
@@ -33,12 +36,15 @@ static int list_registry(void) {
     char dir[4096];
     if (model_cache_dir(dir, sizeof dir, &err) != TLM_OK) return cli_fail_err(&err);
     printf("cache: %s\n", dir);
+    int width = 24; /* the name column: as wide as the longest name */
+    for (size_t i = 0; i < n; i++)
+        if (strlen(all[i].name) > (size_t)width && strlen(all[i].name) < 200) width = (int)strlen(all[i].name);
     for (size_t i = 0; i < n; i++) {
         char path[4096 + 256];
         snprintf(path, sizeof path, "%s/%s", dir, all[i].file);
         struct stat st;
         bool cached = stat(path, &st) == 0 && (uint64_t)st.st_size == all[i].size;
-        printf("%-24s %8.1f MB  %-10s %s\n", all[i].name, all[i].size / 1e6,
+        printf("%-*s %8.1f MB  %-10s %s\n", width, all[i].name, all[i].size / 1e6,
                cached ? "cached" : "not cached", all[i].description);
     }
     return CLI_EXIT_OK;

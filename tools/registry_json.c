@@ -4,6 +4,7 @@
  * without libcurl. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +25,100 @@ bool registry_valid_file_name(const char *s) {
 
 void registry_list_free(registry_list *r) {
     free(r->entries);
+    free(r->parts);
     cJSON_Delete(r->json);
     *r = (registry_list){0};
+}
+
+static const char *string_field(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* A whole number of bytes in [lo, 9e15], or -1 (absent, not a number, a
+ * fraction: 0.5 would pass "> 0" and truncate to 0). */
+static double bytes_field(const cJSON *obj, const char *key, double lo) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    double bytes = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    return bytes >= lo && bytes <= 9.0e15 && bytes == floor(bytes) ? bytes : -1;
+}
+
+static bool optional_sha256(const char *s) { return !s[0] || registry_valid_sha256_hex(s); }
+
+/* A part from obj (an element of "parts", or the entry itself for the
+ * single-part form); NULL when valid, else what is wrong. */
+static const char *parse_part(const cJSON *obj, registry_part *p) {
+    p->url = string_field(obj, "url");
+    p->sha256 = string_field(obj, "sha256");
+    p->member = string_field(obj, "member");
+    p->member_sha256 = string_field(obj, "member_sha256");
+    if (!cJSON_IsObject(obj)) return "is not an object";
+    if (!p->url[0]) return "has no url";
+    if (!optional_sha256(p->sha256) || !optional_sha256(p->member_sha256))
+        return "has a sha256 that is not 64 lowercase hex digits";
+    p->member_size = 0;
+    if (cJSON_GetObjectItemCaseSensitive(obj, "member_size")) {
+        double bytes = bytes_field(obj, "member_size", 1);
+        if (bytes < 0) return "has a member_size that is not a whole number >= 1";
+        p->member_size = (uint64_t)bytes;
+    }
+    return NULL;
+}
+
+/* Parts of every entry in the file: the single-part form counts one. */
+static size_t count_parts(const cJSON *root) {
+    size_t total = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root) {
+        const cJSON *parts = cJSON_GetObjectItemCaseSensitive(item, "parts");
+        int n = cJSON_IsArray(parts) ? cJSON_GetArraySize(parts) : 1;
+        total += n > 0 ? (size_t)n : 1;
+    }
+    return total;
+}
+
+/* Fills e (its parts at parts[0..]); NULL when valid, else what is wrong,
+ * with *bad_part the number (from 1) of the part it is about, 0 for none. */
+static const char *parse_entry(const cJSON *item, registry_entry *e, registry_part *parts,
+                               size_t *bad_part) {
+    e->name = string_field(item, "name");
+    e->description = string_field(item, "description");
+    e->notice = string_field(item, "notice");
+    e->file = string_field(item, "file");
+    e->file_sha256 = string_field(item, "file_sha256");
+    double bytes = bytes_field(item, "size", 1);
+    if (!e->name[0] || !registry_valid_file_name(e->file) || bytes < 0 ||
+        !registry_valid_sha256_hex(e->file_sha256))
+        return "needs name, file, a whole size > 0 and a 64-digit lowercase hex file_sha256";
+    e->size = (uint64_t)bytes;
+    e->parts = parts;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(item, "parts");
+    if (!list) {
+        e->n_parts = 1;
+        return parse_part(item, &parts[0]) ? "needs a url (or parts), and digests that are "
+                                             "64 lowercase hex digits"
+                                           : NULL;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(item, "url"))
+        return "has both url and parts (give one of them)";
+    int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 0;
+    if (n < 1 || n > REGISTRY_MAX_PARTS) return "needs parts: an array of 1 to 1000 parts";
+    uint64_t sum = 0;
+    bool all_sized = true;
+    const cJSON *obj;
+    cJSON_ArrayForEach(obj, list) {
+        registry_part *p = &parts[e->n_parts];
+        const char *why = parse_part(obj, p);
+        if (why) {
+            *bad_part = e->n_parts + 1;
+            return why;
+        }
+        all_sized = all_sized && p->member_size > 0;
+        sum += p->member_size; /* <= 1000 * 9e15: no overflow */
+        e->n_parts++;
+    }
+    if (all_sized && sum != e->size) return "has parts whose member_size do not add up to size";
+    return NULL;
 }
 
 tlm_status registry_parse(const char *text, size_t len, const char *path, registry_list *out,
@@ -38,38 +131,32 @@ tlm_status registry_parse(const char *text, size_t len, const char *path, regist
                           path);
     }
     int n = cJSON_GetArraySize(r.json);
+    size_t n_parts = count_parts(r.json);
     r.entries = calloc((size_t)(n > 0 ? n : 1), sizeof *r.entries);
-    if (!r.entries) {
+    r.parts = calloc(n_parts > 0 ? n_parts : 1, sizeof *r.parts);
+    if (!r.entries || !r.parts) {
         registry_list_free(&r);
         return cli_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", path);
     }
+    size_t used = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, r.json) {
         registry_entry *e = &r.entries[r.n];
-        const char **strings[] = {&e->name, &e->description, &e->url, &e->sha256,
-                                  &e->member, &e->file, &e->file_sha256};
-        const char *keys[] = {"name", "description", "url", "sha256",
-                              "member", "file", "file_sha256"};
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, keys[k]);
-            *strings[k] = cJSON_IsString(v) ? v->valuestring : "";
-        }
-        const cJSON *size = cJSON_GetObjectItemCaseSensitive(item, "size");
-        double bytes = cJSON_IsNumber(size) ? size->valuedouble : -1;
-        /* a whole number of bytes: 0.5 would pass "> 0" and truncate to 0 */
-        if (!e->name[0] || !e->url[0] || !registry_valid_file_name(e->file) || !(bytes >= 1) ||
-            bytes > 9.0e15 || bytes != floor(bytes) || !registry_valid_sha256_hex(e->file_sha256) ||
-            (e->sha256[0] && !registry_valid_sha256_hex(e->sha256))) {
-            size_t bad = r.n + 1;
+        size_t bad_part = 0;
+        const char *why = parse_entry(item, e, r.parts + used, &bad_part);
+        if (why) {
+            char part[32] = "";
+            if (bad_part) snprintf(part, sizeof part, ": part %zu", bad_part);
+            tlm_status st = cli_seterr(err, TLM_ERR_FORMAT, "%s (TRIMLM_REGISTRY): entry %zu%s%s%s%s %s",
+                                       path, r.n + 1, e->name[0] ? " (" : "", e->name,
+                                       e->name[0] ? ")" : "", part, why);
             registry_list_free(&r);
-            return cli_seterr(err, TLM_ERR_FORMAT,
-                              "%s (TRIMLM_REGISTRY): entry %zu needs name, url, file, a whole size > 0 "
-                              "and a 64-digit lowercase hex file_sha256",
-                              path, bad);
+            return st;
         }
-        e->size = (uint64_t)bytes;
+        used += e->n_parts;
         r.n++;
     }
+    r.n_parts = used;
     *out = r;
     return TLM_OK;
 }
