@@ -8,11 +8,15 @@ digest, a missing member. After every failure the cache must hold no model
 file and no temporary file.
 """
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 
 from testutil import check, fresh_dir, one_line, summary, write_bytes
@@ -64,6 +68,184 @@ def disk_full_check(reg_path, gguf_url):
         check(f"disk full while pulling {label}: one line naming the file, nothing left",
               p.returncode == 1 and one_line(err) and "No space left on device" in err
               and ".gguf" in err and left == [], f"rc={p.returncode} err={err!r} left={left}")
+
+
+def make_part_wheels(src, model_bytes, cuts):
+    """Wheels pkg_partN-0.1-py3-none-any.whl, N from 1, the Nth holding the
+    Nth slice of model_bytes (split at cuts) as pkg_partN/data/partNN.bin;
+    returns [(path, member, slice)]."""
+    bounds = [0] + cuts + [len(model_bytes)]
+    wheels = []
+    for n in range(1, len(bounds)):
+        piece = model_bytes[bounds[n - 1]:bounds[n]]
+        member = f"pkg_part{n}/data/part{n:02d}.bin"
+        path = os.path.join(src, f"pkg_part{n}-0.1-py3-none-any.whl")
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr(f"pkg_part{n}/__init__.py", "")
+            z.writestr(member, piece)
+            z.writestr(f"pkg_part{n}-0.1.dist-info/RECORD", "")
+        wheels.append((path, member, piece))
+    return wheels
+
+
+def part_of(wheel, url=None, sizes=True):
+    path, member, piece = wheel
+    p = {"url": url or "file://" + os.path.abspath(path),
+         "sha256": sha256(open(path, "rb").read()), "member": member}
+    if sizes:
+        p.update(member_size=len(piece), member_sha256=sha256(piece))
+    return p
+
+
+class SlowPartServer(http.server.SimpleHTTPRequestHandler):
+    """Serves the source directory; the file named `stall` is sent half, then
+    the handler waits (until `release`), so that a pull can be interrupted
+    in the middle of that part."""
+    stall = ""
+    reached = threading.Event()
+    release = threading.Event()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if not self.path.endswith("/" + self.stall):
+            return super().do_GET()
+        data = open(os.path.join(self.directory, self.stall), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.reached.set()
+        self.release.wait(60)
+
+
+def interrupt_check(src, model_bytes, wheels, n_parts_label):
+    """Ctrl-C while part 2 of 3 downloads: at that moment the cache holds the
+    model's temporary and one wheel's (part 1's is gone), and after the
+    signal nothing at all."""
+    handler = lambda *a, **k: SlowPartServer(*a, directory=src, **k)
+    SlowPartServer.stall = os.path.basename(wheels[1][0])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    entry = {"name": "tiny-slow", "file": "Tiny-Parts.gguf", "size": len(model_bytes),
+             "file_sha256": sha256(model_bytes),
+             "parts": [part_of(w, base + os.path.basename(w[0])) for w in wheels]}
+    reg = os.path.join(src, "registry-slow.json")
+    with open(reg, "w") as f:
+        json.dump([entry], f)
+    cache = fresh_dir(os.path.join(ROOT, "interrupt"))
+    env = dict(os.environ, XDG_CACHE_HOME=cache, TRIMLM_REGISTRY=reg, no_proxy="127.0.0.1",
+               NO_PROXY="127.0.0.1")
+    p = subprocess.Popen([TRIMLM, "pull", "tiny-slow"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reached = SlowPartServer.reached.wait(30)
+    time.sleep(0.3)  # the half part reaches the temporary wheel
+    during = cache_files(cache)
+    p.send_signal(signal.SIGINT)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    SlowPartServer.release.set()
+    server.shutdown()
+    after = cache_files(cache)
+    check(f"Ctrl-C in part 2/{n_parts_label}: two temporaries meanwhile (the model, one wheel)",
+          reached and len(during) == 2 and all(f.startswith(".Tiny-Parts.gguf.partial-") for f in during),
+          f"reached={reached} during={during}")
+    check("Ctrl-C in part 2: the pull ends by the signal and leaves nothing",
+          p.returncode in (-signal.SIGINT, 130) and after == [],
+          f"rc={p.returncode} after={after} err={err!r}")
+
+
+def multipart_checks(src, model_bytes):
+    """A model published in three wheels, concatenated in the registry's order."""
+    wheels = make_part_wheels(src, model_bytes, [100_000, 250_000])
+    whole = {"file": "Tiny-Parts.gguf", "size": len(model_bytes), "file_sha256": sha256(model_bytes)}
+
+    def entry(name, parts, **over):
+        e = dict(whole, name=name, description="test model in parts", parts=parts)
+        e.update(over)
+        return e
+
+    # part 2's wheel as published differs from what the registry recorded
+    tampered = os.path.join(src, "tampered")
+    os.makedirs(tampered, exist_ok=True)
+    bad_wheel = os.path.join(tampered, os.path.basename(wheels[1][0]))
+    data = bytearray(open(wheels[1][0], "rb").read())
+    data[len(data) // 3] ^= 0x01
+    write_bytes(bad_wheel, bytes(data))
+    corrupt_parts = [part_of(w) for w in wheels]
+    corrupt_parts[1]["url"] = "file://" + os.path.abspath(bad_wheel)
+    registry = [
+        entry("tiny-parts", [part_of(w) for w in wheels]),
+        entry("tiny-parts-bare", [part_of(w, sizes=False) for w in wheels], file="Bare.gguf"),
+        entry("tiny-parts-corrupt", corrupt_parts),
+        entry("tiny-parts-bad-final", [part_of(w, sizes=False) for w in wheels],
+              file_sha256="0" * 64),
+        entry("tiny-parts-swapped", [part_of(wheels[i]) for i in (0, 2, 1)]),
+        entry("tiny-parts-no-member",
+              [part_of(wheels[0]), dict(part_of(wheels[1]), member="pkg_part2/data/absent.bin"),
+               part_of(wheels[2])]),
+    ]
+    reg_path = os.path.join(src, "registry-parts.json")
+    with open(reg_path, "w") as f:
+        json.dump(registry, f)
+    cache = fresh_dir(os.path.join(ROOT, "parts"))
+    env = {"XDG_CACHE_HOME": cache, "TRIMLM_REGISTRY": reg_path}
+
+    for name, wanted in (
+            ("tiny-parts-corrupt", ["part 2/3", bad_wheel, "sha256", corrupt_parts[1]["sha256"]]),
+            ("tiny-parts-bad-final", ["tiny-parts-bad-final", "3 parts", sha256(model_bytes), "0" * 64]),
+            # each part is intact, so only the whole file's digest tells the order is wrong
+            ("tiny-parts-swapped", ["tiny-parts-swapped", "3 parts", "size/hash mismatch"]),
+            ("tiny-parts-no-member", ["part 2/3", "absent.bin"])):
+        rc, out, err = run(["pull", name], env)
+        check(f"{name}: one line naming the problem, nothing in the cache",
+              rc == 1 and one_line(err) and all(w in err for w in wanted) and cache_files(cache) == [],
+              f"rc={rc} err={err!r} cache={cache_files(cache)}")
+
+    dest = os.path.join(cache, "trimlm", "models", "Tiny-Parts.gguf")
+    rc, out, err = run(["pull", "tiny-parts"], env)
+    got = open(dest, "rb").read() if os.path.exists(dest) else b""
+    check("three parts: downloaded, checked, concatenated in order into one file",
+          rc == 0 and out.strip() == dest and got == model_bytes and
+          cache_files(cache) == ["Tiny-Parts.gguf"], f"rc={rc} err={err!r} {cache_files(cache)}")
+    check("no progress bar when stderr is not a terminal", "\r" not in err, f"err={err!r}")
+    rc, out, err = run(["pull", "tiny-parts", "--verify"], env)
+    check("three parts: --verify of the assembled file", rc == 0 and "sha256 verified" in err,
+          f"rc={rc} err={err!r}")
+    rc, out, err = run(["pull", "tiny-parts-bare"], env)
+    got = open(out.strip(), "rb").read() if rc == 0 else b""
+    check("parts without member sizes or digests: the whole file's digest suffices",
+          rc == 0 and got == model_bytes, f"rc={rc} err={err!r}")
+
+    # registry files with parts that pull could not act on
+    bad_entries = (
+        ("both url and parts", dict(entry("x", [part_of(wheels[0])]), url="file:///x.whl"),
+         "both url and parts"),
+        ("an empty parts array", entry("x", []), "parts"),
+        ("a part without url", entry("x", [{"member": "a"}]), "part 1 has no url"),
+        ("a part digest that is not hex", entry("x", [part_of(wheels[0]), dict(part_of(wheels[1]),
+                                                                              sha256="XYZ")]),
+         "part 2 has a sha256"),
+        ("member sizes that do not add up", entry("x", [part_of(w) for w in wheels[:2]]),
+         "do not add up"),
+        ("a fractional member size", entry("x", [dict(part_of(wheels[0]), member_size=0.5)]),
+         "member_size"),
+    )
+    for label, e, wanted in bad_entries:
+        path = os.path.join(src, "bad-parts.json")
+        with open(path, "w") as f:
+            json.dump([registry[0], e], f)
+        rc, out, err = run(["pull", "--list"], {"XDG_CACHE_HOME": cache, "TRIMLM_REGISTRY": path})
+        check(f"registry with {label}: refused, naming entry 2", rc == 1 and one_line(err) and
+              path in err and "entry 2 (x)" in err and wanted in err, f"rc={rc} err={err!r}")
+
+    interrupt_check(src, model_bytes, wheels, "3")
 
 
 def main():
@@ -241,6 +423,7 @@ def main():
           f"rc={rc} err={err!r}")
 
     disk_full_check(reg_path, url)
+    multipart_checks(src, model_bytes)
 
     bad_reg = os.path.join(src, "bad-registry.json")
     with open(bad_reg, "w") as f:
