@@ -233,7 +233,10 @@ def multipart_checks(src, model_bytes):
                                                                               sha256="XYZ")]),
          "part 2 has a sha256"),
         ("member sizes that do not add up", entry("x", [part_of(w) for w in wheels[:2]]),
-         "do not add up"),
+         "do not add up to size"),
+        ("a single-part entry whose member_size is not its size",
+         dict(whole, name="x", url="file:///x.whl", member="m", member_size=len(model_bytes) - 1),
+         "do not add up to size"),
         ("a fractional member size", entry("x", [dict(part_of(wheels[0]), member_size=0.5)]),
          "member_size"),
     )

@@ -94,30 +94,34 @@ static const char *parse_entry(const cJSON *item, registry_entry *e, registry_pa
     e->parts = parts;
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(item, "parts");
     if (!list) {
+        /* the single-part form: the part's fields are the entry's */
+        if (parse_part(item, &parts[0]))
+            return "needs a url (or parts), a whole member_size >= 1 if any, and digests that "
+                   "are 64 lowercase hex digits";
         e->n_parts = 1;
-        return parse_part(item, &parts[0]) ? "needs a url (or parts), and digests that are "
-                                             "64 lowercase hex digits"
-                                           : NULL;
+    } else {
+        if (cJSON_GetObjectItemCaseSensitive(item, "url"))
+            return "has both url and parts (give one of them)";
+        int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 0;
+        if (n < 1 || n > REGISTRY_MAX_PARTS) return "needs parts: an array of 1 to 1000 parts";
+        const cJSON *obj;
+        cJSON_ArrayForEach(obj, list) {
+            const char *why = parse_part(obj, &parts[e->n_parts]);
+            if (why) {
+                *bad_part = e->n_parts + 1;
+                return why;
+            }
+            e->n_parts++;
+        }
     }
-    if (cJSON_GetObjectItemCaseSensitive(item, "url"))
-        return "has both url and parts (give one of them)";
-    int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 0;
-    if (n < 1 || n > REGISTRY_MAX_PARTS) return "needs parts: an array of 1 to 1000 parts";
+    /* sizes that cannot add up would only fail after every download */
     uint64_t sum = 0;
     bool all_sized = true;
-    const cJSON *obj;
-    cJSON_ArrayForEach(obj, list) {
-        registry_part *p = &parts[e->n_parts];
-        const char *why = parse_part(obj, p);
-        if (why) {
-            *bad_part = e->n_parts + 1;
-            return why;
-        }
-        all_sized = all_sized && p->member_size > 0;
-        sum += p->member_size; /* <= 1000 * 9e15: no overflow */
-        e->n_parts++;
+    for (size_t i = 0; i < e->n_parts; i++) {
+        all_sized = all_sized && parts[i].member_size > 0;
+        sum += parts[i].member_size; /* <= 1000 * 9e15: no overflow */
     }
-    if (all_sized && sum != e->size) return "has parts whose member_size do not add up to size";
+    if (all_sized && sum != e->size) return "has member_size values that do not add up to size";
     return NULL;
 }
 
