@@ -336,7 +336,7 @@ def synthetic(tool):
 
 def real(tool):
     model = os.path.expanduser("~/.cache/trimlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    data = os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     text = os.path.join(ROOT, "wiki20k.txt")
     with open(data, "rb") as f, open(text, "wb") as g:
         g.write(f.read(20000))

@@ -480,7 +480,7 @@ def llamacpp_synthetic(bin_dir):
     perplexities) within 0.1% (f32) / 1% (f16, bf16, int8, int4: llama.cpp
     rounds activations too) of trimlm's on the same file."""
     text = os.path.join(ROOT, "synthetic-text.txt")
-    data = os.path.join(os.environ.get("TLM_SHARED_DATA", "../shared/data"), "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     with open(data, "rb") as f:
         raw = f.read(6000)
     with open(text, "wb") as f:
@@ -515,7 +515,7 @@ def real():
         return SKIP
     llamacpp_synthetic(bin_dir)
     src = testutil.real_model_path()
-    data = os.path.join(os.environ.get("TLM_SHARED_DATA", "../shared/data"), "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     text = os.path.join(ROOT, "ppl-text.txt")
     with open(data, "rb") as f:
         raw = f.read(12000)
