@@ -450,11 +450,6 @@ def bad_cases():
 # ------------------------------------------------------------ real model
 
 
-def llamacpp_bin():
-    d = os.environ.get("TLM_LLAMACPP_BIN") or os.path.expanduser("~/.cache/trimlm/llama.cpp-0.3.36/bin")
-    return d if os.path.exists(os.path.join(d, "llama-perplexity")) else None
-
-
 def llama_perplexity(bin_dir, model, text, ctx, threads):
     """llama-perplexity's final estimate. Its log is written by a background
     thread, which at exit now and then loses the last lines of a run that
@@ -508,10 +503,10 @@ def llamacpp_synthetic(bin_dir):
 
 
 def real():
-    bin_dir = llamacpp_bin()
+    bin_dir = testutil.llamacpp_bin()
     if not bin_dir:
-        print("SKIP: llama.cpp's llama-perplexity was not found in ~/.cache/trimlm/llama.cpp-0.3.36/bin "
-              "or $TLM_LLAMACPP_BIN; build it with bench/compare-llamacpp --build-only")
+        print("SKIP: llama.cpp's llama-perplexity was not found in $TLM_LLAMACPP_BIN or the cache "
+              "of bench/compare-llamacpp; build it with bench/compare-llamacpp --build-only")
         return SKIP
     llamacpp_synthetic(bin_dir)
     src = testutil.real_model_path()

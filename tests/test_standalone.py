@@ -25,8 +25,8 @@ from testutil import check, summary
 
 UP = ".."
 SIBLING = "shared"
-# The path spelled out ("../shared"), or as path components passed to a
-# join: ("..", "shared") or (dirname(REPO), "shared", "data").
+# The path spelled out (UP + "/" + SIBLING), or as components passed to a
+# join: (UP, SIBLING) or (dirname(REPO), SIBLING, "data"), quoted either way.
 PATTERNS = [
     re.compile(re.escape(UP + "/" + SIBLING) + r"\b"),
     re.compile(r"""["']""" + re.escape(UP) + r"""["']\s*,\s*["']""" + SIBLING + r"""["']"""),
