@@ -453,10 +453,12 @@ def bad_cases():
 def llama_perplexity(bin_dir, model, text, ctx, threads):
     """llama-perplexity's final estimate. Its log is written by a background
     thread, which at exit now and then loses the last lines of a run that
-    succeeded: such a run is repeated (at most twice)."""
+    succeeded: such a run is repeated (at most twice). --no-repack keeps it off
+    ggml's AMX path, which crashes on hosts whose CPU reports AMX (see
+    bench/compare-llamacpp)."""
     for _ in range(3):
         p = subprocess.run([os.path.join(bin_dir, "llama-perplexity"), "-m", model, "-f", text,
-                            "-c", str(ctx), "-b", str(ctx), "-t", threads],
+                            "-c", str(ctx), "-b", str(ctx), "-t", threads, "--no-repack"],
                            capture_output=True, timeout=1200, stdin=subprocess.DEVNULL)
         log = (p.stdout + p.stderr).decode(errors="replace")
         m = re.search(r"Final estimate: PPL = ([0-9.]+)", log)

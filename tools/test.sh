@@ -5,7 +5,8 @@
 #             (tools/cross-neon.sh)
 #   sanitize  the unit, synthetic-model and real-model tests on an
 #             AddressSanitizer + UndefinedBehaviorSanitizer build
-#             (tools/sanitize.sh --real)
+#             (tools/sanitize.sh --real: all but the three longest real-model
+#             tests, see there)
 #   fuzz      a short libFuzzer run of every parser target
 #             (tools/fuzz.sh, TLM_FUZZ_SECONDS per target, default 10)
 #   llamacpp  builds llama.cpp's tools from the pinned source, once: they are
