@@ -9,7 +9,8 @@ set_tests_properties(gguf_export_synthetic PROPERTIES TIMEOUT 900)
 # llama.cpp's llama-perplexity and `trimlm eval --ppl` on the synthetic exports
 # (mean log-likelihood within 0.1% f32, 1% quantized) and on int8 exports of the
 # default model, unpruned and with 4 attention sublayers removed (within 1%).
-# Skipped (77) without llama.cpp's tools (bench/compare-llamacpp --build-only).
+# Skipped (77) without llama.cpp's tools (bench/compare-llamacpp --build-only,
+# which tools/test.sh runs before ctest; see tests/llamacpp.cmake).
 tlm_py_test(gguf_export_llamacpp test_gguf_export.py real)
 set_tests_properties(gguf_export_llamacpp PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 2400
-                     SKIP_RETURN_CODE 77 PROCESSORS 2 LABELS "reference;realmodel")
+                     SKIP_RETURN_CODE 77 PROCESSORS 2 LABELS "reference;realmodel;llamacpp")

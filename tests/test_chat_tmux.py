@@ -241,7 +241,7 @@ def test_real():
 
 def main():
     if shutil.which("tmux") is None:
-        print("tmux is not installed (tools/install-deps.sh installs it); skipping")
+        print("SKIP: tmux is not installed (tools/install-deps.sh installs it)")
         sys.exit(77)
     if sys.argv[1] == "synthetic":
         test_synthetic()

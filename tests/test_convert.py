@@ -246,7 +246,7 @@ def disk_full(src):
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{target}'"],
                            capture_output=True)
     if probe.returncode != 0:
-        print("skip disk-full check (cannot mount a tmpfs here)")
+        print("SKIP: disk-full check (cannot mount a tmpfs here)")
         return
     script = (f"mount -t tmpfs -o size=64k tmpfs '{target}' && \"$@\"; rc=$?; "
               f"ls -A '{target}'; exit $rc")

@@ -199,6 +199,7 @@ def check_policies(gguf, n_layer):
               for k in ("attn", "mlp", "block")), imp)
     # the same pass through `trimlm score` gives the same scores
     rc, out, err = run(["score", gguf, "--format", "json"] + CALIB)
+    check("policy: `trimlm score --format json` runs", rc == 0, f"rc {rc}: {err.strip()}")
     if rc == 0:
         listed = {(e["kind"], e["layer"]): e["score"] for e in json.loads(out)}
         stored = {(k, l): imp[k][l] for k in ("attn", "mlp", "block") for l in range(n_layer)}
@@ -206,8 +207,6 @@ def check_policies(gguf, n_layer):
               set(listed) == set(stored) and
               all(abs(listed[k] - stored[k]) <= 1e-6 * max(1.0, abs(stored[k])) for k in stored),
               (listed, stored))
-    else:
-        print(f"skip comparison with `trimlm score` (rc {rc}: {err.strip()})")
     t_attn = float(np.median(imp["attn"]))
     t_joint = float(np.percentile(imp["attn"] + imp["mlp"], 30))
     t_block = float(np.median(imp["block"]))
@@ -336,7 +335,7 @@ def synthetic(tool):
 
 def real(tool):
     model = os.path.expanduser("~/.cache/trimlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    data = os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     text = os.path.join(ROOT, "wiki20k.txt")
     with open(data, "rb") as f, open(text, "wb") as g:
         g.write(f.read(20000))

@@ -9,7 +9,7 @@
                               answers and accuracies must agree; bad files
                               give one clear line; --json has its fields.
   test_eval_mc.py real        the default model on the first items of each
-                              data set in ../shared/data: runs, plausible.
+                              data set in data/eval: runs, plausible.
 
 lm-evaluation-harness's definition: ll_c = sum of log p of the tokens of
 context + continuation_c after their common prefix with tokenize(context);
@@ -230,7 +230,7 @@ def test_errors(model_path):
 # ----------------------------------------------------------------- real
 
 def test_real():
-    data = os.environ["TLM_SHARED_DATA"]
+    data = os.environ["TLM_EVAL_DATA"]
     sets = {"hellaswag": "hellaswag/hellaswag_val_first2000.jsonl", "arc": "arc_easy/arc_easy.jsonl",
             "piqa": "piqa/valid.jsonl", "boolq": "boolq/boolq.jsonl"}
     for task, rel in sets.items():

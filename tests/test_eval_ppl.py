@@ -132,7 +132,7 @@ def test_real():
     import ref_llama
     from ref_eval import gguf_bpe_encoder, reference_ppl
     os.makedirs(OUT, exist_ok=True)
-    src = os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.test.raw")
+    src = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     with open(src, "rb") as f:
         prefix = f.read(100_000)
     text_path = os.path.join(OUT, "wiki.test.100k.raw")

@@ -448,18 +448,15 @@ def bad_cases():
 # ------------------------------------------------------------ real model
 
 
-def llamacpp_bin():
-    d = os.environ.get("TLM_LLAMACPP_BIN") or os.path.expanduser("~/.cache/trimlm/llama.cpp-0.3.36/bin")
-    return d if os.path.exists(os.path.join(d, "llama-perplexity")) else None
-
-
 def llama_perplexity(bin_dir, model, text, ctx, threads):
     """llama-perplexity's final estimate. Its log is written by a background
     thread, which at exit now and then loses the last lines of a run that
-    succeeded: such a run is repeated (at most twice)."""
+    succeeded: such a run is repeated (at most twice). --no-repack keeps it off
+    ggml's AMX path, which crashes on hosts whose CPU reports AMX (see
+    bench/compare-llamacpp)."""
     for _ in range(3):
         p = subprocess.run([os.path.join(bin_dir, "llama-perplexity"), "-m", model, "-f", text,
-                            "-c", str(ctx), "-b", str(ctx), "-t", threads],
+                            "-c", str(ctx), "-b", str(ctx), "-t", threads, "--no-repack"],
                            capture_output=True, timeout=1200, stdin=subprocess.DEVNULL)
         log = (p.stdout + p.stderr).decode(errors="replace")
         m = re.search(r"Final estimate: PPL = ([0-9.]+)", log)
@@ -478,7 +475,7 @@ def llamacpp_synthetic(bin_dir):
     perplexities) within 0.1% (f32) / 1% (f16, bf16, int8, int4: llama.cpp
     rounds activations too) of trimlm's on the same file."""
     text = os.path.join(ROOT, "synthetic-text.txt")
-    data = os.path.join(os.environ.get("TLM_SHARED_DATA", "../shared/data"), "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     with open(data, "rb") as f:
         raw = f.read(6000)
     with open(text, "wb") as f:
@@ -506,14 +503,14 @@ def llamacpp_synthetic(bin_dir):
 
 
 def real():
-    bin_dir = llamacpp_bin()
+    bin_dir = testutil.llamacpp_bin()
     if not bin_dir:
-        print("SKIP: llama.cpp's llama-perplexity was not found in ~/.cache/trimlm/llama.cpp-0.3.36/bin "
-              "or $TLM_LLAMACPP_BIN; build it with bench/compare-llamacpp --build-only")
+        print("SKIP: llama.cpp's llama-perplexity was not found in $TLM_LLAMACPP_BIN or the cache "
+              "of bench/compare-llamacpp; build it with bench/compare-llamacpp --build-only")
         return SKIP
     llamacpp_synthetic(bin_dir)
     src = testutil.real_model_path()
-    data = os.path.join(os.environ.get("TLM_SHARED_DATA", "../shared/data"), "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     text = os.path.join(ROOT, "ppl-text.txt")
     with open(data, "rb") as f:
         raw = f.read(12000)

@@ -56,7 +56,7 @@ def disk_full_check(reg_path, gguf_url):
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{cache}'"],
                            capture_output=True)
     if probe.returncode != 0:
-        print("skip disk-full checks (cannot mount a tmpfs here)")
+        print("SKIP: disk-full checks (cannot mount a tmpfs here)")
         return
     for label, args in (("a .gguf URL", ["pull", gguf_url]), ("a registry entry", ["pull", "tiny"])):
         script = (f"mount -t tmpfs -o size=64k tmpfs '{cache}' && "

@@ -140,7 +140,7 @@ def main():
         check("q8_g32 row blocks == gguf Q8_0 quantizer", b8.tobytes() == g8)
         check("q4_g32 row blocks == gguf Q4_0 quantizer", b4.tobytes() == g4)
     except ImportError:
-        print("skip  gguf package not installed: no comparison with its quantizer")
+        print("SKIP: gguf package not installed: no comparison with its quantizer")
 
     check("q8_g32_r16 packed bytes == numpy packing", p8 == pack(want8, rows, n_in, "q8"))
     check("q4_g32_r16 packed bytes == numpy packing", p4 == pack(want4, rows, n_in, "q4"))

@@ -341,7 +341,7 @@ def real(tool):
     ISA = testutil.info_json(TRIMLM, "--system")["isa"]
     INT8_GEMM_PREFILL = ISA == "avx512"
     model = os.path.expanduser("~/.cache/trimlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    data = os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.test.raw")
+    data = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     text = os.path.join(ROOT, "wiki100k.txt")
     with open(data, "rb") as f, open(text, "wb") as g:
         g.write(f.read(100000))

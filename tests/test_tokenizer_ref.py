@@ -111,7 +111,7 @@ def write_corpus(path, records):
 
 
 def wiki_lines(n, skip=0):
-    path = os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.valid.raw")
+    path = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.valid.raw")
     lines = [l for l in open(path, encoding="utf-8").read().split("\n") if l.strip()]
     return lines[skip:skip + n]
 
@@ -178,7 +178,7 @@ def smollm2(tool, corpus_path):
     records = read_corpus(corpus_path)
     # the corpus, WikiText lines, and one long record (100 KB with newlines)
     wiki = [l.encode("utf-8") for l in wiki_lines(400)]
-    text100k = open(os.path.join(os.environ["TLM_SHARED_DATA"], "wikitext2", "wiki.test.raw"),
+    text100k = open(os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw"),
                     "rb").read()[:100000]
     text100k = text100k[:len(text100k.decode("utf-8", errors="ignore").encode("utf-8"))]
     all_records = records + wiki + [text100k]

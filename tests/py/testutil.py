@@ -1,6 +1,7 @@
 """What the end-to-end test scripts share.
 
-- where things are: real_model_path() (the default model), scratch_dir(name)
+- where things are: real_model_path() (the default model), llamacpp_bin()
+  (llama.cpp's tools built by bench/compare-llamacpp), scratch_dir(name)
   (a directory under $TLM_TEST_OUT), fresh_dir(path) (emptied first);
 - a tally of named checks: check() prints `ok   name` or `FAIL name: detail`
   and records it, summary() prints the counts and gives the exit status;
@@ -19,6 +20,7 @@ scripts which need none (test_cli.py, test_pull.py, ...) run on a bare python3.
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -33,6 +35,21 @@ def real_model_path():
         return os.environ["TLM_MODEL_PATH"]
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "trimlm", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def llamacpp_bin():
+    """The directory of the llama.cpp tools bench/compare-llamacpp builds
+    (TLM_LLAMACPP_BIN, else its cache folder for the pinned version), or None
+    when llama-perplexity is not there."""
+    d = os.environ.get("TLM_LLAMACPP_BIN")
+    if not d:
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "bench", "compare-llamacpp")
+        with open(script) as f:
+            version = re.search(r'^LLAMA_CPP_PYTHON_VERSION = "([^"]+)"', f.read(), re.M).group(1)
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(cache, "trimlm", f"llama.cpp-{version}", "bin")
+    return d if os.access(os.path.join(d, "llama-perplexity"), os.X_OK) else None
 
 
 def scratch_dir(name):
