@@ -1,7 +1,8 @@
 # Kernel sources per instruction set. Each ISA file is compiled with that ISA's
 # flags only; the dispatcher (simd/dispatch.c) is compiled without them and
 # picks a table at start-up from CPUID + XGETBV (x86) or HWCAP (Arm).
-set(TLM_SIMD_SRC ${CMAKE_SOURCE_DIR}/simd/kernels_scalar.c ${CMAKE_SOURCE_DIR}/simd/dispatch.c)
+set(TLM_SIMD_SRC ${CMAKE_SOURCE_DIR}/simd/kernels_scalar.c ${CMAKE_SOURCE_DIR}/simd/kernels_gguf_scalar.c
+    ${CMAKE_SOURCE_DIR}/simd/dispatch.c)
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   set(TLM_SIMD_X86 ON)
