@@ -4,14 +4,18 @@
  * decoders they share with the scalar table.
  *
  * A decoded block is what every table's integer sums are defined on:
- *  - K-quants: 256 weight quants w (int8: Q4_K 0..15, Q5_K 0..31, Q2_K 0..3,
- *    Q6_K q6 - 32, Q3_K the signed q3 in -4..3), the integer scale sc[i] and
- *    min mn[i] of each run of 16 (Q4_K / Q5_K repeat their 32-value
- *    sub-block's pair; Q6_K / Q3_K have no mins), and d, dmin;
+ *  - K-quants: 256 unsigned weight quants w (Q4_K 0..15, Q5_K 0..31, Q2_K
+ *    0..3, Q6_K the raw q6 0..63, Q3_K q3 + 4 in 0..7), the integer scale
+ *    sc[i] and min mn[i] of each run of 16 (Q4_K / Q5_K repeat their
+ *    32-value sub-block's pair; Q6_K / Q3_K's offsets become mins: 32 sc[i],
+ *    4 sc[i]), and d, dmin (Q6_K / Q3_K: no dmin, the min is in units of d);
  *  - 32-value types: 32 quants w (Q4_0 q - 8, Q5_0 q - 16, Q8_0 q; Q4_1 /
  *    Q5_1 the unsigned q) and d, m.
- * The value of weight e is then d * sc[e/16] * w[e] - dmin * mn[e/16], or
- * d * w[e] (+ m), exactly as quant/ggml_types.c dequantizes it.
+ * The value of weight e is then d * sc[e/16] * w[e] - dmin * mn[e/16]
+ * (Q6_K, Q3_K: d * (sc[e/16] * w[e] - mn[e/16])), or d * w[e] (+ m),
+ * exactly as quant/ggml_types.c dequantizes it. Unsigned weights let the
+ * SIMD tables multiply them as u8 x s8 (maddubs, vpdpbusd); the integer
+ * sums are the same as with centred ones.
  */
 #ifndef TLM_GGUF_KERNELS_H
 #define TLM_GGUF_KERNELS_H
@@ -117,7 +121,7 @@ static inline void gguf_q3k_scales(const uint8_t s[12], int8_t sc[16]) {
 }
 
 typedef struct gguf_kblock {
-    int8_t w[256];
+    uint8_t w[256];
     int16_t sc[16], mn[16];
     float d, dmin;
 } gguf_kblock;
@@ -149,8 +153,8 @@ static inline void gguf_decode_k(uint32_t type, const uint8_t *blk, gguf_kblock 
                     lo |= ((b5->qh[l] >> (2 * p)) & 1) << 4;
                     hi |= ((b5->qh[l] >> (2 * p + 1)) & 1) << 4;
                 }
-                o->w[64 * p + l] = (int8_t)lo;
-                o->w[64 * p + 32 + l] = (int8_t)hi;
+                o->w[64 * p + l] = (uint8_t)lo;
+                o->w[64 * p + 32 + l] = (uint8_t)hi;
             }
         break;
     }
@@ -159,16 +163,16 @@ static inline void gguf_decode_k(uint32_t type, const uint8_t *blk, gguf_kblock 
         o->d = tlm_f16_to_f32(b->d);
         for (int i = 0; i < 16; i++) {
             o->sc[i] = b->scales[i];
-            o->mn[i] = 0;
+            o->mn[i] = (int16_t)(32 * b->scales[i]);
         }
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-            int8_t *w = o->w + 128 * h;
+            uint8_t *w = o->w + 128 * h;
             for (int l = 0; l < 32; l++) {
-                w[l] = (int8_t)(((ql[l] & 0x0f) | ((qh[l] >> 0) & 3) << 4) - 32);
-                w[l + 32] = (int8_t)(((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4) - 32);
-                w[l + 64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
-                w[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+                w[l] = (uint8_t)((ql[l] & 0x0f) | ((qh[l] >> 0) & 3) << 4);
+                w[l + 32] = (uint8_t)((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4);
+                w[l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
+                w[l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
             }
         }
         break;
@@ -180,14 +184,14 @@ static inline void gguf_decode_k(uint32_t type, const uint8_t *blk, gguf_kblock 
         gguf_q3k_scales(b->scales, sc);
         for (int i = 0; i < 16; i++) {
             o->sc[i] = sc[i];
-            o->mn[i] = 0;
+            o->mn[i] = (int16_t)(4 * sc[i]);
         }
         for (int h = 0; h < 2; h++)
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++) {
                     int q2 = (b->qs[32 * h + l] >> (2 * j)) & 3;
                     int hbit = (b->hmask[l] >> (4 * h + j)) & 1;
-                    o->w[128 * h + 32 * j + l] = (int8_t)(q2 - (hbit ? 0 : 4));
+                    o->w[128 * h + 32 * j + l] = (uint8_t)(q2 + (hbit ? 4 : 0));
                 }
         break;
     }
@@ -202,7 +206,7 @@ static inline void gguf_decode_k(uint32_t type, const uint8_t *blk, gguf_kblock 
         for (int h = 0; h < 2; h++)
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++)
-                    o->w[128 * h + 32 * j + l] = (int8_t)((b->qs[32 * h + l] >> (2 * j)) & 3);
+                    o->w[128 * h + 32 * j + l] = (uint8_t)((b->qs[32 * h + l] >> (2 * j)) & 3);
         break;
     }
     default: memset(o, 0, sizeof *o);
@@ -259,11 +263,13 @@ static inline void gguf_decode_32(uint32_t type, const uint8_t *blk, gguf_block3
 
 /* The per-block float step every table shares (kernels.h): given the exact
  * integer sums of one block against one activation block. */
-static inline float gguf_k_block_fma(uint32_t type, int32_t sumi, int32_t summ, float d,
+/* sumw = sum_i sc[i] * sum w x, summ = sum_i mn[i] * bsum16[i] (decoded
+ * block, above); for Q6_K / Q3_K their difference is kernels.h's sumi. */
+static inline float gguf_k_block_fma(uint32_t type, int32_t sumw, int32_t summ, float d,
                                      float dmin, float dx, float acc) {
-    acc = __builtin_fmaf((float)sumi, d * dx, acc);
-    if (gguf_k_has_dmin(type)) acc = __builtin_fmaf(-(float)summ, dmin * dx, acc);
-    return acc;
+    if (!gguf_k_has_dmin(type)) return __builtin_fmaf((float)(sumw - summ), d * dx, acc);
+    acc = __builtin_fmaf((float)sumw, d * dx, acc);
+    return __builtin_fmaf(-(float)summ, dmin * dx, acc);
 }
 
 static inline float gguf_32_block_fma(uint32_t type, int32_t isum, int32_t sum_x, float d, float m,

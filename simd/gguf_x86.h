@@ -1,0 +1,584 @@
+/*
+ * gguf_x86.h — the GGUF-block kernels for x86, in 256-bit vectors, included
+ * once by kernels_gguf_avx2.c (GGUF_VNNI 0: madd + add) and once by
+ * kernels_gguf_avx512.c (GGUF_VNNI 1: AVX512-VL VNNI vpdpwssd / vpdpbusd on
+ * ymm registers, which Zen 4 runs at full rate where it splits zmm ones).
+ * GGUF_SFX names the functions; gguf_x86_fill(k) fills the table.
+ *
+ * Weight quants are unsigned (u8) and multiplied with the int8 activation by
+ * maddubs (u8 x s8 pairs summed to int16: at most 2 x 63 x 127, no
+ * saturation), then by the sub-block scale in int16 x int16 pairs summed to
+ * int32 (madd / vpdpwssd): every integer sum is exact, so the results are
+ * those of the scalar table bit for bit (kernels.h).
+ *
+ * Decode (GEMV): GEMV_ROWS rows at a time, each row a sequential stream,
+ * their int32 sums reduced together and their per-block float step done in
+ * one 4-lane vector. Prefill (GEMM): each block of a row decoded once into
+ * registers-ready form (gguf_kdec / gguf_qdec32) and multiplied with the
+ * activation of GEMM_TOKENS tokens at a time.
+ */
+#include <immintrin.h>
+#include <stdalign.h>
+
+#include "gguf_kernels.h"
+
+#define GGUF_CAT2(a, b) a##b
+#define GGUF_CAT(a, b) GGUF_CAT2(a, b)
+#define SFX(name) GGUF_CAT(name, GGUF_SFX)
+
+#define GEMV_ROWS 4
+#define GEMM_TOKENS 4
+#define GEMM_CHUNK 64 /* tokens whose f32 accumulators one pass keeps */
+#define PREFETCH_ROWS 4 /* prefetch the block this many rows ahead */
+
+static inline __m256i SFX(dpwssd)(__m256i acc, __m256i a, __m256i b) {
+#if GGUF_VNNI
+    return _mm256_dpwssd_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+/* u8 x s8, 4 products a lane summed into acc (no saturation). */
+static inline __m256i SFX(dot_u8s8)(__m256i acc, __m256i u, __m256i s) {
+#if GGUF_VNNI
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+static inline __m128i SFX(fold)(__m256i v) {
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+/* The horizontal sums of four vectors, in lanes 0..3. */
+static inline __m128i SFX(hsum4)(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+    __m128i b0 = SFX(fold)(a0), b1 = SFX(fold)(a1), b2 = SFX(fold)(a2), b3 = SFX(fold)(a3);
+    return _mm_hadd_epi32(_mm_hadd_epi32(b0, b1), _mm_hadd_epi32(b2, b3));
+}
+
+static inline int32_t SFX(hsum)(__m256i a) {
+    __m128i b = SFX(fold)(a);
+    b = _mm_hadd_epi32(b, b);
+    return _mm_cvtsi128_si32(_mm_hadd_epi32(b, b));
+}
+
+static inline float SFX(f16_at)(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return tlm_f16_to_f32(h);
+}
+
+/* The integer sums of one block with one activation block: lanes of i sum
+ * to sumw, lanes of m to summ (gguf_k_block_fma). */
+typedef struct SFX(ksum) {
+    __m256i i, m;
+} SFX(ksum);
+
+/* ------------------------------------------------------------ Q4_K */
+
+/* qs: 4 chunks of 32 bytes; chunk p's low nibbles are elements 64p..64p+31
+ * (sub-block 2p), its high nibbles 64p+32.. (sub-block 2p+1): each ymm of
+ * quants is one sub-block, so its scale is a broadcast. */
+static inline SFX(ksum) SFX(q4k_dot)(const uint8_t *blk, const tlm_block_q8_k256_act *x) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    uint8_t sc[8], mn[8];
+    gguf_k4_scales(blk + 4, sc, mn);
+    const uint8_t *qs = blk + 16;
+    __m256i acc = _mm256_setzero_si256();
+    for (int p = 0; p < 4; p++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
+        __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(x->qs + 64 * p)));
+        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(x->qs + 64 * p + 32)));
+        acc = SFX(dpwssd)(acc, plo, _mm256_set1_epi16(sc[2 * p]));
+        acc = SFX(dpwssd)(acc, phi, _mm256_set1_epi16(sc[2 * p + 1]));
+    }
+    /* mins: m_j * (bsum16[2j] + bsum16[2j+1]), the 16 sums against the 8
+     * mins each repeated twice */
+    uint64_t m8;
+    memcpy(&m8, mn, 8);
+    __m128i m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m8));
+    __m256i mrep = _mm256_cvtepu16_epi32(m16); /* 8 x int32 = m_j, to interleave */
+    __m256i mins = _mm256_or_si256(mrep, _mm256_slli_epi32(mrep, 16)); /* (m_j, m_j) word pairs */
+    __m256i msum = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)x->bsum16));
+    return (SFX(ksum)){acc, msum};
+}
+
+/* ------------------------------------------------------------ Q6_K */
+
+/* Per half h: ql bytes A = ql[64h..+31], B = ql[64h+32..+63], Q = qh[32h..];
+ * elements 128h + 0.. / 32.. / 64.. / 96..: low A, low B, high A, high B
+ * nibbles with qh bits 0-1, 2-3, 4-5, 6-7 as bits 4-5 (16-bit shifts: the
+ * bits that cross into the neighbour byte are masked off). Each ymm holds
+ * two sub-blocks of 16: its scale vector is sc[2k] x 8 words, sc[2k+1] x 8.
+ * The offset 32 is the min 32 sc[i] (gguf_kernels.h). */
+static inline SFX(ksum) SFX(q6k_dot)(const uint8_t *blk, const tlm_block_q8_k256_act *x) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), bits45 = _mm256_set1_epi8(0x30);
+    const uint8_t *ql = blk, *qh = blk + 128;
+    const int8_t *scales = (const int8_t *)(blk + 192);
+    /* word pairs (k, k) for the low lane, (k+1, k+1) for the high one */
+    const __m256i pick0 = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3,
+                                           2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    const __m256i step = _mm256_set1_epi8(4);
+    __m256i acc = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
+        __m256i w[4];
+        w[0] = _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_and_si256(_mm256_slli_epi16(q, 4), bits45));
+        w[1] = _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_and_si256(_mm256_slli_epi16(q, 2), bits45));
+        w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), low4), _mm256_and_si256(q, bits45));
+        w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), low4),
+                               _mm256_and_si256(_mm256_srli_epi16(q, 2), bits45));
+        /* the 8 scales of this half as words, in both lanes */
+        __m128i s8 = _mm_loadl_epi64((const __m128i *)(scales + 8 * h));
+        __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8));
+        __m256i pick = pick0;
+        for (int k = 0; k < 4; k++, pick = _mm256_add_epi8(pick, step)) {
+            __m256i p = _mm256_maddubs_epi16(w[k], _mm256_load_si256((const __m256i *)(x->qs + 128 * h + 32 * k)));
+            acc = SFX(dpwssd)(acc, p, _mm256_shuffle_epi8(s16, pick));
+        }
+    }
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)scales));
+    __m256i msum = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)x->bsum16)), 5);
+    return (SFX(ksum)){acc, msum};
+}
+
+/* ------------------------------------------- other K-quants, any K-quant */
+
+/* A decoded K block laid out for vector loads: w as in gguf_kblock, scx[k]
+ * the 16 scale words of ymm k (sc[2k] x 8, sc[2k+1] x 8). */
+typedef struct SFX(kdec) {
+    alignas(32) uint8_t w[256];
+    alignas(32) int16_t scx[8][16];
+    alignas(32) int16_t mn[16];
+    float d, dmin;
+} SFX(kdec);
+
+static inline void SFX(kdec_from)(uint32_t type, const uint8_t *blk, SFX(kdec) *o) {
+    gguf_kblock kb;
+    gguf_decode_k(type, blk, &kb);
+    memcpy(o->w, kb.w, 256);
+    for (int k = 0; k < 8; k++)
+        for (int j = 0; j < 16; j++) o->scx[k][j] = kb.sc[2 * k + j / 8];
+    memcpy(o->mn, kb.mn, sizeof o->mn);
+    o->d = kb.d;
+    o->dmin = kb.dmin;
+}
+
+static inline SFX(ksum) SFX(kdec_dot)(const SFX(kdec) *kd, const tlm_block_q8_k256_act *x) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(kd->w + 32 * k)),
+                                         _mm256_load_si256((const __m256i *)(x->qs + 32 * k)));
+        acc = SFX(dpwssd)(acc, p, _mm256_load_si256((const __m256i *)kd->scx[k]));
+    }
+    __m256i msum = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)kd->mn),
+                                     _mm256_loadu_si256((const __m256i *)x->bsum16));
+    return (SFX(ksum)){acc, msum};
+}
+
+/* One block of a row against one activation block, through the fastest
+ * path the type has. */
+static inline SFX(ksum) SFX(k_dot)(uint32_t type, const uint8_t *blk, const tlm_block_q8_k256_act *x) {
+    if (type == GGML_TYPE_Q4_K) return SFX(q4k_dot)(blk, x);
+    if (type == GGML_TYPE_Q6_K) return SFX(q6k_dot)(blk, x);
+    SFX(kdec) kd;
+    SFX(kdec_from)(type, blk, &kd);
+    return SFX(kdec_dot)(&kd, x);
+}
+
+/* d (and dmin) of a K block. */
+static inline void SFX(k_scales)(uint32_t type, const uint8_t *blk, float *d, float *dmin) {
+    switch (type) {
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: *d = SFX(f16_at)(blk), *dmin = SFX(f16_at)(blk + 2); break;
+    case GGML_TYPE_Q6_K: *d = SFX(f16_at)(blk + 208), *dmin = 0; break;
+    case GGML_TYPE_Q3_K: *d = SFX(f16_at)(blk + 108), *dmin = 0; break;
+    default: *d = SFX(f16_at)(blk + 80), *dmin = SFX(f16_at)(blk + 82); break; /* Q2_K */
+    }
+}
+
+/* acc (4 lanes) gains the blocks whose sums are s[0..3]: d, dmin per lane,
+ * dx per lane; the scalar table's gguf_k_block_fma in 4 lanes. */
+static inline __m128 SFX(k_step4)(uint32_t type, const SFX(ksum) s[4], __m128 d, __m128 dmin,
+                                  __m128 dx, __m128 acc) {
+    __m128i sw = SFX(hsum4)(s[0].i, s[1].i, s[2].i, s[3].i);
+    __m128i sm = SFX(hsum4)(s[0].m, s[1].m, s[2].m, s[3].m);
+    if (!gguf_k_has_dmin(type)) return _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_sub_epi32(sw, sm)), _mm_mul_ps(d, dx), acc);
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sw), _mm_mul_ps(d, dx), acc);
+    __m128 negm = _mm_sub_ps(_mm_setzero_ps(), _mm_cvtepi32_ps(sm));
+    return _mm_fmadd_ps(negm, _mm_mul_ps(dmin, dx), acc);
+}
+
+static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, float *y, int64_t n_in,
+                               int64_t r0, int64_t r1) {
+    const tlm_block_q8_k256_act *x = xq;
+    const int64_t nb = n_in / TLM_K256;
+    const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
+    const uint8_t *base = w;
+    int64_t r = r0;
+    for (; r + GEMV_ROWS <= r1; r += GEMV_ROWS) {
+        const uint8_t *row = base + (size_t)r * rb;
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            SFX(ksum) s[GEMV_ROWS];
+            float d[4], dmin[4];
+            for (int i = 0; i < GEMV_ROWS; i++) {
+                const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
+                for (size_t l = 0; l < bb; l += 64)
+                    _mm_prefetch((const char *)blk + PREFETCH_ROWS * rb + l, _MM_HINT_T0);
+                s[i] = SFX(k_dot)(type, blk, x + b);
+                SFX(k_scales)(type, blk, &d[i], &dmin[i]);
+            }
+            acc = SFX(k_step4)(type, s, _mm_loadu_ps(d), _mm_loadu_ps(dmin), _mm_set1_ps(x[b].d), acc);
+        }
+        _mm_storeu_ps(y + r, acc);
+    }
+    for (; r < r1; r++) {
+        const uint8_t *row = base + (size_t)r * rb;
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            SFX(ksum) s = SFX(k_dot)(type, row + (size_t)b * bb, x + b);
+            float d, dmin;
+            SFX(k_scales)(type, row + (size_t)b * bb, &d, &dmin);
+            acc = gguf_k_block_fma(type, SFX(hsum)(s.i), SFX(hsum)(s.m), d, dmin, x[b].d, acc);
+        }
+        y[r] = acc;
+    }
+}
+
+/* Decode of one Q4_K / Q6_K block into kdec form at vector speed (GEMM). */
+static inline void SFX(kdec_fast)(uint32_t type, const uint8_t *blk, SFX(kdec) *o) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    if (type == GGML_TYPE_Q4_K) {
+        uint8_t sc[8], mn[8];
+        gguf_k4_scales(blk + 4, sc, mn);
+        for (int p = 0; p < 4; p++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * p));
+            _mm256_store_si256((__m256i *)(o->w + 64 * p), _mm256_and_si256(v, low4));
+            _mm256_store_si256((__m256i *)(o->w + 64 * p + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+        }
+        for (int k = 0; k < 8; k++) _mm256_store_si256((__m256i *)o->scx[k], _mm256_set1_epi16(sc[k]));
+        for (int i = 0; i < 16; i++) o->mn[i] = mn[i / 2];
+        o->d = SFX(f16_at)(blk), o->dmin = SFX(f16_at)(blk + 2);
+        return;
+    }
+    if (type == GGML_TYPE_Q6_K) {
+        const __m256i bits45 = _mm256_set1_epi8(0x30);
+        const int8_t *scales = (const int8_t *)(blk + 192);
+        for (int h = 0; h < 2; h++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+            __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            uint8_t *w = o->w + 128 * h;
+            _mm256_store_si256((__m256i *)w, _mm256_or_si256(_mm256_and_si256(a, low4),
+                                                             _mm256_and_si256(_mm256_slli_epi16(q, 4), bits45)));
+            _mm256_store_si256((__m256i *)(w + 32), _mm256_or_si256(_mm256_and_si256(b, low4),
+                                                                    _mm256_and_si256(_mm256_slli_epi16(q, 2), bits45)));
+            _mm256_store_si256((__m256i *)(w + 64),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), low4), _mm256_and_si256(q, bits45)));
+            _mm256_store_si256((__m256i *)(w + 96),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), low4),
+                                               _mm256_and_si256(_mm256_srli_epi16(q, 2), bits45)));
+        }
+        for (int k = 0; k < 8; k++)
+            for (int j = 0; j < 16; j++) o->scx[k][j] = scales[2 * k + j / 8];
+        for (int i = 0; i < 16; i++) o->mn[i] = (int16_t)(32 * scales[i]);
+        o->d = SFX(f16_at)(blk + 208), o->dmin = 0;
+        return;
+    }
+    SFX(kdec_from)(type, blk, o);
+}
+
+static inline void SFX(gemm_k)(uint32_t type, const void *w, const void *xq, float *c, int64_t ldc,
+                               int64_t m, int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    const tlm_block_q8_k256_act *x = xq;
+    const int64_t nb = n_in / TLM_K256;
+    const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
+    alignas(16) float acc[GEMM_CHUNK];
+    SFX(kdec) kd;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
+        for (int64_t t0 = 0; t0 < m; t0 += GEMM_CHUNK) {
+            const int nt = m - t0 < GEMM_CHUNK ? (int)(m - t0) : GEMM_CHUNK;
+            memset(acc, 0, sizeof acc);
+            for (int64_t b = 0; b < nb; b++) {
+                SFX(kdec_fast)(type, row + (size_t)b * bb, &kd);
+                const tlm_block_q8_k256_act *xb = x + t0 * nb + b;
+                __m128 d = _mm_set1_ps(kd.d), dmin = _mm_set1_ps(kd.dmin);
+                int t = 0;
+                for (; t + GEMM_TOKENS <= nt; t += GEMM_TOKENS) {
+                    SFX(ksum) s[4];
+                    for (int i = 0; i < 4; i++) s[i] = SFX(kdec_dot)(&kd, xb + (t + i) * nb);
+                    __m128 dx = _mm_setr_ps(xb[t * nb].d, xb[(t + 1) * nb].d, xb[(t + 2) * nb].d,
+                                            xb[(t + 3) * nb].d);
+                    _mm_store_ps(acc + t, SFX(k_step4)(type, s, d, dmin, dx, _mm_load_ps(acc + t)));
+                }
+                for (; t < nt; t++) {
+                    SFX(ksum) s = SFX(kdec_dot)(&kd, xb + t * nb);
+                    acc[t] = gguf_k_block_fma(type, SFX(hsum)(s.i), SFX(hsum)(s.m), kd.d, kd.dmin,
+                                              xb[t * nb].d, acc[t]);
+                }
+            }
+            for (int t = 0; t < nt; t++) {
+                float *out = c + (t0 + t) * ldc + r;
+                *out = (accumulate ? *out : 0.0f) + acc[t];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------- 32-value blocks */
+
+/* One block's weights as 32 bytes in element order, and the offset z its
+ * quants carry (isum = sum w x - z sum x). Q8_0 stays signed (z = 0). */
+static inline __m256i SFX(q32_weights)(uint32_t type, const uint8_t *blk) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    if (type == GGML_TYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    const bool five = type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q5_1;
+    const uint8_t *qs = blk + (has_m ? 4 : 2) + (five ? 4 : 0);
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low4);
+    if (five) {
+        /* bit j of qh -> bit 4 of byte j: byte j gets qh byte j/8, tests bit j%8 */
+        uint32_t qh;
+        memcpy(&qh, blk + (has_m ? 4 : 2), 4);
+        __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                         _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2,
+                                                          2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+        hb = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
+        v = _mm256_or_si256(v, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+    }
+    return v;
+}
+
+static inline int SFX(q32_offset)(uint32_t type) {
+    return type == GGML_TYPE_Q4_0 ? 8 : type == GGML_TYPE_Q5_0 ? 16 : 0;
+}
+
+/* Lanes summing to sum w x (Q8_0: signed w through the sign trick). */
+static inline __m256i SFX(q32_dot)(uint32_t type, __m256i wv, const int8_t *xs) {
+    __m256i xv = _mm256_loadu_si256((const __m256i *)xs);
+    if (type == GGML_TYPE_Q8_0)
+        return SFX(dot_u8s8)(_mm256_setzero_si256(), _mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+    return SFX(dot_u8s8)(_mm256_setzero_si256(), wv, xv);
+}
+
+/* acc (4 lanes) gains 4 blocks: isum lanes (before the offset), d, m per
+ * lane; sum_x, dx per lane. */
+static inline __m128 SFX(q32_step4)(uint32_t type, __m128i isum_raw, __m128 d, __m128 m, __m128i sumx,
+                                    __m128 dx, __m128 acc) {
+    const int z = SFX(q32_offset)(type);
+    __m128i isum = z ? _mm_sub_epi32(isum_raw, _mm_mullo_epi32(sumx, _mm_set1_epi32(z))) : isum_raw;
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(d, dx), acc);
+    if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sumx), _mm_mul_ps(m, dx), acc);
+    return acc;
+}
+
+static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, float *y, int64_t n_in,
+                                int64_t r0, int64_t r1) {
+    const tlm_block_q8_g32_act *x = xq;
+    const int64_t nb = n_in / TLM_QGROUP;
+    const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
+    const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    const uint8_t *base = w;
+    int64_t r = r0;
+    for (; r + GEMV_ROWS <= r1; r += GEMV_ROWS) {
+        const uint8_t *row = base + (size_t)r * rb;
+        __m128 acc = _mm_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i s[4];
+            float d[4], m[4] = {0, 0, 0, 0};
+            for (int i = 0; i < 4; i++) {
+                const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
+                if ((b & 1) == 0) _mm_prefetch((const char *)blk + PREFETCH_ROWS * rb + 64, _MM_HINT_T0);
+                s[i] = SFX(q32_dot)(type, SFX(q32_weights)(type, blk), x[b].qs);
+                d[i] = SFX(f16_at)(blk);
+                if (has_m) m[i] = SFX(f16_at)(blk + 2);
+            }
+            acc = SFX(q32_step4)(type, SFX(hsum4)(s[0], s[1], s[2], s[3]), _mm_loadu_ps(d), _mm_loadu_ps(m),
+                                 _mm_set1_epi32(x[b].sum), _mm_set1_ps(x[b].d), acc);
+        }
+        _mm_storeu_ps(y + r, acc);
+    }
+    for (; r < r1; r++) {
+        const uint8_t *row = base + (size_t)r * rb;
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * bb;
+            int32_t isum = SFX(hsum)(SFX(q32_dot)(type, SFX(q32_weights)(type, blk), x[b].qs)) -
+                           SFX(q32_offset)(type) * x[b].sum;
+            acc = gguf_32_block_fma(type, isum, x[b].sum, SFX(f16_at)(blk), has_m ? SFX(f16_at)(blk + 2) : 0.0f,
+                                    x[b].d, acc);
+        }
+        y[r] = acc;
+    }
+}
+
+static inline void SFX(gemm_32)(uint32_t type, const void *w, const void *xq, float *c, int64_t ldc,
+                                int64_t m, int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    const tlm_block_q8_g32_act *x = xq;
+    const int64_t nb = n_in / TLM_QGROUP;
+    const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
+    const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    alignas(16) float acc[GEMM_CHUNK];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
+        for (int64_t t0 = 0; t0 < m; t0 += GEMM_CHUNK) {
+            const int nt = m - t0 < GEMM_CHUNK ? (int)(m - t0) : GEMM_CHUNK;
+            memset(acc, 0, sizeof acc);
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bb;
+                const __m256i wv = SFX(q32_weights)(type, blk);
+                const float d = SFX(f16_at)(blk), mm = has_m ? SFX(f16_at)(blk + 2) : 0.0f;
+                const tlm_block_q8_g32_act *xb = x + t0 * nb + b;
+                int t = 0;
+                for (; t + 4 <= nt; t += 4) {
+                    const tlm_block_q8_g32_act *x0 = xb + t * nb, *x1 = x0 + nb, *x2 = x1 + nb, *x3 = x2 + nb;
+                    __m128i is = SFX(hsum4)(SFX(q32_dot)(type, wv, x0->qs), SFX(q32_dot)(type, wv, x1->qs),
+                                            SFX(q32_dot)(type, wv, x2->qs), SFX(q32_dot)(type, wv, x3->qs));
+                    __m128 a = SFX(q32_step4)(type, is, _mm_set1_ps(d), _mm_set1_ps(mm),
+                                              _mm_setr_epi32(x0->sum, x1->sum, x2->sum, x3->sum),
+                                              _mm_setr_ps(x0->d, x1->d, x2->d, x3->d), _mm_load_ps(acc + t));
+                    _mm_store_ps(acc + t, a);
+                }
+                for (; t < nt; t++) {
+                    const tlm_block_q8_g32_act *xt = xb + t * nb;
+                    int32_t isum = SFX(hsum)(SFX(q32_dot)(type, wv, xt->qs)) - SFX(q32_offset)(type) * xt->sum;
+                    acc[t] = gguf_32_block_fma(type, isum, xt->sum, d, mm, xt->d, acc[t]);
+                }
+            }
+            for (int t = 0; t < nt; t++) {
+                float *out = c + (t0 + t) * ldc + r;
+                *out = (accumulate ? *out : 0.0f) + acc[t];
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------- F16, BF16 */
+
+static inline __m256 SFX(load8_half)(bool bf16, const uint8_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+static inline float SFX(hsum_ps)(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline float SFX(dot_half)(bool bf16, const uint8_t *w, const float *x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(SFX(load8_half)(bf16, w + 2 * i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(SFX(load8_half)(bf16, w + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = SFX(hsum_ps)(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, w + 2 * i, 2);
+        s += (bf16 ? tlm_bf16_to_f32(h) : tlm_f16_to_f32(h)) * x[i];
+    }
+    return s;
+}
+
+static inline void SFX(gemm_half)(bool bf16, const void *w, const void *xq, float *c, int64_t ldc,
+                                  int64_t m, int64_t n_in, int64_t r0, int64_t r1, bool accumulate) {
+    const float *x = xq;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)r * (size_t)n_in * 2;
+        for (int64_t t = 0; t < m; t++) {
+            float v = SFX(dot_half)(bf16, row, x + t * n_in, n_in);
+            float *out = c + t * ldc + r;
+            *out = (accumulate ? *out : 0.0f) + v;
+        }
+    }
+}
+
+/* ------------------------------------------------------ activations */
+
+static void SFX(quantize_act_q8_k256)(const float *x, void *xq, int64_t n) {
+    tlm_block_q8_k256_act *out = xq;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / TLM_K256; b++) {
+        const float *v = x + b * TLM_K256;
+        __m256 mx = _mm256_setzero_ps();
+        for (int j = 0; j < TLM_K256; j += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + j)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        for (int i = 0; i < 16; i++) {
+            /* cvtps2dq rounds half to even in the default MXCSR mode; a
+             * finite x gives |q| <= 127 */
+            __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 16 * i), vid));
+            __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 16 * i + 8), vid));
+            __m256i s = _mm256_add_epi32(q0, q1);
+            out[b].bsum16[i] = (int16_t)SFX(hsum)(s);
+            __m256i w16 = _mm256_packs_epi32(q0, q1); /* lanes: q0[0..3] q1[0..3] | q0[4..7] q1[4..7] */
+            __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            /* b8 = q0[0..3] q1[0..3] q0[4..7] q1[4..7]: back to element order */
+            b8 = _mm_shuffle_epi32(b8, _MM_SHUFFLE(3, 1, 2, 0));
+            _mm_storeu_si128((__m128i *)(out[b].qs + 16 * i), b8);
+        }
+        out[b].d = d;
+        memset(out[b].pad, 0, sizeof out[b].pad);
+    }
+}
+
+/* ----------------------------------------------------------- entries */
+
+#define GGUF_DEFINE_Q(name, type, KIND)                                                          \
+    static void SFX(gemv_gguf_##name)(const void *w, const void *xq, float *y, int64_t n_in,    \
+                                      int64_t r0, int64_t r1) {                                  \
+        SFX(gemv_##KIND)(type, w, xq, y, n_in, r0, r1);                                          \
+    }                                                                                            \
+    static void SFX(gemm_gguf_##name)(const void *w, const void *xq, float *c, int64_t ldc,     \
+                                      int64_t m, int64_t n_in, int64_t r0, int64_t r1,          \
+                                      bool accumulate) {                                         \
+        SFX(gemm_##KIND)(type, w, xq, c, ldc, m, n_in, r0, r1, accumulate);                      \
+    }
+GGUF_DEFINE_Q(q4_0, GGML_TYPE_Q4_0, 32)
+GGUF_DEFINE_Q(q4_1, GGML_TYPE_Q4_1, 32)
+GGUF_DEFINE_Q(q5_0, GGML_TYPE_Q5_0, 32)
+GGUF_DEFINE_Q(q5_1, GGML_TYPE_Q5_1, 32)
+GGUF_DEFINE_Q(q8_0, GGML_TYPE_Q8_0, 32)
+GGUF_DEFINE_Q(q2_k, GGML_TYPE_Q2_K, k)
+GGUF_DEFINE_Q(q3_k, GGML_TYPE_Q3_K, k)
+GGUF_DEFINE_Q(q4_k, GGML_TYPE_Q4_K, k)
+GGUF_DEFINE_Q(q5_k, GGML_TYPE_Q5_K, k)
+GGUF_DEFINE_Q(q6_k, GGML_TYPE_Q6_K, k)
+
+#define GGUF_DEFINE_HALF(name, is_bf16)                                                          \
+    static void SFX(gemv_gguf_##name)(const void *w, const void *xq, float *y, int64_t n_in,    \
+                                      int64_t r0, int64_t r1) {                                  \
+        SFX(gemm_half)(is_bf16, w, xq, y, 0, 1, n_in, r0, r1, false);                            \
+    }                                                                                            \
+    static void SFX(gemm_gguf_##name)(const void *w, const void *xq, float *c, int64_t ldc,     \
+                                      int64_t m, int64_t n_in, int64_t r0, int64_t r1,          \
+                                      bool accumulate) {                                         \
+        SFX(gemm_half)(is_bf16, w, xq, c, ldc, m, n_in, r0, r1, accumulate);                     \
+    }
+GGUF_DEFINE_HALF(f16, false)
+GGUF_DEFINE_HALF(bf16, true)
+
+static void SFX(gguf_x86_fill)(tlm_kernels *k) {
+#define GGUF_SET(name, type)                                                                     \
+    k->gemv_gguf[type] = SFX(gemv_gguf_##name);                                                  \
+    k->gemm_gguf[type] = SFX(gemm_gguf_##name);
+    TLM_GGUF_KERNEL_TYPES(GGUF_SET)
+#undef GGUF_SET
+    k->quantize_act_q8_k256 = SFX(quantize_act_q8_k256);
+}
