@@ -64,10 +64,11 @@ static inline int32_t SFX(hsum)(__m256i a) {
     return _mm_cvtsi128_si32(_mm_hadd_epi32(b, b));
 }
 
+/* An f16 scale, converted by F16C (exact, as tlm_f16_to_f32). */
 static inline float SFX(f16_at)(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return tlm_f16_to_f32(h);
+    return _cvtsh_ss(h);
 }
 
 /* The integer sums of one block with one activation block: lanes of i sum
@@ -83,27 +84,37 @@ typedef struct SFX(ksum) {
  * quants is one sub-block, so its scale is a broadcast. */
 static inline SFX(ksum) SFX(q4k_dot)(const uint8_t *blk, const tlm_block_q8_k256_act *x) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    uint8_t sc[8], mn[8];
-    gguf_k4_scales(blk + 4, sc, mn);
+    /* the 6-bit scales and mins as in gguf_k4_scales, kept in registers */
+    uint32_t a, b, c;
+    memcpy(&a, blk + 4, 4);
+    memcpy(&b, blk + 8, 4);
+    memcpy(&c, blk + 12, 4);
+    const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, top2 = 0x30303030u;
+    uint64_t sc8 = (uint64_t)(a & lo6) | (uint64_t)((c & lo4) | ((a >> 2) & top2)) << 32;
+    uint64_t mn8 = (uint64_t)(b & lo6) | (uint64_t)(((c >> 4) & lo4) | ((b >> 2) & top2)) << 32;
+    /* scale j as a word in every lane: the 8 words in both halves, then
+     * picked by byte shuffles (word j = bytes 2j, 2j+1) */
+    __m256i sw = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
+    const __m256i two = _mm256_set1_epi8(2);
+    __m256i pick = _mm256_set1_epi16(0x0100);
     const uint8_t *qs = blk + 16;
-    __m256i acc = _mm256_setzero_si256();
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
         __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
         __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(x->qs + 64 * p)));
         __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(x->qs + 64 * p + 32)));
-        acc = SFX(dpwssd)(acc, plo, _mm256_set1_epi16(sc[2 * p]));
-        acc = SFX(dpwssd)(acc, phi, _mm256_set1_epi16(sc[2 * p + 1]));
+        __m256i slo = _mm256_shuffle_epi8(sw, pick);
+        pick = _mm256_add_epi8(pick, two);
+        __m256i shi = _mm256_shuffle_epi8(sw, pick);
+        pick = _mm256_add_epi8(pick, two);
+        acc0 = SFX(dpwssd)(acc0, plo, slo);
+        acc1 = SFX(dpwssd)(acc1, phi, shi);
     }
-    /* mins: m_j * (bsum16[2j] + bsum16[2j+1]), the 16 sums against the 8
-     * mins each repeated twice */
-    uint64_t m8;
-    memcpy(&m8, mn, 8);
-    __m128i m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m8));
-    __m256i mrep = _mm256_cvtepu16_epi32(m16); /* 8 x int32 = m_j, to interleave */
-    __m256i mins = _mm256_or_si256(mrep, _mm256_slli_epi32(mrep, 16)); /* (m_j, m_j) word pairs */
-    __m256i msum = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)x->bsum16));
-    return (SFX(ksum)){acc, msum};
+    /* mins: m_j * bsum32[j] */
+    __m128i msum = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn8)),
+                                  _mm_loadu_si128((const __m128i *)x->bsum32));
+    return (SFX(ksum)){_mm256_add_epi32(acc0, acc1), _mm256_zextsi128_si256(msum)};
 }
 
 /* ------------------------------------------------------------ Q6_K */
@@ -533,6 +544,7 @@ static void SFX(quantize_act_q8_k256)(const float *x, void *xq, int64_t n) {
             b8 = _mm_shuffle_epi32(b8, _MM_SHUFFLE(3, 1, 2, 0));
             _mm_storeu_si128((__m128i *)(out[b].qs + 16 * i), b8);
         }
+        for (int j = 0; j < 8; j++) out[b].bsum32[j] = (int16_t)(out[b].bsum16[2 * j] + out[b].bsum16[2 * j + 1]);
         out[b].d = d;
         memset(out[b].pad, 0, sizeof out[b].pad);
     }

@@ -133,7 +133,7 @@ typedef struct tlm_kernels {
     /* xq[b] (tlm_block_q8_k256_act, n/256 of them) = x quantized per block
      * of 256 exactly as quantize_act_q8_g32 quantizes a group of 32 (d = max|x|
      * / 127, q = round-half-even(x * (1/d)), 0 when d = 0), plus the sums of
-     * each 16 quants. n % 256 == 0; x finite. */
+     * each 16 and each 32 quants. n % 256 == 0; x finite. */
     void (*quantize_act_q8_k256)(const float *x, void *xq, int64_t n);
 
     /* ---- attention over a compact KV cache ----

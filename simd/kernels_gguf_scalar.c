@@ -59,6 +59,7 @@ void tlm_quantize_act_q8_k256_scalar(const float *x, void *xq, int64_t n) {
             }
             out[b].bsum16[i] = (int16_t)sum;
         }
+        for (int j = 0; j < 8; j++) out[b].bsum32[j] = (int16_t)(out[b].bsum16[2 * j] + out[b].bsum16[2 * j + 1]);
         out[b].d = d;
         memset(out[b].pad, 0, sizeof out[b].pad);
     }
