@@ -16,8 +16,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
   add_compile_definitions(TLM_HAVE_X86_KERNELS=1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
-  list(APPEND TLM_SIMD_SRC ${CMAKE_SOURCE_DIR}/simd/kernels_neon.c)
-  set_source_files_properties(${CMAKE_SOURCE_DIR}/simd/kernels_neon.c PROPERTIES
+  list(APPEND TLM_SIMD_SRC ${CMAKE_SOURCE_DIR}/simd/kernels_neon.c ${CMAKE_SOURCE_DIR}/simd/kernels_gguf_neon.c)
+  set_source_files_properties(${CMAKE_SOURCE_DIR}/simd/kernels_neon.c
+    ${CMAKE_SOURCE_DIR}/simd/kernels_gguf_neon.c PROPERTIES
     COMPILE_OPTIONS "-march=armv8-a")  # SDOT kernels enable +dotprod per function
   add_compile_definitions(TLM_HAVE_NEON_KERNELS=1)
 endif()
