@@ -29,7 +29,9 @@
 #define GEMV_ROWS 4
 #define GEMM_TOKENS 4
 #define GEMM_CHUNK 64 /* tokens whose f32 accumulators one pass keeps */
-#define PREFETCH_ROWS 4 /* prefetch the block this many rows ahead */
+/* GEMV: each weight line is touched this many bytes before its use (as the
+ * packed kernels do, simd/kernels_avx512.c). */
+#define PREFETCH_BYTES 16384
 
 static inline __m256i SFX(dpwssd)(__m256i acc, __m256i a, __m256i b) {
 #if GGUF_VNNI
@@ -102,8 +104,8 @@ static inline SFX(ksum) SFX(q4k_dot)(const uint8_t *blk, const tlm_block_q8_k256
     for (int p = 0; p < 4; p++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
         __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(x->qs + 64 * p)));
-        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(x->qs + 64 * p + 32)));
+        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x->qs + 64 * p)));
+        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x->qs + 64 * p + 32)));
         __m256i slo = _mm256_shuffle_epi8(sw, pick);
         pick = _mm256_add_epi8(pick, two);
         __m256i shi = _mm256_shuffle_epi8(sw, pick);
@@ -116,6 +118,58 @@ static inline SFX(ksum) SFX(q4k_dot)(const uint8_t *blk, const tlm_block_q8_k256
                                   _mm_loadu_si128((const __m128i *)x->bsum32));
     return (SFX(ksum)){_mm256_add_epi32(acc0, acc1), _mm256_zextsi128_si256(msum)};
 }
+
+#if GGUF_VNNI
+/* Q4_K in zmm registers (the AVX-512 table): zmm c of quants holds chunks
+ * 2c and 2c+1, so its low nibbles are sub-blocks 4c (bytes 0-31) and 4c+2
+ * (bytes 32-63), its high nibbles 4c+1 and 4c+3; the activation is
+ * rearranged to match once per block (xr, shared by the rows of a GEMV
+ * pass): xr[2c] = x[128c..+31] | x[128c+64..+95], xr[2c+1] = x[128c+32..] |
+ * x[128c+96..]. Scale words per 256-bit half by a byte shuffle within each
+ * 128-bit lane of the 8 scales broadcast. */
+static inline void q4k_act_zmm(const tlm_block_q8_k256_act *x, __m512i xr[4]) {
+    for (int c = 0; c < 2; c++)
+        for (int h = 0; h < 2; h++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(x->qs + 128 * c + 32 * h));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(x->qs + 128 * c + 64 + 32 * h));
+            xr[2 * c + h] = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+        }
+}
+
+static inline SFX(ksum) q4k_dot_zmm(const uint8_t *blk, const __m512i xr[4], const tlm_block_q8_k256_act *x) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    uint32_t a, b, c;
+    memcpy(&a, blk + 4, 4);
+    memcpy(&b, blk + 8, 4);
+    memcpy(&c, blk + 12, 4);
+    const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, top2 = 0x30303030u;
+    uint64_t sc8 = (uint64_t)(a & lo6) | (uint64_t)((c & lo4) | ((a >> 2) & top2)) << 32;
+    uint64_t mn8 = (uint64_t)(b & lo6) | (uint64_t)(((c >> 4) & lo4) | ((b >> 2) & top2)) << 32;
+    __m512i sw = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
+    /* word j = bytes 2j, 2j+1; per register (c, lo/hi): halves j1 | j2 */
+#define PICK2(j1, j2)                                                                            \
+    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(0x0100 + 0x0202 * (j1)))), \
+                       _mm256_set1_epi16((short)(0x0100 + 0x0202 * (j2))), 1)
+    const __m512i p0 = PICK2(0, 2), p1 = PICK2(1, 3), p2 = PICK2(4, 6), p3 = PICK2(5, 7);
+#undef PICK2
+    __m512i v0 = _mm512_loadu_si512(blk + 16), v1 = _mm512_loadu_si512(blk + 80);
+    __m512i acc0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                       _mm512_maddubs_epi16(_mm512_and_si512(v0, low4), xr[0]),
+                                       _mm512_shuffle_epi8(sw, p0));
+    __m512i acc1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                       _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v0, 4), low4), xr[1]),
+                                       _mm512_shuffle_epi8(sw, p1));
+    acc0 = _mm512_dpwssd_epi32(acc0, _mm512_maddubs_epi16(_mm512_and_si512(v1, low4), xr[2]),
+                               _mm512_shuffle_epi8(sw, p2));
+    acc1 = _mm512_dpwssd_epi32(acc1, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v1, 4), low4), xr[3]),
+                               _mm512_shuffle_epi8(sw, p3));
+    __m512i acc = _mm512_add_epi32(acc0, acc1);
+    __m256i acc8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    __m128i msum = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn8)),
+                                  _mm_loadu_si128((const __m128i *)x->bsum32));
+    return (SFX(ksum)){acc8, _mm256_zextsi128_si256(msum)};
+}
+#endif
 
 /* ------------------------------------------------------------ Q6_K */
 
@@ -149,7 +203,7 @@ static inline SFX(ksum) SFX(q6k_dot)(const uint8_t *blk, const tlm_block_q8_k256
         __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8));
         __m256i pick = pick0;
         for (int k = 0; k < 4; k++, pick = _mm256_add_epi8(pick, step)) {
-            __m256i p = _mm256_maddubs_epi16(w[k], _mm256_load_si256((const __m256i *)(x->qs + 128 * h + 32 * k)));
+            __m256i p = _mm256_maddubs_epi16(w[k], _mm256_loadu_si256((const __m256i *)(x->qs + 128 * h + 32 * k)));
             acc = SFX(dpwssd)(acc, p, _mm256_shuffle_epi8(s16, pick));
         }
     }
@@ -184,7 +238,7 @@ static inline SFX(ksum) SFX(kdec_dot)(const SFX(kdec) *kd, const tlm_block_q8_k2
     __m256i acc = _mm256_setzero_si256();
     for (int k = 0; k < 8; k++) {
         __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(kd->w + 32 * k)),
-                                         _mm256_load_si256((const __m256i *)(x->qs + 32 * k)));
+                                         _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k)));
         acc = SFX(dpwssd)(acc, p, _mm256_load_si256((const __m256i *)kd->scx[k]));
     }
     __m256i msum = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)kd->mn),
@@ -238,10 +292,18 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
         for (int64_t b = 0; b < nb; b++) {
             SFX(ksum) s[GEMV_ROWS];
             float d[4], dmin[4];
+#if GGUF_VNNI
+            __m512i xr[4];
+            if (type == GGML_TYPE_Q4_K) q4k_act_zmm(x + b, xr);
+#endif
             for (int i = 0; i < GEMV_ROWS; i++) {
                 const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
                 for (size_t l = 0; l < bb; l += 64)
-                    _mm_prefetch((const char *)blk + PREFETCH_ROWS * rb + l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)blk + PREFETCH_BYTES + l, _MM_HINT_T0);
+#if GGUF_VNNI
+                if (type == GGML_TYPE_Q4_K) s[i] = q4k_dot_zmm(blk, xr, x + b);
+                else
+#endif
                 s[i] = SFX(k_dot)(type, blk, x + b);
                 SFX(k_scales)(type, blk, &d[i], &dmin[i]);
             }
@@ -409,7 +471,7 @@ static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, fl
             float d[4], m[4] = {0, 0, 0, 0};
             for (int i = 0; i < 4; i++) {
                 const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
-                if ((b & 1) == 0) _mm_prefetch((const char *)blk + PREFETCH_ROWS * rb + 64, _MM_HINT_T0);
+                if ((b & 1) == 0) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
                 s[i] = SFX(q32_dot)(type, SFX(q32_weights)(type, blk), x[b].qs);
                 d[i] = SFX(f16_at)(blk);
                 if (has_m) m[i] = SFX(f16_at)(blk + 2);

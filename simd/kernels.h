@@ -98,7 +98,8 @@ typedef struct tlm_kernels {
      *
      * w is the matrix as the GGUF file holds it: row r at w + r * row_bytes,
      * row_bytes = n_in / block_size * block_bytes (n_in a multiple of the
-     * block size: 32, or 256 for the K-quants); no alignment is required.
+     * block size: 32, or 256 for the K-quants); w needs 2-byte alignment (a
+     * GGUF file aligns its tensors to 32 bytes), xq 4-byte alignment.
      * xq is the activation: for the 32-value types n_in / 32
      * tlm_block_q8_g32_act from quantize_act_q8_g32; for the K-quants
      * n_in / 256 tlm_block_q8_k256_act (quant/gguf_act.h) from

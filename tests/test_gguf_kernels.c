@@ -45,6 +45,15 @@ static const uint32_t TYPES[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0,
 static const int64_t ROWS[] = {1, 5, 19, 37};
 #define N_ROWS (sizeof ROWS / sizeof ROWS[0])
 
+/* Weights and activations are handed to the kernels this many bytes past a
+ * malloc'd (16-byte aligned) address: GGUF places tensors on 32-byte
+ * boundaries, but the kernels promise to need only the blocks' own 2-byte
+ * (weights) / 4-byte (activation) alignment. */
+#define W_SHIFT 2
+#define X_SHIFT 4
+static void free_w(uint8_t *w) { free(w - W_SHIFT); }
+static void free_x(void *xq) { free((uint8_t *)xq - X_SHIFT); }
+
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static uint64_t rand_u64(void) {
     g_rng ^= g_rng << 13;
@@ -105,7 +114,8 @@ static uint8_t *rand_weights(uint32_t type, int64_t rows, int64_t n_in, size_t *
     assert_true(ggml_row_bytes(type, (uint64_t)n_in, &rb));
     *row_bytes = (size_t)rb;
     size_t bytes = (size_t)rb * (size_t)rows;
-    uint8_t *w = malloc(bytes + 1);
+    /* 2 bytes off any wider alignment: the kernels may not assume more */
+    uint8_t *w = (uint8_t *)malloc(bytes + 64) + W_SHIFT;
     for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)rand_u64();
     size_t bb = ggml_block_bytes(type);
     for (size_t off = 0; off < bytes; off += bb) {
@@ -155,7 +165,7 @@ static void *make_act(const tlm_kernels *k, uint32_t type, const float *x, int64
     tlm_gguf_act kind = tlm_gguf_act_kind(type);
     *row_bytes = tlm_gguf_act_row_bytes(kind, n_in);
     assert_true(*row_bytes > 0);
-    uint8_t *xq = malloc(*row_bytes * (size_t)m);
+    uint8_t *xq = (uint8_t *)malloc(*row_bytes * (size_t)m + 64) + X_SHIFT;
     for (int64_t t = 0; t < m; t++) {
         uint8_t *dst = xq + (size_t)t * *row_bytes;
         if (kind == TLM_GGUF_ACT_F32) memcpy(dst, x + t * n_in, (size_t)n_in * sizeof(float));
@@ -268,7 +278,7 @@ static void test_scalar_against_dequantized(void **state) {
             }
             printf("ok %s n_in=%lld: worst rel. error %.2e\n", ggml_type_name(type),
                    (long long)n_in, worst);
-            free(w), free(x), free(xq), free(xv), free(wf), free(y);
+            free_w(w), free(x), free_x(xq), free(xv), free(wf), free(y);
         }
     }
 }
@@ -364,7 +374,7 @@ static void test_tables_against_scalar(void **state) {
                     }
                     free(c);
                 }
-                free(w), free(x), free(xq), free(ref), free(y);
+                free_w(w), free(x), free_x(xq), free(ref), free(y);
             }
         printf("ok %s: every table agrees with scalar\n", ggml_type_name(type));
     }
