@@ -26,7 +26,7 @@
 #define GGUF_CAT(a, b) GGUF_CAT2(a, b)
 #define SFX(name) GGUF_CAT(name, GGUF_SFX)
 
-#define GEMV_ROWS 4
+#define GEMV_ROWS 8
 #define GEMM_TOKENS 4
 #define GEMM_CHUNK 64 /* tokens whose f32 accumulators one pass keeps */
 /* GEMV: each weight line is touched this many bytes before its use (as the
@@ -74,10 +74,29 @@ static inline float SFX(f16_at)(const uint8_t *p) {
 }
 
 /* The integer sums of one block with one activation block: lanes of i sum
- * to sumw, lanes of m to summ (gguf_k_block_fma). */
+ * to sumw, lanes of m to summ (gguf_k_block_fma). Types without dmin
+ * (Q6_K, Q3_K) subtract their mins from i at once and leave m zero: the
+ * same integer sumw - summ, one reduction fewer. */
 typedef struct SFX(ksum) {
-    __m256i i, m;
+    __m256i i;
+    __m128i m;
 } SFX(ksum);
+
+/* The horizontal sums of eight vectors, in lanes 0..7. */
+static inline __m256i SFX(hsum8)(const __m256i a[8]) {
+    __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+static inline __m128i SFX(hsum4x128)(__m128i a0, __m128i a1, __m128i a2, __m128i a3) {
+    return _mm_hadd_epi32(_mm_hadd_epi32(a0, a1), _mm_hadd_epi32(a2, a3));
+}
+
+static inline int32_t SFX(hsum128)(__m128i b) {
+    b = _mm_hadd_epi32(b, b);
+    return _mm_cvtsi128_si32(_mm_hadd_epi32(b, b));
+}
 
 /* ------------------------------------------------------------ Q4_K */
 
@@ -116,7 +135,7 @@ static inline SFX(ksum) SFX(q4k_dot)(const uint8_t *blk, const tlm_block_q8_k256
     /* mins: m_j * bsum32[j] */
     __m128i msum = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn8)),
                                   _mm_loadu_si128((const __m128i *)x->bsum32));
-    return (SFX(ksum)){_mm256_add_epi32(acc0, acc1), _mm256_zextsi128_si256(msum)};
+    return (SFX(ksum)){_mm256_add_epi32(acc0, acc1), msum};
 }
 
 #if GGUF_VNNI
@@ -167,7 +186,7 @@ static inline SFX(ksum) q4k_dot_zmm(const uint8_t *blk, const __m512i xr[4], con
     __m256i acc8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
     __m128i msum = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn8)),
                                   _mm_loadu_si128((const __m128i *)x->bsum32));
-    return (SFX(ksum)){acc8, _mm256_zextsi128_si256(msum)};
+    return (SFX(ksum)){acc8, msum};
 }
 #endif
 
@@ -209,7 +228,7 @@ static inline SFX(ksum) SFX(q6k_dot)(const uint8_t *blk, const tlm_block_q8_k256
     }
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)scales));
     __m256i msum = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)x->bsum16)), 5);
-    return (SFX(ksum)){acc, msum};
+    return (SFX(ksum)){_mm256_sub_epi32(acc, msum), _mm_setzero_si128()};
 }
 
 /* ------------------------------------------- other K-quants, any K-quant */
@@ -234,7 +253,7 @@ static inline void SFX(kdec_from)(uint32_t type, const uint8_t *blk, SFX(kdec) *
     o->dmin = kb.dmin;
 }
 
-static inline SFX(ksum) SFX(kdec_dot)(const SFX(kdec) *kd, const tlm_block_q8_k256_act *x) {
+static inline SFX(ksum) SFX(kdec_dot)(bool has_dmin, const SFX(kdec) *kd, const tlm_block_q8_k256_act *x) {
     __m256i acc = _mm256_setzero_si256();
     for (int k = 0; k < 8; k++) {
         __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(kd->w + 32 * k)),
@@ -243,7 +262,8 @@ static inline SFX(ksum) SFX(kdec_dot)(const SFX(kdec) *kd, const tlm_block_q8_k2
     }
     __m256i msum = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)kd->mn),
                                      _mm256_loadu_si256((const __m256i *)x->bsum16));
-    return (SFX(ksum)){acc, msum};
+    if (!has_dmin) return (SFX(ksum)){_mm256_sub_epi32(acc, msum), _mm_setzero_si128()};
+    return (SFX(ksum)){acc, SFX(fold)(msum)};
 }
 
 /* One block of a row against one activation block, through the fastest
@@ -253,7 +273,7 @@ static inline SFX(ksum) SFX(k_dot)(uint32_t type, const uint8_t *blk, const tlm_
     if (type == GGML_TYPE_Q6_K) return SFX(q6k_dot)(blk, x);
     SFX(kdec) kd;
     SFX(kdec_from)(type, blk, &kd);
-    return SFX(kdec_dot)(&kd, x);
+    return SFX(kdec_dot)(gguf_k_has_dmin(type), &kd, x);
 }
 
 /* d (and dmin) of a K block. */
@@ -268,15 +288,29 @@ static inline void SFX(k_scales)(uint32_t type, const uint8_t *blk, float *d, fl
 }
 
 /* acc (4 lanes) gains the blocks whose sums are s[0..3]: d, dmin per lane,
- * dx per lane; the scalar table's gguf_k_block_fma in 4 lanes. */
+ * dx per lane; the scalar table's gguf_k_block_fma in 4 lanes (m is zero
+ * for the types without dmin, see ksum). */
 static inline __m128 SFX(k_step4)(uint32_t type, const SFX(ksum) s[4], __m128 d, __m128 dmin,
                                   __m128 dx, __m128 acc) {
     __m128i sw = SFX(hsum4)(s[0].i, s[1].i, s[2].i, s[3].i);
-    __m128i sm = SFX(hsum4)(s[0].m, s[1].m, s[2].m, s[3].m);
-    if (!gguf_k_has_dmin(type)) return _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_sub_epi32(sw, sm)), _mm_mul_ps(d, dx), acc);
     acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sw), _mm_mul_ps(d, dx), acc);
+    if (!gguf_k_has_dmin(type)) return acc;
+    __m128i sm = SFX(hsum4x128)(s[0].m, s[1].m, s[2].m, s[3].m);
     __m128 negm = _mm_sub_ps(_mm_setzero_ps(), _mm_cvtepi32_ps(sm));
     return _mm_fmadd_ps(negm, _mm_mul_ps(dmin, dx), acc);
+}
+
+/* The same for 8 rows (GEMV), 8 lanes. */
+static inline __m256 SFX(k_step8)(uint32_t type, const SFX(ksum) s[8], __m256 d, __m256 dmin,
+                                  __m256 dx, __m256 acc) {
+    __m256i iv[8];
+    for (int k = 0; k < 8; k++) iv[k] = s[k].i;
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(SFX(hsum8)(iv)), _mm256_mul_ps(d, dx), acc);
+    if (!gguf_k_has_dmin(type)) return acc;
+    __m128i lo = SFX(hsum4x128)(s[0].m, s[1].m, s[2].m, s[3].m);
+    __m128i hi = SFX(hsum4x128)(s[4].m, s[5].m, s[6].m, s[7].m);
+    __m256 negm = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtepi32_ps(_mm256_set_m128i(hi, lo)));
+    return _mm256_fmadd_ps(negm, _mm256_mul_ps(dmin, dx), acc);
 }
 
 static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, float *y, int64_t n_in,
@@ -288,10 +322,10 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
     int64_t r = r0;
     for (; r + GEMV_ROWS <= r1; r += GEMV_ROWS) {
         const uint8_t *row = base + (size_t)r * rb;
-        __m128 acc = _mm_setzero_ps();
+        __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             SFX(ksum) s[GEMV_ROWS];
-            float d[4], dmin[4];
+            float d[GEMV_ROWS], dmin[GEMV_ROWS];
 #if GGUF_VNNI
             __m512i xr[4];
             if (type == GGML_TYPE_Q4_K) q4k_act_zmm(x + b, xr);
@@ -307,9 +341,9 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
                 s[i] = SFX(k_dot)(type, blk, x + b);
                 SFX(k_scales)(type, blk, &d[i], &dmin[i]);
             }
-            acc = SFX(k_step4)(type, s, _mm_loadu_ps(d), _mm_loadu_ps(dmin), _mm_set1_ps(x[b].d), acc);
+            acc = SFX(k_step8)(type, s, _mm256_loadu_ps(d), _mm256_loadu_ps(dmin), _mm256_set1_ps(x[b].d), acc);
         }
-        _mm_storeu_ps(y + r, acc);
+        _mm256_storeu_ps(y + r, acc);
     }
     for (; r < r1; r++) {
         const uint8_t *row = base + (size_t)r * rb;
@@ -318,7 +352,7 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
             SFX(ksum) s = SFX(k_dot)(type, row + (size_t)b * bb, x + b);
             float d, dmin;
             SFX(k_scales)(type, row + (size_t)b * bb, &d, &dmin);
-            acc = gguf_k_block_fma(type, SFX(hsum)(s.i), SFX(hsum)(s.m), d, dmin, x[b].d, acc);
+            acc = gguf_k_block_fma(type, SFX(hsum)(s.i), SFX(hsum128)(s.m), d, dmin, x[b].d, acc);
         }
         y[r] = acc;
     }
@@ -386,14 +420,14 @@ static inline void SFX(gemm_k)(uint32_t type, const void *w, const void *xq, flo
                 int t = 0;
                 for (; t + GEMM_TOKENS <= nt; t += GEMM_TOKENS) {
                     SFX(ksum) s[4];
-                    for (int i = 0; i < 4; i++) s[i] = SFX(kdec_dot)(&kd, xb + (t + i) * nb);
+                    for (int i = 0; i < 4; i++) s[i] = SFX(kdec_dot)(gguf_k_has_dmin(type), &kd, xb + (t + i) * nb);
                     __m128 dx = _mm_setr_ps(xb[t * nb].d, xb[(t + 1) * nb].d, xb[(t + 2) * nb].d,
                                             xb[(t + 3) * nb].d);
                     _mm_store_ps(acc + t, SFX(k_step4)(type, s, d, dmin, dx, _mm_load_ps(acc + t)));
                 }
                 for (; t < nt; t++) {
-                    SFX(ksum) s = SFX(kdec_dot)(&kd, xb + t * nb);
-                    acc[t] = gguf_k_block_fma(type, SFX(hsum)(s.i), SFX(hsum)(s.m), kd.d, kd.dmin,
+                    SFX(ksum) s = SFX(kdec_dot)(gguf_k_has_dmin(type), &kd, xb + t * nb);
+                    acc[t] = gguf_k_block_fma(type, SFX(hsum)(s.i), SFX(hsum128)(s.m), kd.d, kd.dmin,
                                               xb[t * nb].d, acc[t]);
                 }
             }
@@ -455,6 +489,16 @@ static inline __m128 SFX(q32_step4)(uint32_t type, __m128i isum_raw, __m128 d, _
     return acc;
 }
 
+static inline __m256 SFX(q32_step8)(uint32_t type, __m256i isum_raw, __m256 d, __m256 m, __m256i sumx,
+                                    __m256 dx, __m256 acc) {
+    const int z = SFX(q32_offset)(type);
+    __m256i isum = z ? _mm256_sub_epi32(isum_raw, _mm256_mullo_epi32(sumx, _mm256_set1_epi32(z))) : isum_raw;
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, dx), acc);
+    if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumx), _mm256_mul_ps(m, dx), acc);
+    return acc;
+}
+
 static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, float *y, int64_t n_in,
                                 int64_t r0, int64_t r1) {
     const tlm_block_q8_g32_act *x = xq;
@@ -465,21 +509,21 @@ static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, fl
     int64_t r = r0;
     for (; r + GEMV_ROWS <= r1; r += GEMV_ROWS) {
         const uint8_t *row = base + (size_t)r * rb;
-        __m128 acc = _mm_setzero_ps();
+        __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            __m256i s[4];
-            float d[4], m[4] = {0, 0, 0, 0};
-            for (int i = 0; i < 4; i++) {
+            __m256i s[GEMV_ROWS];
+            float d[GEMV_ROWS], m[GEMV_ROWS] = {0};
+            for (int i = 0; i < GEMV_ROWS; i++) {
                 const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
                 if ((b & 1) == 0) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
                 s[i] = SFX(q32_dot)(type, SFX(q32_weights)(type, blk), x[b].qs);
                 d[i] = SFX(f16_at)(blk);
                 if (has_m) m[i] = SFX(f16_at)(blk + 2);
             }
-            acc = SFX(q32_step4)(type, SFX(hsum4)(s[0], s[1], s[2], s[3]), _mm_loadu_ps(d), _mm_loadu_ps(m),
-                                 _mm_set1_epi32(x[b].sum), _mm_set1_ps(x[b].d), acc);
+            acc = SFX(q32_step8)(type, SFX(hsum8)(s), _mm256_loadu_ps(d), _mm256_loadu_ps(m),
+                                 _mm256_set1_epi32(x[b].sum), _mm256_set1_ps(x[b].d), acc);
         }
-        _mm_storeu_ps(y + r, acc);
+        _mm256_storeu_ps(y + r, acc);
     }
     for (; r < r1; r++) {
         const uint8_t *row = base + (size_t)r * rb;
