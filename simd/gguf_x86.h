@@ -33,6 +33,13 @@
  * packed kernels do, simd/kernels_avx512.c). */
 #define PREFETCH_BYTES 16384
 
+/* Each row is a sequential stream: touch, PREFETCH_BYTES ahead, the lines
+ * that start within this block's bytes (so each line once per row). */
+static inline void SFX(prefetch_block)(const uint8_t *blk, size_t bb) {
+    uintptr_t p = (uintptr_t)blk + PREFETCH_BYTES, end = p + bb;
+    for (uintptr_t l = (p + 63) & ~(uintptr_t)63; l < end; l += 64) _mm_prefetch((const char *)l, _MM_HINT_T0);
+}
+
 static inline __m256i SFX(dpwssd)(__m256i acc, __m256i a, __m256i b) {
 #if GGUF_VNNI
     return _mm256_dpwssd_epi32(acc, a, b);
@@ -332,8 +339,7 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
 #endif
             for (int i = 0; i < GEMV_ROWS; i++) {
                 const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
-                for (size_t l = 0; l < bb; l += 64)
-                    _mm_prefetch((const char *)blk + PREFETCH_BYTES + l, _MM_HINT_T0);
+                SFX(prefetch_block)(blk, bb);
 #if GGUF_VNNI
                 if (type == GGML_TYPE_Q4_K) s[i] = q4k_dot_zmm(blk, xr, x + b);
                 else
@@ -515,7 +521,7 @@ static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, fl
             float d[GEMV_ROWS], m[GEMV_ROWS] = {0};
             for (int i = 0; i < GEMV_ROWS; i++) {
                 const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
-                if ((b & 1) == 0) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
+                SFX(prefetch_block)(blk, bb);
                 s[i] = SFX(q32_dot)(type, SFX(q32_weights)(type, blk), x[b].qs);
                 d[i] = SFX(f16_at)(blk);
                 if (has_m) m[i] = SFX(f16_at)(blk + 2);
