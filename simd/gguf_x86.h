@@ -29,15 +29,19 @@
 #define GEMV_ROWS 8
 #define GEMM_TOKENS 4
 #define GEMM_CHUNK 64 /* tokens whose f32 accumulators one pass keeps */
-/* GEMV: each weight line is touched this many bytes before its use (as the
- * packed kernels do, simd/kernels_avx512.c). */
-#define PREFETCH_BYTES 16384
+/* GEMV: bytes ahead along each row stream that a weight line is touched
+ * (GEMV_ROWS streams: 8 x 8 KiB in flight; kernels-bench -g runs). */
+#define PREFETCH_AHEAD 8192
 
-/* Each row is a sequential stream: touch, PREFETCH_BYTES ahead, the lines
- * that start within this block's bytes (so each line once per row). */
-static inline void SFX(prefetch_block)(const uint8_t *blk, size_t bb) {
-    uintptr_t p = (uintptr_t)blk + PREFETCH_BYTES, end = p + bb;
-    for (uintptr_t l = (p + 63) & ~(uintptr_t)63; l < end; l += 64) _mm_prefetch((const char *)l, _MM_HINT_T0);
+/* A GEMV pass reads GEMV_ROWS rows side by side, each a sequential stream:
+ * block b of a row is followed by its lines PREFETCH_AHEAD bytes further on
+ * along the same stream, which past the row's end continues in the row adj
+ * further (the same stream in the next pass, plan_passes). The lines that
+ * start within this block's bytes are touched, so each line once. */
+static inline void SFX(prefetch_block)(const uint8_t *blk, size_t off, size_t bb, size_t rb, int64_t adj) {
+    uintptr_t p = (uintptr_t)blk + PREFETCH_AHEAD;
+    if (off + PREFETCH_AHEAD >= rb) p += (size_t)(adj - 1) * rb;
+    for (uintptr_t l = (p + 63) & ~(uintptr_t)63; l < p + bb; l += 64) _mm_prefetch((const char *)l, _MM_HINT_T0);
 }
 
 static inline __m256i SFX(dpwssd)(__m256i acc, __m256i a, __m256i b) {
@@ -320,15 +324,54 @@ static inline __m256 SFX(k_step8)(uint32_t type, const SFX(ksum) s[8], __m256 d,
     return _mm256_fmadd_ps(negm, _mm256_mul_ps(dmin, dx), acc);
 }
 
+/* The rows of GEMV passes. A pass reads GEMV_ROWS rows side by side; they
+ * are taken as `streams` runs of `adj` adjacent rows, run k starting in the
+ * k-th equal part of the slice: long rows (>= 4 KiB) as one run of 8
+ * adjacent rows (8 streams already), short ones as 8 single rows from 8
+ * parts of the slice, so that one core keeps misses in flight on 8
+ * separate regions rather than one (kernels-bench -g, Q4_K 8960 x 1536
+ * cold: 66-69% of the read bandwidth as 2 runs of 4, 76-80% as 4 runs of
+ * 2, 81-83% as 8 runs of 1). Which rows share a pass changes no result:
+ * each row's sum is its own. */
+typedef struct SFX(passes) {
+    int64_t adj, part, n_pass, tail; /* part: rows per stream; tail: first row no pass covers */
+} SFX(passes);
+
+static inline SFX(passes) SFX(plan_passes)(size_t rb, int64_t r0, int64_t r1) {
+    SFX(passes) p;
+    p.adj = rb >= 4096 ? GEMV_ROWS : 1;
+    int64_t streams = GEMV_ROWS / p.adj;
+    p.part = (r1 - r0) / streams / p.adj * p.adj;
+    p.n_pass = p.part / p.adj;
+    p.tail = r0 + streams * p.part;
+    return p;
+}
+
+/* Row i (0..GEMV_ROWS-1) of pass n. */
+static inline int64_t SFX(pass_row)(const SFX(passes) *p, int64_t r0, int64_t n, int i) {
+    return r0 + (i / p->adj) * p->part + n * p->adj + i % p->adj;
+}
+
+static inline void SFX(store_pass)(const SFX(passes) *p, int64_t r0, int64_t n, float *y, __m256 acc) {
+    if (p->adj == GEMV_ROWS) {
+        _mm256_storeu_ps(y + SFX(pass_row)(p, r0, n, 0), acc);
+        return;
+    }
+    alignas(32) float v[GEMV_ROWS];
+    _mm256_store_ps(v, acc);
+    for (int i = 0; i < GEMV_ROWS; i++) y[SFX(pass_row)(p, r0, n, i)] = v[i];
+}
+
 static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, float *y, int64_t n_in,
                                int64_t r0, int64_t r1) {
     const tlm_block_q8_k256_act *x = xq;
     const int64_t nb = n_in / TLM_K256;
     const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
     const uint8_t *base = w;
-    int64_t r = r0;
-    for (; r + GEMV_ROWS <= r1; r += GEMV_ROWS) {
-        const uint8_t *row = base + (size_t)r * rb;
+    const SFX(passes) plan = SFX(plan_passes)(rb, r0, r1);
+    for (int64_t n = 0; n < plan.n_pass; n++) {
+        const uint8_t *rows[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++) rows[i] = base + (size_t)SFX(pass_row)(&plan, r0, n, i) * rb;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             SFX(ksum) s[GEMV_ROWS];
@@ -338,8 +381,8 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
             if (type == GGML_TYPE_Q4_K) q4k_act_zmm(x + b, xr);
 #endif
             for (int i = 0; i < GEMV_ROWS; i++) {
-                const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
-                SFX(prefetch_block)(blk, bb);
+                const uint8_t *blk = rows[i] + (size_t)b * bb;
+                SFX(prefetch_block)(blk, (size_t)b * bb, bb, rb, plan.adj);
 #if GGUF_VNNI
                 if (type == GGML_TYPE_Q4_K) s[i] = q4k_dot_zmm(blk, xr, x + b);
                 else
@@ -349,9 +392,9 @@ static inline void SFX(gemv_k)(uint32_t type, const void *w, const void *xq, flo
             }
             acc = SFX(k_step8)(type, s, _mm256_loadu_ps(d), _mm256_loadu_ps(dmin), _mm256_set1_ps(x[b].d), acc);
         }
-        _mm256_storeu_ps(y + r, acc);
+        SFX(store_pass)(&plan, r0, n, y, acc);
     }
-    for (; r < r1; r++) {
+    for (int64_t r = plan.tail; r < r1; r++) {
         const uint8_t *row = base + (size_t)r * rb;
         float acc = 0.0f;
         for (int64_t b = 0; b < nb; b++) {
@@ -512,16 +555,17 @@ static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, fl
     const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
     const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
     const uint8_t *base = w;
-    int64_t r = r0;
-    for (; r + GEMV_ROWS <= r1; r += GEMV_ROWS) {
-        const uint8_t *row = base + (size_t)r * rb;
+    const SFX(passes) plan = SFX(plan_passes)(rb, r0, r1);
+    for (int64_t n = 0; n < plan.n_pass; n++) {
+        const uint8_t *rows[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++) rows[i] = base + (size_t)SFX(pass_row)(&plan, r0, n, i) * rb;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             __m256i s[GEMV_ROWS];
             float d[GEMV_ROWS], m[GEMV_ROWS] = {0};
             for (int i = 0; i < GEMV_ROWS; i++) {
-                const uint8_t *blk = row + (size_t)i * rb + (size_t)b * bb;
-                SFX(prefetch_block)(blk, bb);
+                const uint8_t *blk = rows[i] + (size_t)b * bb;
+                SFX(prefetch_block)(blk, (size_t)b * bb, bb, rb, plan.adj);
                 s[i] = SFX(q32_dot)(type, SFX(q32_weights)(type, blk), x[b].qs);
                 d[i] = SFX(f16_at)(blk);
                 if (has_m) m[i] = SFX(f16_at)(blk + 2);
@@ -529,9 +573,9 @@ static inline void SFX(gemv_32)(uint32_t type, const void *w, const void *xq, fl
             acc = SFX(q32_step8)(type, SFX(hsum8)(s), _mm256_loadu_ps(d), _mm256_loadu_ps(m),
                                  _mm256_set1_epi32(x[b].sum), _mm256_set1_ps(x[b].d), acc);
         }
-        _mm256_storeu_ps(y + r, acc);
+        SFX(store_pass)(&plan, r0, n, y, acc);
     }
-    for (; r < r1; r++) {
+    for (int64_t r = plan.tail; r < r1; r++) {
         const uint8_t *row = base + (size_t)r * rb;
         float acc = 0.0f;
         for (int64_t b = 0; b < nb; b++) {
