@@ -27,7 +27,7 @@
 #define SFX(name) GGUF_CAT(name, GGUF_SFX)
 
 #define GEMV_ROWS 8
-#define GEMM_TOKENS 4
+#define GEMM_TOKENS 8
 #define GEMM_CHUNK 64 /* tokens whose f32 accumulators one pass keeps */
 /* GEMV: bytes ahead along each row stream that a weight line is touched
  * (GEMV_ROWS streams: 8 x 8 KiB in flight; kernels-bench -g runs). */
@@ -63,12 +63,6 @@ static inline __m256i SFX(dot_u8s8)(__m256i acc, __m256i u, __m256i s) {
 
 static inline __m128i SFX(fold)(__m256i v) {
     return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-}
-
-/* The horizontal sums of four vectors, in lanes 0..3. */
-static inline __m128i SFX(hsum4)(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-    __m128i b0 = SFX(fold)(a0), b1 = SFX(fold)(a1), b2 = SFX(fold)(a2), b3 = SFX(fold)(a3);
-    return _mm_hadd_epi32(_mm_hadd_epi32(b0, b1), _mm_hadd_epi32(b2, b3));
 }
 
 static inline int32_t SFX(hsum)(__m256i a) {
@@ -298,20 +292,10 @@ static inline void SFX(k_scales)(uint32_t type, const uint8_t *blk, float *d, fl
     }
 }
 
-/* acc (4 lanes) gains the blocks whose sums are s[0..3]: d, dmin per lane,
- * dx per lane; the scalar table's gguf_k_block_fma in 4 lanes (m is zero
- * for the types without dmin, see ksum). */
-static inline __m128 SFX(k_step4)(uint32_t type, const SFX(ksum) s[4], __m128 d, __m128 dmin,
-                                  __m128 dx, __m128 acc) {
-    __m128i sw = SFX(hsum4)(s[0].i, s[1].i, s[2].i, s[3].i);
-    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sw), _mm_mul_ps(d, dx), acc);
-    if (!gguf_k_has_dmin(type)) return acc;
-    __m128i sm = SFX(hsum4x128)(s[0].m, s[1].m, s[2].m, s[3].m);
-    __m128 negm = _mm_sub_ps(_mm_setzero_ps(), _mm_cvtepi32_ps(sm));
-    return _mm_fmadd_ps(negm, _mm_mul_ps(dmin, dx), acc);
-}
-
-/* The same for 8 rows (GEMV), 8 lanes. */
+/* acc (8 lanes) gains the blocks whose sums are s[0..7] (8 rows of a GEMV
+ * pass, or 8 tokens of a GEMM step): d, dmin, dx per lane; the scalar
+ * table's gguf_k_block_fma in 8 lanes (m is zero for the types without
+ * dmin, see ksum). */
 static inline __m256 SFX(k_step8)(uint32_t type, const SFX(ksum) s[8], __m256 d, __m256 dmin,
                                   __m256 dx, __m256 acc) {
     __m256i iv[8];
@@ -455,7 +439,7 @@ static inline void SFX(gemm_k)(uint32_t type, const void *w, const void *xq, flo
     const tlm_block_q8_k256_act *x = xq;
     const int64_t nb = n_in / TLM_K256;
     const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
-    alignas(16) float acc[GEMM_CHUNK];
+    alignas(32) float acc[GEMM_CHUNK];
     SFX(kdec) kd;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
@@ -465,14 +449,16 @@ static inline void SFX(gemm_k)(uint32_t type, const void *w, const void *xq, flo
             for (int64_t b = 0; b < nb; b++) {
                 SFX(kdec_fast)(type, row + (size_t)b * bb, &kd);
                 const tlm_block_q8_k256_act *xb = x + t0 * nb + b;
-                __m128 d = _mm_set1_ps(kd.d), dmin = _mm_set1_ps(kd.dmin);
+                const __m256 d = _mm256_set1_ps(kd.d), dmin = _mm256_set1_ps(kd.dmin);
                 int t = 0;
                 for (; t + GEMM_TOKENS <= nt; t += GEMM_TOKENS) {
-                    SFX(ksum) s[4];
-                    for (int i = 0; i < 4; i++) s[i] = SFX(kdec_dot)(gguf_k_has_dmin(type), &kd, xb + (t + i) * nb);
-                    __m128 dx = _mm_setr_ps(xb[t * nb].d, xb[(t + 1) * nb].d, xb[(t + 2) * nb].d,
-                                            xb[(t + 3) * nb].d);
-                    _mm_store_ps(acc + t, SFX(k_step4)(type, s, d, dmin, dx, _mm_load_ps(acc + t)));
+                    SFX(ksum) s[GEMM_TOKENS];
+                    alignas(32) float dx[GEMM_TOKENS];
+                    for (int i = 0; i < GEMM_TOKENS; i++) {
+                        s[i] = SFX(kdec_dot)(gguf_k_has_dmin(type), &kd, xb + (t + i) * nb);
+                        dx[i] = xb[(t + i) * nb].d;
+                    }
+                    _mm256_store_ps(acc + t, SFX(k_step8)(type, s, d, dmin, _mm256_load_ps(dx), _mm256_load_ps(acc + t)));
                 }
                 for (; t < nt; t++) {
                     SFX(ksum) s = SFX(kdec_dot)(gguf_k_has_dmin(type), &kd, xb + t * nb);
@@ -526,18 +512,8 @@ static inline __m256i SFX(q32_dot)(uint32_t type, __m256i wv, const int8_t *xs) 
     return SFX(dot_u8s8)(_mm256_setzero_si256(), wv, xv);
 }
 
-/* acc (4 lanes) gains 4 blocks: isum lanes (before the offset), d, m per
- * lane; sum_x, dx per lane. */
-static inline __m128 SFX(q32_step4)(uint32_t type, __m128i isum_raw, __m128 d, __m128 m, __m128i sumx,
-                                    __m128 dx, __m128 acc) {
-    const int z = SFX(q32_offset)(type);
-    __m128i isum = z ? _mm_sub_epi32(isum_raw, _mm_mullo_epi32(sumx, _mm_set1_epi32(z))) : isum_raw;
-    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(d, dx), acc);
-    if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sumx), _mm_mul_ps(m, dx), acc);
-    return acc;
-}
-
+/* acc (8 lanes) gains 8 blocks (8 rows or 8 tokens): isum lanes before the
+ * offset z, d, m, sum_x, dx per lane; gguf_32_block_fma in 8 lanes. */
 static inline __m256 SFX(q32_step8)(uint32_t type, __m256i isum_raw, __m256 d, __m256 m, __m256i sumx,
                                     __m256 dx, __m256 acc) {
     const int z = SFX(q32_offset)(type);
@@ -595,7 +571,7 @@ static inline void SFX(gemm_32)(uint32_t type, const void *w, const void *xq, fl
     const int64_t nb = n_in / TLM_QGROUP;
     const size_t bb = gguf_block_bytes(type), rb = (size_t)nb * bb;
     const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
-    alignas(16) float acc[GEMM_CHUNK];
+    alignas(32) float acc[GEMM_CHUNK];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
         for (int64_t t0 = 0; t0 < m; t0 += GEMM_CHUNK) {
@@ -607,14 +583,19 @@ static inline void SFX(gemm_32)(uint32_t type, const void *w, const void *xq, fl
                 const float d = SFX(f16_at)(blk), mm = has_m ? SFX(f16_at)(blk + 2) : 0.0f;
                 const tlm_block_q8_g32_act *xb = x + t0 * nb + b;
                 int t = 0;
-                for (; t + 4 <= nt; t += 4) {
-                    const tlm_block_q8_g32_act *x0 = xb + t * nb, *x1 = x0 + nb, *x2 = x1 + nb, *x3 = x2 + nb;
-                    __m128i is = SFX(hsum4)(SFX(q32_dot)(type, wv, x0->qs), SFX(q32_dot)(type, wv, x1->qs),
-                                            SFX(q32_dot)(type, wv, x2->qs), SFX(q32_dot)(type, wv, x3->qs));
-                    __m128 a = SFX(q32_step4)(type, is, _mm_set1_ps(d), _mm_set1_ps(mm),
-                                              _mm_setr_epi32(x0->sum, x1->sum, x2->sum, x3->sum),
-                                              _mm_setr_ps(x0->d, x1->d, x2->d, x3->d), _mm_load_ps(acc + t));
-                    _mm_store_ps(acc + t, a);
+                for (; t + GEMM_TOKENS <= nt; t += GEMM_TOKENS) {
+                    __m256i is[GEMM_TOKENS];
+                    alignas(32) float dx[GEMM_TOKENS];
+                    alignas(32) int32_t sx[GEMM_TOKENS];
+                    for (int i = 0; i < GEMM_TOKENS; i++) {
+                        const tlm_block_q8_g32_act *xt = xb + (t + i) * nb;
+                        is[i] = SFX(q32_dot)(type, wv, xt->qs);
+                        dx[i] = xt->d, sx[i] = xt->sum;
+                    }
+                    __m256 a = SFX(q32_step8)(type, SFX(hsum8)(is), _mm256_set1_ps(d), _mm256_set1_ps(mm),
+                                              _mm256_load_si256((const __m256i *)sx), _mm256_load_ps(dx),
+                                              _mm256_load_ps(acc + t));
+                    _mm256_store_ps(acc + t, a);
                 }
                 for (; t < nt; t++) {
                     const tlm_block_q8_g32_act *xt = xb + t * nb;
