@@ -19,6 +19,18 @@
  * 4 or 8 side-by-side streams, whichever is fastest.
  * Each figure is the mean ± stddev of REPS (default 5) timed repetitions
  * after one warm-up, timed in thread CPU time (see now_s).
+ *
+ *   kernels-bench -g [-i ISA[,ISA...]] [-r REPS] [-m COLD_MIB] [-t 1,2] [-T TYPE[,TYPE...]]
+ *
+ * -g: the GGUF-block kernels (gemv_gguf) instead, on the FFN shapes of
+ * Qwen2.5-1.5B (8960 x 1536 gate/up, 1536 x 8960 down) with weights laid
+ * out as a GGUF file holds them, beside the packed q4_g32_r16 GEMV on the
+ * same shapes, at each thread count of -t (default 1,2): one OpenMP
+ * parallel region per call, each thread a contiguous slice of rows, as the
+ * runtime hands them out; the activation is quantized once per call. Timed
+ * in thread CPU time at 1 thread, wall time at more; each figure is the
+ * best of REPS repetitions (on a shared machine the best is the least
+ * disturbed), cold as above.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -28,6 +40,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <omp.h>
+
+#include "f16.h"
+#include "ggml_types.h"
+#include "gguf_act.h"
 #include "kernels.h"
 #include "qformat.h"
 
@@ -171,20 +188,222 @@ static stats time_gemv(const tlm_kernels *k, fmt f, uint8_t *const *mats, int co
     return summarize(gbs, reps);
 }
 
+/* ------------------------------------------------- GGUF blocks (-g) */
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct gguf_case {
+    const char *name; /* GGML type name, or "q4_g32_r16" (trimlm's packed int4) */
+    uint32_t type;    /* GGML type; GGML_TYPE_COUNT for q4_g32_r16 */
+} gguf_case;
+
+static const gguf_case GGUF_CASES[] = {
+    {"Q4_K", GGML_TYPE_Q4_K}, {"Q6_K", GGML_TYPE_Q6_K}, {"Q8_0", GGML_TYPE_Q8_0},
+    {"Q5_0", GGML_TYPE_Q5_0}, {"Q4_0", GGML_TYPE_Q4_0}, {"Q5_K", GGML_TYPE_Q5_K},
+    {"Q4_1", GGML_TYPE_Q4_1}, {"Q5_1", GGML_TYPE_Q5_1}, {"Q3_K", GGML_TYPE_Q3_K},
+    {"Q2_K", GGML_TYPE_Q2_K}, {"F16", GGML_TYPE_F16},   {"BF16", GGML_TYPE_BF16},
+    {"q4_g32_r16", GGML_TYPE_COUNT},
+};
+#define N_GGUF_CASES (sizeof GGUF_CASES / sizeof GGUF_CASES[0])
+
+static const shape GGUF_SHAPES[] = {
+    {8960, 1536, "ffn gate/up (Qwen2.5-1.5B)"},
+    {1536, 8960, "ffn down (Qwen2.5-1.5B)"},
+};
+
+/* A rows x n_in matrix of `type` with random quants and finite scales (the
+ * kernels' speed does not depend on the values). */
+static void fill_gguf(uint32_t type, uint8_t *w, size_t bytes) {
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)(rand_float() * 127.0f + 128.0f);
+    size_t bb = ggml_block_bytes(type);
+    size_t at = type == GGML_TYPE_Q6_K ? 208 : type == GGML_TYPE_Q3_K ? 108 : type == GGML_TYPE_Q2_K ? 80 : 0;
+    uint16_t small = tlm_f32_to_f16(0.01f);
+    if (type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
+        for (size_t i = 0; i + 2 <= bytes; i += 2) {
+            uint16_t h = type == GGML_TYPE_F16 ? tlm_f32_to_f16(rand_float()) : tlm_f32_to_bf16(rand_float());
+            memcpy(w + i, &h, 2);
+        }
+        return;
+    }
+    for (size_t off = 0; off + bb <= bytes; off += bb) {
+        memcpy(w + off + at, &small, 2);
+        if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1 || type == GGML_TYPE_Q4_K ||
+            type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q2_K)
+            memcpy(w + off + at + 2, &small, 2);
+    }
+}
+
+/* One decode matmul: quantize x once, then rows split over nt threads
+ * (slices on multiples of 16 rows, which the packed format needs). */
+static void gguf_call(const tlm_kernels *k, const gguf_case *gc, const void *w, const float *x, void *xq,
+                      float *y, const shape *s, int nt) {
+    const void *act = x;
+    if (gc->type == GGML_TYPE_COUNT) {
+        k->quantize_act_q8_g32(x, xq, s->n_in);
+        act = xq;
+    } else {
+        tlm_gguf_act kind = tlm_gguf_act_kind(gc->type);
+        if (kind == TLM_GGUF_ACT_Q8_G32) k->quantize_act_q8_g32(x, xq, s->n_in), act = xq;
+        else if (kind == TLM_GGUF_ACT_Q8_K256) k->quantize_act_q8_k256(x, xq, s->n_in), act = xq;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int i = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t r0 = s->rows * i / n / 16 * 16, r1 = i + 1 == n ? s->rows : s->rows * (i + 1) / n / 16 * 16;
+        if (gc->type == GGML_TYPE_COUNT) k->gemv_q4_g32_r16(w, act, y, s->n_in, r0, r1);
+        else k->gemv_gguf[gc->type](w, act, y, s->n_in, r0, r1);
+    }
+}
+
+/* Best GB/s over reps of `calls` calls cycling through `copies` matrices. */
+static double gguf_time(const tlm_kernels *k, const gguf_case *gc, uint8_t *const *mats, int copies,
+                        size_t bytes, const shape *s, const float *x, void *xq, float *y, size_t min_bytes,
+                        int reps, int nt) {
+    int64_t calls = (int64_t)((min_bytes + bytes - 1) / bytes);
+    if (calls < copies) calls = copies;
+    double best = 0;
+    /* one thread: its CPU time, as the rest of this tool (time slices that
+     * other processes take do not count); more: wall time */
+    double (*clock_s)(void) = nt == 1 ? now_s : wall_s;
+    for (int r = -1; r < reps; r++) {
+        double t0 = clock_s();
+        for (int64_t c = 0; c < calls; c++) gguf_call(k, gc, mats[c % copies], x, xq, y, s, nt);
+        double gbs = (double)bytes * (double)calls / (clock_s() - t0) * 1e-9;
+        if (r >= 0 && gbs > best) best = gbs;
+    }
+    return best;
+}
+
+static bool in_list(const char *list, const char *name) {
+    if (!list) return true;
+    size_t len = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)); p += len)
+        if ((p == list || p[-1] == ',') && (p[len] == 0 || p[len] == ',')) return true;
+    return false;
+}
+
+static int run_gguf(const tlm_kernels *const *tables, int n_tables, const char *types, const char *threads,
+                    int reps, size_t cold_mib, size_t bw_mib, bool json) {
+    int thread_counts[8], n_tc = 0;
+    for (const char *p = threads; *p && n_tc < 8;) {
+        int v = atoi(p);
+        if (v < 1 || v > 1024) {
+            fprintf(stderr, "kernels-bench: bad thread count in -t %s\n", threads);
+            return 2;
+        }
+        thread_counts[n_tc++] = v;
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    /* the 1-thread ceiling, timed as the 1-thread rows are (CPU time) */
+    stats per_streams[4];
+    stats bw = measure_bandwidth(bw_mib, reps, per_streams);
+    if (json) printf("{\"read_bandwidth_gbs\": %.2f, \"results\": [", bw.mean);
+    else {
+        printf("read bandwidth (1 thread, CPU time, sum over %zu MiB): %.1f ± %.1f GB/s\n", bw_mib, bw.mean, bw.sd);
+        printf("GGUF-block GEMV, best of %d (1 thread: CPU time, more: wall time); GB/s of weight bytes read "
+               "(cold: %zu MiB of copies); of bw: 1-thread cold over the read bandwidth\n\n",
+               reps, cold_mib);
+        printf("| isa | type | rows x n_in | matrix | MiB | threads | hot GB/s | cold GB/s | of bw | cold us/call |\n");
+        printf("|---|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+    }
+    int n_out = 0;
+    for (size_t si = 0; si < sizeof GGUF_SHAPES / sizeof GGUF_SHAPES[0]; si++) {
+        const shape *s = &GGUF_SHAPES[si];
+        float *x = alloc64((size_t)s->n_in * 4), *y = alloc64((size_t)s->rows * 4);
+        void *xq = alloc64(tlm_gguf_act_row_bytes(TLM_GGUF_ACT_Q8_K256, s->n_in) +
+                           (size_t)(s->n_in / 32) * sizeof(tlm_block_q8_g32_act));
+        for (int64_t i = 0; i < s->n_in; i++) x[i] = rand_float();
+        for (size_t ci = 0; ci < N_GGUF_CASES; ci++) {
+            const gguf_case *gc = &GGUF_CASES[ci];
+            if (!in_list(types, gc->name)) continue;
+            size_t bytes;
+            uint64_t rb = 0;
+            float *wf = NULL;
+            if (gc->type == GGML_TYPE_COUNT) {
+                bytes = tlm_qpacked_bytes(TLM_Q4_G32, s->rows, s->n_in);
+            } else {
+                if (!ggml_row_bytes(gc->type, (uint64_t)s->n_in, &rb)) continue;
+                bytes = (size_t)rb * (size_t)s->rows;
+            }
+            int copies = (int)(((cold_mib << 20) + bytes - 1) / bytes);
+            uint8_t **mats = malloc((size_t)copies * sizeof *mats);
+            mats[0] = alloc64(bytes);
+            if (gc->type == GGML_TYPE_COUNT) {
+                wf = alloc64((size_t)(s->rows * s->n_in) * 4);
+                for (int64_t i = 0; i < s->rows * s->n_in; i++) wf[i] = rand_float();
+                tlm_qquantize_pack(TLM_Q4_G32, wf, s->rows, s->n_in, mats[0]);
+                free(wf);
+            } else {
+                fill_gguf(gc->type, mats[0], bytes);
+            }
+            for (int c = 1; c < copies; c++) {
+                mats[c] = alloc64(bytes);
+                memcpy(mats[c], mats[0], bytes);
+            }
+            for (int t = 0; t < n_tables; t++) {
+                const tlm_kernels *k = tables[t];
+                bool slow = !strcmp(k->name, "scalar");
+                for (int ti = 0; ti < n_tc; ti++) {
+                    int nt = thread_counts[ti];
+                    size_t hot_bytes = (size_t)(slow ? 32 : 512) << 20;
+                    size_t cold_bytes = (cold_mib << 20) / (slow ? 16 : 1);
+                    double hot = gguf_time(k, gc, mats, 1, bytes, s, x, xq, y, hot_bytes, reps, nt);
+                    double cold = gguf_time(k, gc, mats, copies, bytes, s, x, xq, y, cold_bytes, reps, nt);
+                    double us = (double)bytes / (cold * 1e9) * 1e6;
+                    if (json)
+                        printf("%s\n  {\"isa\": \"%s\", \"type\": \"%s\", \"rows\": %lld, \"n_in\": %lld, "
+                               "\"bytes\": %zu, \"threads\": %d, \"hot_gbs\": %.2f, \"cold_gbs\": %.2f}",
+                               n_out++ ? "," : "", k->name, gc->name, (long long)s->rows, (long long)s->n_in,
+                               bytes, nt, hot, cold);
+                    else
+                    {
+                        char of_bw[16] = "-";
+                        if (nt == 1) snprintf(of_bw, sizeof of_bw, "%.0f%%", 100.0 * cold / bw.mean);
+                        printf("| %s | %s | %lld x %lld | %s | %.2f | %d | %.1f | %.1f | %s | %.1f |\n", k->name,
+                               gc->name, (long long)s->rows, (long long)s->n_in, s->what,
+                               (double)bytes / (1 << 20), nt, hot, cold, of_bw, us);
+                    }
+                    fflush(stdout);
+                }
+            }
+            for (int c = 0; c < copies; c++) free(mats[c]);
+            free(mats);
+        }
+        free(x);
+        free(y);
+        free(xq);
+    }
+    if (json) printf("\n]}\n");
+    return 0;
+}
+
 /* ------------------------------------------------------------------ CLI */
 
 static void usage(void) {
     fprintf(stderr, "usage: kernels-bench [-i ISA[,ISA...]] [-r REPS] [-m COLD_MIB] [-b BW_MIB] "
-                    "[-o md|json]\n  ISA: scalar, avx2, avx512, neon (default: all this CPU "
-                    "runs); REPS 1..64\n");
+                    "[-o md|json]\n       kernels-bench -g [-i ISA[,ISA...]] [-r REPS] [-m COLD_MIB] "
+                    "[-t THREADS[,...]] [-T TYPE[,TYPE...]] [-o md|json]\n  ISA: scalar, avx2, avx512, "
+                    "neon (default: all this CPU runs); REPS 1..64; TYPE: Q4_K, Q6_K, Q8_0, Q5_0, Q4_0, "
+                    "Q5_K, Q4_1, Q5_1, Q3_K, Q2_K, F16, BF16, q4_g32_r16\n");
 }
 
 int main(int argc, char **argv) {
-    const char *isa_list = NULL, *out = "md";
+    const char *isa_list = NULL, *out = "md", *gguf_types = NULL, *threads = "1,2";
+    bool gguf = false;
     int reps = 5;
     size_t cold_mib = 1024, bw_mib = 1024;
     for (int i = 1; i < argc; i += 2) { /* flag, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-g")) {
+            gguf = true;
+            continue;
+        }
         if (!v) {
             usage();
             return 2;
@@ -194,6 +413,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-m")) cold_mib = (size_t)atol(v);
         else if (!strcmp(a, "-b")) bw_mib = (size_t)atol(v);
         else if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "-t")) threads = v;
+        else if (!strcmp(a, "-T")) gguf_types = v;
         else {
             usage();
             return 2;
@@ -229,6 +450,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kernels-bench: no kernel table to run\n");
         return 1;
     }
+
+    if (gguf) return run_gguf(tables, n_tables, gguf_types, threads, reps, cold_mib, bw_mib, json);
 
     stats per_streams[4];
     stats bw = measure_bandwidth(bw_mib, reps, per_streams);

@@ -9,7 +9,27 @@
 #define TLM_KERNELS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+/* GGUF-block kernels (the gemv_gguf / gemm_gguf entries below). */
+#define TLM_GGUF_TYPES 31 /* GGML type numbers 0..30 (BF16 = 30) */
+typedef void (*tlm_gguf_gemv_fn)(const void *w, const void *xq, float *y, int64_t n_in,
+                                 int64_t r0, int64_t r1);
+typedef void (*tlm_gguf_gemm_fn)(const void *w, const void *xq, float *c, int64_t ldc, int64_t m,
+                                 int64_t n_in, int64_t r0, int64_t r1, bool accumulate);
+
+/* The activation a GGUF type's kernels take (see gemv_gguf below). */
+typedef enum tlm_gguf_act {
+    TLM_GGUF_ACT_NONE = 0, /* no kernels for this type */
+    TLM_GGUF_ACT_F32,      /* F16, BF16: the f32 activation, n_in floats a row */
+    TLM_GGUF_ACT_Q8_G32,   /* Q4_0 .. Q8_0: n_in / 32 tlm_block_q8_g32_act a row */
+    TLM_GGUF_ACT_Q8_K256,  /* Q2_K .. Q6_K: n_in / 256 tlm_block_q8_k256_act a row */
+} tlm_gguf_act;
+tlm_gguf_act tlm_gguf_act_kind(uint32_t type);
+/* Bytes of one activation row of n_in values in that form (0: NONE, or n_in
+ * not a multiple of its block). */
+size_t tlm_gguf_act_row_bytes(tlm_gguf_act kind, int64_t n_in);
 
 typedef struct tlm_kernels {
     const char *name; /* "scalar", "avx2", "avx512", "neon" */
@@ -70,6 +90,52 @@ typedef struct tlm_kernels {
     /* True where the int8 GEMM above is faster for prefill than dequantizing
      * the weights and multiplying in f32 (then prefill uses it). */
     bool gemm_q_preferred;
+
+    /* ---- GGUF blocks used in place (quant/ggml_blocks.h), indexed by GGML
+     * type number (quant/ggml_types.h); NULL for a type without kernels.
+     * Types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32-value blocks), Q2_K, Q3_K,
+     * Q4_K, Q5_K, Q6_K (256-value super-blocks), F16, BF16.
+     *
+     * w is the matrix as the GGUF file holds it: row r at w + r * row_bytes,
+     * row_bytes = n_in / block_size * block_bytes (n_in a multiple of the
+     * block size: 32, or 256 for the K-quants); w needs 2-byte alignment (a
+     * GGUF file aligns its tensors to 32 bytes), xq 4-byte alignment.
+     * xq is the activation: for the 32-value types n_in / 32
+     * tlm_block_q8_g32_act from quantize_act_q8_g32; for the K-quants
+     * n_in / 256 tlm_block_q8_k256_act (quant/gguf_act.h) from
+     * quantize_act_q8_k256; for F16 / BF16 the f32 activation itself.
+     * tlm_gguf_act_kind() says which.
+     *
+     * GEMV: y[r] = row r . x for r in [r0, r1); rows outside are not written,
+     * slices may start and end anywhere.
+     * GEMM: c[t * ldc + r] = (accumulate ? c[t * ldc + r] : 0) + y_t[r] for
+     * t in [0, m), r in [r0, r1), y_t the GEMV of activation row t (xq holds
+     * m rows back to back: n_in / 32 or n_in / 256 blocks, or n_in floats);
+     * each weight block is read once for all m rows.
+     *
+     * Quantized types are bit-identical on every table, GEMM to GEMV: each
+     * block's int8 x weight-quant products are summed exactly in int32 with
+     * the block's integer sub-scales, and each row accumulates its blocks in
+     * order from acc = 0 (d, dmin, m: the block's f16 values as f32; dx: the
+     * activation block's d):
+     *   Q4_0, Q5_0, Q8_0: acc = fma(isum, d*dx, acc), isum = sum (q - z) qx
+     *                     (z = 8, 16, 0);
+     *   Q4_1, Q5_1:       acc = fma(isum, d*dx, acc); acc = fma(sum_qx, m*dx, acc);
+     *   Q4_K, Q5_K, Q2_K: acc = fma(sumi, d*dx, acc); acc = fma(-summ, dmin*dx, acc),
+     *                     sumi = sum over sub-blocks sc_j * sum q qx,
+     *                     summ = sum over sub-blocks m_j * sum qx;
+     *   Q6_K, Q3_K:       acc = fma(sumi, d*dx, acc), sumi = sum sc_j * sum q qx
+     *                     with q centred (q6 - 32; Q3_K's signed q3) and sc_j
+     *                     signed (Q3_K: scale6 - 32).
+     * F16 / BF16 rows are f32 products summed in an order of each table's
+     * choosing (within a few ulp of sum |w x| of the scalar table). */
+    tlm_gguf_gemv_fn gemv_gguf[TLM_GGUF_TYPES];
+    tlm_gguf_gemm_fn gemm_gguf[TLM_GGUF_TYPES];
+    /* xq[b] (tlm_block_q8_k256_act, n/256 of them) = x quantized per block
+     * of 256 exactly as quantize_act_q8_g32 quantizes a group of 32 (d = max|x|
+     * / 127, q = round-half-even(x * (1/d)), 0 when d = 0), plus the sums of
+     * each 16 and each 32 quants. n % 256 == 0; x finite. */
+    void (*quantize_act_q8_k256)(const float *x, void *xq, int64_t n);
 
     /* ---- attention over a compact KV cache ----
      *

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "f16.h"
+#include "gguf_kernels.h"
 #include "kernels.h"
 #include "qformat.h"
 
@@ -559,4 +560,5 @@ void tlm_kernels_avx2_fill(tlm_kernels *k) {
     k->attn_scores_q8 = attn_scores_q8_avx2;
     k->attn_values_f16 = attn_values_f16_avx2;
     k->attn_values_q8 = attn_values_q8_avx2;
+    tlm_gguf_avx2_fill(k);
 }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "gguf_kernels.h"
 #include "kernels.h"
 #include "qformat.h"
 
@@ -535,4 +536,5 @@ void tlm_kernels_avx512_fill(tlm_kernels *k) {
     k->attn_scores_q8 = attn_scores_q8_avx512;
     k->attn_values_f16 = attn_values_f16_avx512;
     k->attn_values_q8 = attn_values_q8_avx512;
+    tlm_gguf_avx512_fill(k);
 }

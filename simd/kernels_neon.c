@@ -13,6 +13,7 @@
 #include <sys/auxv.h>
 
 #include "f16.h"
+#include "gguf_kernels.h"
 #include "kernels.h"
 #include "qformat.h"
 
@@ -360,4 +361,5 @@ void tlm_kernels_neon_fill(tlm_kernels *k) {
     k->attn_scores_q8 = attn_scores_q8_neon;
     k->attn_values_f16 = attn_values_f16_neon;
     k->attn_values_q8 = attn_values_q8_neon;
+    tlm_gguf_neon_fill(k);
 }

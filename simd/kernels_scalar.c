@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "f16.h"
+#include "gguf_kernels.h"
 #include "kernels.h"
 #include "qformat.h"
 
@@ -264,6 +265,13 @@ const tlm_kernels tlm_kernels_scalar = {
     .gemm_q8_g32_r16 = gemm_q8_g32_r16_scalar,
     .gemm_q4_g32_r16 = gemm_q4_g32_r16_scalar,
     .gemm_q_preferred = false, /* dequantize + sgemm is faster than this */
+#define GEMV_ENTRY(name, type) [type] = tlm_gemv_gguf_##name##_scalar,
+#define GEMM_ENTRY(name, type) [type] = tlm_gemm_gguf_##name##_scalar,
+    .gemv_gguf = {TLM_GGUF_KERNEL_TYPES(GEMV_ENTRY)},
+    .gemm_gguf = {TLM_GGUF_KERNEL_TYPES(GEMM_ENTRY)},
+#undef GEMV_ENTRY
+#undef GEMM_ENTRY
+    .quantize_act_q8_k256 = tlm_quantize_act_q8_k256_scalar,
     .kv_store_f16 = kv_store_f16_scalar,
     .kv_store_q8 = kv_store_q8_scalar,
     .attn_scores_f16 = attn_scores_f16_scalar,

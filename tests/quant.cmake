@@ -25,3 +25,8 @@ endif()
 # Formats and the scalar GEMV against an independent numpy implementation
 # (and the gguf package's quantizer where installed).
 tlm_py_test(qformat_ref test_qformat_ref.py $<TARGET_FILE:test_qformat>)
+
+# GGUF blocks computed in place: every type's kernels against the f32
+# dequantization (quant/ggml_types.c) and every table against the scalar one.
+tlm_kernel_test(test_gguf_kernels ${CMAKE_CURRENT_SOURCE_DIR}/test_gguf_kernels.c
+                ${CMAKE_SOURCE_DIR}/quant/ggml_types.c)

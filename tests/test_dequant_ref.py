@@ -82,6 +82,28 @@ def check_raw(tool):
     compare("Q8_K random blocks", got, d[:, None] * qs.astype(np.float32))
     print("ok Q8_K")
 
+    # Quantized matrices, as a model file holds them: odd row counts, rows of
+    # several blocks, values from the gguf package's own quantizer (which
+    # implements the 32-value types, F16 and BF16; the K-quants raise
+    # NotImplementedError there and are covered by the random blocks above).
+    quantized = []
+    for qtype in TYPES:
+        block_size, _ = gguf.GGML_QUANT_SIZES[qtype]
+        row_len = 256 * 3 if block_size == 256 else 32 * 7
+        for rows in (1, 7, 13):
+            a = (rng.standard_normal((rows, row_len)) * rng.uniform(0.01, 3.0, (rows, 1))).astype(np.float32)
+            try:
+                q = gguf.quants.quantize(a, qtype)
+            except NotImplementedError:
+                break
+            got = dequant_raw(tool, qtype, np.ascontiguousarray(q).view(np.uint8).reshape(-1, gguf.GGML_QUANT_SIZES[qtype][1]), out_dir)
+            compare(f"{qtype.name} quantized {rows}x{row_len}", got, gguf.quants.dequantize(q, qtype))
+        else:
+            quantized.append(qtype.name)
+    print(f"ok quantized matrices of 1, 7 and 13 rows bit-exact: {', '.join(quantized)}")
+    if not {"Q4_0", "Q5_0", "Q8_0"} <= set(quantized):
+        fail("the gguf package quantized none of Q4_0, Q5_0, Q8_0: nothing was checked")
+
     # a size that is not whole blocks is refused, not read past
     bad = os.path.join(out_dir, "short.bin")
     np.zeros(17, dtype=np.uint8).tofile(bad)

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 BUILD=${TLM_CROSS_BUILD:-build-arm}
 SYSROOT=/usr/aarch64-linux-gnu
 MULTIARCH_LIB=/usr/lib/aarch64-linux-gnu
-TESTS=(test_qformat test_qkernels test_kernels_standalone)
+TESTS=(test_qformat test_qkernels test_gguf_kernels test_kernels_standalone)
 CPUS=(max cortex-a53) # with SDOT (Armv8.4+ features) / plain Armv8.0 NEON
 
 for tool in aarch64-linux-gnu-gcc qemu-aarch64 cmake; do
