@@ -16,7 +16,8 @@ set_tests_properties(calib_ref PROPERTIES TIMEOUT 300 PROCESSORS 2)
 tlm_py_test(calib_cli test_calib_cli.py)
 set_tests_properties(calib_cli PROPERTIES TIMEOUT 300 PROCESSORS 2)
 
-# The default model: 30 layers x 3 finite scores in [0, 2], and the plot.
+# The default model: 30 layers x 3 scores against the float64 numpy
+# reference (1e-6) on 512 tokens of the built-in text, and the plot.
 tlm_py_test(calib_realmodel test_calib_real.py)
 set_tests_properties(calib_realmodel PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 600
                      PROCESSORS 2 LABELS "reference;realmodel")

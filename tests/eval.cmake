@@ -1,5 +1,6 @@
 # `trimlm eval --mc` and `--kld` against independent numpy computations on
-# tiny synthetic models, and --mc on the default model (real-model tier).
+# tiny synthetic models, and --mc on the default model against the same
+# numpy reference (real-model tier).
 # (--ppl's tests are in cli.cmake.)
 
 tlm_py_test(eval_mc_synthetic test_eval_mc.py synthetic)

@@ -20,7 +20,8 @@ inputs) and dequantized:
 Both tolerances are small next to what quantization itself changes (also
 checked, loosely, against the f32 model), and 1 and 2 threads give the same
 decode logits bit for bit. Real: round-to-nearest int8 and int4 SmolLM2 against the same numpy
-reference (perplexity of the first 512-token chunk of WikiText-2), the
+reference (perplexity of the first 512-token chunk of WikiText-2; on the
+int8 GEMM path also prefill logits bit-identical to decode), the
 calibrated conversions against round-to-nearest (8 chunks), and a greedy
 answer.
 """
@@ -311,13 +312,27 @@ def synthetic(tool):
 #    has it; scalar and neon do the same): f32 vs f64 arithmetic only, as for
 #    the f32 model in test_eval_ppl.py (measured there 3.5e-7): 1e-5;
 #  - with the kernel set's own prefill, where that is the int8 GEMM (avx512:
-#    activations rounded to int8, as the reference then does too): the rare
-#    activation that rounds to the other int8 neighbour after upstream f32
-#    differences adds up over 30 layers (measured +4.6e-4 for int8): 2e-3,
-#    half of what int8 quantization itself costs (~0.4%).
+#    activations rounded to int8 per group of 32, as the reference then
+#    does too). Rounding to int8 is discontinuous: a last-bit difference
+#    upstream (f32 vs f64, another summation order) flips an activation to
+#    its other int8 neighbour, which moves the next activations by ~1e-3
+#    relative, which flips many more; after a few layers two faithful
+#    implementations carry independent rounding noise, and the chunk's
+#    perplexity is one draw of it. Measured on this chunk, int4 / int8:
+#    numpy float64 15.319 / 13.015, the same numpy code in float32 15.448 /
+#    12.971, trimlm's own int8 GEMV under avx2 15.394 / 12.939 and scalar
+#    15.406 / 13.027 (decode: the same rounding, other f32 orders elsewhere),
+#    the avx512 GEMM 15.445 / 13.021 (+0.82% / +0.05% from float64). The
+#    largest spread is 0.84% (int4) and 0.68% (int8), so 1.5% is what a
+#    per-chunk comparison can ask; it catches a wrong scale or nibble order,
+#    not a subtle error. The exact check of this path is the next one.
+#  - the avx512 GEMM prefill against the decode GEMV, token by token
+#    (tool_logits prefill vs decode, 64 tokens): bit-identical logits
+#    (simd/kernels.h), which the kernel tests check on random matrices and
+#    this checks through the whole forward pass of the real model.
 # Measured on the sgemm path: int4 +1.7e-7.
 RTN_PPL_REL = 1e-5
-RTN_INT8_GEMM_PPL_REL = 2e-3
+RTN_INT8_GEMM_PPL_REL = 1.5e-2
 # The default conversion (activation-aware, calibrated) against RTN, 8 chunks:
 # calibration must help int4 (README: 29.53 -> 26.52 over 48 chunks, -10%;
 # measured here, 8 chunks, --calib-tokens 4096: 29.71 -> 27.04, -9.0%, so
@@ -363,10 +378,7 @@ def real(tool):
         qtypes = {t["name"]: t["type"] for t in info_json(path)["tensors"]}
         ref = quantized_model(model, qtypes)
         modes = [(sgemm_isa, False, RTN_PPL_REL)]
-        # int4 through the int8 GEMM: measured +0.8% from the reference that
-        # rounds its activations the same way, unexplained so far; not
-        # checked here until understood (the sgemm path above is)
-        if INT8_GEMM_PREFILL and kind == "int8":
+        if INT8_GEMM_PREFILL:
             modes.append((ISA, True, RTN_INT8_GEMM_PPL_REL))
         for isa, act_quant, tol in modes:
             got = eval_ppl(path, text, 1, "--kv", "f32", env=dict(os.environ, TRIMLM_ISA=isa))
@@ -376,8 +388,15 @@ def real(tool):
             what = "int8 activations" if act_quant else "f32 activations"
             print(f"     {kind} rtn, chunk 1, {isa} ({what}): trimlm {got}, numpy {want:.6f} ({rel:+.2e})")
             check(f"SmolLM2 {kind} round-to-nearest, {isa} prefill ({what}): ppl equals numpy's "
-                  f"within {tol:.0e} ({rel:+.2e})", abs(rel) <= tol)
+                  f"within {tol:.2g} ({rel:+.2e})", abs(rel) <= tol)
         del ref
+        if INT8_GEMM_PREFILL:
+            few = tokens[:64]
+            pf = tool_logits(tool, path, few, os.path.join(ROOT, f"smol-{kind}-prefill.bin"), "prefill")
+            dec = tool_logits(tool, path, few, os.path.join(ROOT, f"smol-{kind}-decode.bin"), "decode")
+            check(f"SmolLM2 {kind} round-to-nearest, {ISA}: int8 GEMM prefill logits bit-identical "
+                  f"to the decode GEMV's ({len(few)} tokens)", np.array_equal(pf, dec),
+                  f"max difference {np.abs(pf - dec).max()}")
 
     ppl = {how: {kind: eval_ppl(paths[kind, how], text, 8) for kind in ("int8", "int4")}
            for how in ("rtn", "awq")}
