@@ -14,6 +14,7 @@ that tests run side by side.
 """
 import http.client
 import json
+import random
 import os
 import re
 import socket
@@ -281,6 +282,45 @@ def test_errors(model):
                   ex.status_code == 400 and "temperature" in str(ex), f"{ex}")
         status, _, body = srv.request("GET", "/health")
         check("still healthy after the bad requests", status == 200, f"{status}")
+
+        # a client sending one byte a second does not hold up the others
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        for b in b"POS":
+            slow.sendall(bytes([b]))
+            t0 = time.time()
+            r = chat(srv.client(), "hi", temperature=0, max_tokens=2)
+            served = time.time() - t0
+            time.sleep(max(0.0, 1.0 - served))
+        slow.close()
+        check("a client sending a byte a second holds up no one",
+              r.usage.completion_tokens == 2 and served < 5, f"{served:.2f}s")
+
+        # 1,000 requests of random bytes and broken JSON: each answered, the
+        # server healthy after them and its memory where it was
+        def rss_kb():
+            with open(f"/proc/{srv.proc.pid}/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        rng = random.Random(5)
+        good = json.dumps({"messages": msgs, "max_tokens": 1, "temperature": 0}).encode()
+
+        def bad_body(i):
+            if i % 3 == 0:
+                return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+            cut = good[:rng.randrange(1, len(good))]  # truncated JSON
+            return cut if i % 3 == 1 else good.replace(b'"max_tokens": 1', b'"max_tokens": "' + cut[:8].replace(b'"', b'') + b'"')
+        for i in range(100):  # warm-up: threads and allocator reach their steady state
+            srv.request("POST", "/v1/chat/completions", bad_body(i))
+        rss0 = rss_kb()
+        statuses = {}
+        for i in range(1000):
+            status, _, body = srv.request("POST", "/v1/chat/completions", bad_body(i))
+            ok_shape = status == 400 and "error" in json.loads(body)
+            statuses[ok_shape] = statuses.get(ok_shape, 0) + 1
+        rss1 = rss_kb()
+        status, _, _ = srv.request("GET", "/health")
+        check("1,000 malformed requests: each a 400 in the error shape, server healthy",
+              statuses == {True: 1000} and status == 200, f"{statuses} health={status}")
+        check("RSS after them within 10% of before", rss1 <= rss0 * 1.10, f"{rss0} kB -> {rss1} kB")
     finally:
         srv.stop()
 
