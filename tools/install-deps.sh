@@ -2,7 +2,7 @@
 # Installs what building and testing trimlm needs on Debian 12, skipping what
 # is already there: the C toolchain and libraries (apt) and, for the tests'
 # independent reference implementations, a Python virtual environment in
-# .venv with numpy, gguf, tokenizers, safetensors and jinja2 (pip).
+# .venv with numpy, gguf, tokenizers, safetensors, jinja2 and openai (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,7 @@ APT_PKGS=(
   libgomp1 libdnnl-dev libmimalloc-dev libcjson-dev libpcre2-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev libxxhash-dev
   libedit-dev tmux # trimlm chat: line editing; tests/test_chat_tmux.py drives it in a terminal
+  libmicrohttpd-dev # trimlm serve: the HTTP server
   python3 python3-venv
   clang libclang-rt-14-dev libomp-14-dev # tools/fuzz.sh: libFuzzer, sanitizers, OpenMP for clang
 )
@@ -49,12 +50,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0 jinja2==3.1.6)
+# openai: tests/test_serve.py talks to `trimlm serve` with OpenAI's own client
+PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0 jinja2==3.1.6 openai==3.51.0)
 if [ "${TLM_SKIP_VENV:-0}" != 1 ]; then
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors, jinja2' 2>/dev/null; then
+  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors, jinja2, openai' 2>/dev/null; then
     .venv/bin/python -m pip install -q "${PY_PKGS[@]}"
   fi
 fi

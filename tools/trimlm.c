@@ -14,6 +14,7 @@ typedef struct subcommand {
 static const subcommand subcommands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"chat", cmd_chat, "talk with a model in the terminal (history, /commands)"},
+    {"serve", cmd_serve, "serve a model over HTTP with OpenAI's API (/v1/chat/completions)"},
     {"eval", cmd_eval, "measure perplexity on a text file (--ppl)"},
     {"pull", cmd_pull, "download a model into the cache"},
     {"convert", cmd_convert, "write a model as a .tlm file (--type f32|f16|bf16)"},

@@ -1,0 +1,11 @@
+# `trimlm serve` with OpenAI's Python client: on synthetic models (answers
+# against `trimlm run`, streaming, stop strings, seeds, concurrency, bad input,
+# the API key, the queue, vanishing clients, the time limit) and on the
+# default model (a greedy answer against `trimlm run`).
+
+tlm_py_test(serve_synthetic test_serve.py synthetic)
+set_tests_properties(serve_synthetic PROPERTIES TIMEOUT 600)
+
+tlm_py_test(serve_real test_serve.py real)
+set_tests_properties(serve_real PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600
+                     FIXTURES_REQUIRED realmodel LABELS "reference;realmodel")
