@@ -45,7 +45,9 @@
  *     "importance": {"attn": [n_layer], "mlp": [n_layer], "block": [n_layer]}
  *                   (number, or null where the source lacked the sublayer),
  *     "dropped": [{"kind": "attn"|"mlp", "layer": n, "score": number|null}, ...],
- *     "calibration": {"text": name, "tokens": n, "seq_len": n, "seconds": x},
+ *     "calibration": {"text": name, "tokens": n, "seq_len": n},
+ *                   (files of 0.1 also hold "seconds": the pass's wall time; it is no
+ *                   longer written, so that the same conversion gives the same bytes),
  *     "awq": {"alpha": [{"layer": n, "input": "attn_qkv"|"attn_out"|"ffn_gate_up"|
  *             "ffn_down", "alpha": x}, ...]}
  *   }

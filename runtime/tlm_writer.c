@@ -642,8 +642,7 @@ static bool add_importance(cJSON *root, const plan *p) {
         const char *text = tlm_calib_text_name(c);
         if (!cal || !add_str_or_null(cal, "text", text) ||
             !cJSON_AddNumberToObject(cal, "tokens", (double)tlm_calib_n_tokens(c)) ||
-            !cJSON_AddNumberToObject(cal, "seq_len", tlm_calib_seq_len(c)) ||
-            !cJSON_AddNumberToObject(cal, "seconds", tlm_calib_seconds(c)))
+            !cJSON_AddNumberToObject(cal, "seq_len", tlm_calib_seq_len(c)))
             return false;
     }
     if (p->awq) {

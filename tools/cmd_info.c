@@ -84,8 +84,12 @@ static void print_text(const tlm_file_desc *d, bool tensors) {
                                            : strcmp(d->quant_method, "rtn") == 0 ? "rtn (round-to-nearest)"
                                                                                  : d->quant_method);
     if (d->calib_text)
-        printf("calibration    %s, %lld tokens in sequences of %d, %.1f s\n", d->calib_text,
-               (long long)d->calib_tokens, d->calib_seq_len, d->calib_seconds);
+    {
+        printf("calibration    %s, %lld tokens in sequences of %d", d->calib_text,
+               (long long)d->calib_tokens, d->calib_seq_len);
+        if (d->calib_seconds > 0) printf(", %.1f s", d->calib_seconds); /* older files */
+        putchar('\n');
+    }
     printf("hparams        n_vocab %d, n_embd %d, n_layer %d, n_head %d, n_head_kv %d, head_dim %d,\n"
            "               n_ff %d, n_ctx_train %d, rope_theta %g, rms_eps %g, tied embeddings %s\n",
            in->n_vocab, in->n_embd, in->n_layer, in->n_head, in->n_head_kv, in->head_dim, in->n_ff,

@@ -364,7 +364,8 @@ typedef struct tlm_file_desc {
     const char *calib_text;     /* calibration text name; NULL when not calibrated */
     int64_t calib_tokens;
     int32_t calib_seq_len;
-    double calib_seconds;
+    double calib_seconds;       /* the pass's wall time: files of 0.1 only (no longer
+                                   written, so that a conversion is reproducible); else 0 */
 } tlm_file_desc;
 
 tlm_file_desc *tlm_file_describe(const char *path, tlm_error *err);
