@@ -920,6 +920,9 @@ tlm_status tlm_decode(tlm_context *c, const int32_t *tokens, int32_t n, bool all
     if (n <= 0 || !tokens)
         return tlm_seterr(err, TLM_ERR_ARG, "decode: no tokens given (n = %d)", n);
     const tlm_hparams *hp = &c->model->hp;
+    if (c->model->lazy)
+        return tlm_seterr(err, TLM_ERR_ARG, "decode: the model was loaded with lazy layers "
+                          "(tlm_model_load_params), for calibration and conversion only");
     if ((int64_t)c->pos + n > c->n_ctx)
         return tlm_seterr(err, TLM_ERR_CONTEXT_FULL,
                           "decode: %d tokens do not fit: pos %d + %d > n_ctx %d", n, c->pos, n,

@@ -23,19 +23,18 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "atomic_file.h"
+#include "convert_plan.h"
 #include "error.h"
-#include "f16.h"
 #include "ggml_types.h"
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "model.h"
+#include "out_file.h"
 #include "qformat.h"
 #include "tensor_spec.h"
 #include "type_rules.h"
 
 #define GGUF_ALIGN 32
-#define OUT_BUFFER_BYTES ((size_t)4 << 20) /* write(2) granularity */
 #define CHUNK_BYTES TLM_CONVERT_CHUNK_BYTES /* the .tlm writer's buffer size */
 
 /* llama.cpp's llama_ftype values for general.file_type */
@@ -111,35 +110,32 @@ bool tlm_gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv) {
     return true;
 }
 
-/* ------------------------------------------------------------ the plan */
+/* ------------------------------------------------------------ the layout */
 
+/* A tensor of the GGUF: one of the plan's, or one of the writer's own (the
+ * Llama 3 RoPE divisors, a placeholder MLP's zeros). */
 typedef struct gg_tensor {
     char name[TLM_TENSOR_NAME_MAX];
     uint32_t n_dims;       /* 1 (vector) or 2 */
     uint64_t rows, cols;   /* GGUF ne = [cols, rows] */
     uint32_t dtype;        /* tlm_dtype the values take (F32/F16/BF16/Q8_G32/Q4_G32) */
-    const float *src;      /* rows x cols f32, or NULL and: */
-    const tlm_tensor *qsrc; /* a packed source (.tlm), or NULL and: */
-    bool zero;             /* a placeholder of zeros */
-    const tlm_tensor *source; /* the model's tensor; a layer tensor's data is taken
-                              when the layer is entered (a lazily loaded layer's
-                              arrays exist only in between) */
+    const plan_tensor *pt; /* the plan's tensor, or NULL and: */
+    const float *values;   /* rows x cols f32 of the writer's, or NULL: zeros */
     int32_t layer;         /* the model layer of a sublayer's tensor; -1 for the others */
     int32_t perm_heads;    /* > 0: rows are that many heads in rotate-half order */
     uint64_t row_bytes, bytes, offset;
 } gg_tensor;
 
 typedef struct gg_plan {
-    const struct tlm_model *m;
+    convert_plan plan;     /* what is written (convert_plan.h) */
     const tlm_write_options *o;
     const char *dst;
     tlm_error *err;
     bool pruned;           /* deci form */
-    bool *keep_attn, *keep_mlp, *placeholder_mlp; /* n_layer each */
-    gg_tensor *tensors;
-    int32_t n_tensors, cap_tensors;
+    bool *keep_attn, *keep_mlp, *placeholder_mlp; /* n_layer each: the deci form's arrays */
+    gg_tensor *tensors;    /* in file order */
+    int32_t n_tensors;
     float *rope_freqs;     /* Llama 3 RoPE divisors (rope_dim / 2), or NULL */
-    tlm_type_rules types;  /* storage type of each tensor (--type, --keep-wide) */
     uint64_t max_row_bytes, max_cols;
 } gg_plan;
 
@@ -159,116 +155,86 @@ static uint64_t row_bytes_of(uint32_t dtype, uint64_t cols) {
     return cols * tlm_dtype_float_bytes(dtype);
 }
 
-/* rows == 0: a vector of cols. Values from src (an array of the writer's),
- * from source (a tensor of the model; of layer il when il >= 0, whose data a
- * lazily loaded model fills only when the layer is entered: layer_enter
- * checks it), or zeros. */
-static tlm_status plan_add(gg_plan *p, const char *name, const float *src,
-                           const tlm_tensor *source, int32_t il, bool zero, uint64_t rows,
-                           uint64_t cols, int32_t perm_heads) {
-    if (source) src = tensor_f32(source);
-    const tlm_tensor *q = source && tensor_is_packed(source) && source->data ? source : NULL;
-    if (!zero && !src && !q && !(il >= 0 && p->m->lazy))
-        return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst, name);
-    if (p->n_tensors == p->cap_tensors) {
-        int32_t cap = p->cap_tensors ? p->cap_tensors * 2 : 64;
-        gg_tensor *grown = tlm_realloc(p->tensors, (size_t)cap * sizeof *grown);
-        if (!grown) return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-        p->tensors = grown;
-        p->cap_tensors = cap;
-    }
+/* Appends a tensor (room for every one was allocated). */
+static gg_tensor *layout_add(gg_plan *p, const char *name, uint32_t n_dims, uint64_t rows,
+                             uint64_t cols, uint32_t dtype) {
     gg_tensor *t = &p->tensors[p->n_tensors++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
-    t->src = zero ? NULL : src;
-    t->qsrc = zero ? NULL : q;
-    t->zero = zero;
-    t->source = source;
-    t->layer = source && il >= 0 ? il : -1;
-    t->n_dims = rows ? 2 : 1;
-    t->rows = rows ? rows : 1;
+    t->n_dims = n_dims;
+    t->rows = rows;
     t->cols = cols;
-    t->perm_heads = perm_heads;
-    t->dtype = tlm_type_rules_choose(&p->types, name, t->n_dims, cols);
-    if (t->qsrc && t->dtype != (uint32_t)t->qsrc->type)
-        return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
-                          "%s: tensor '%s' of the source is stored %s and cannot be rewritten as %s "
-                          "(convert from the original model instead)",
-                          p->dst, name, tlm_dtype_name((uint32_t)t->qsrc->type),
-                          tlm_dtype_name(t->dtype));
-    t->row_bytes = row_bytes_of(t->dtype, cols);
-    t->bytes = t->row_bytes * t->rows;
+    t->dtype = dtype;
+    t->layer = -1;
+    t->row_bytes = row_bytes_of(dtype, cols);
+    t->bytes = t->row_bytes * rows;
     if (t->row_bytes > p->max_row_bytes) p->max_row_bytes = t->row_bytes;
     if (cols > p->max_cols) p->max_cols = cols;
-    return TLM_OK;
+    return t;
 }
 
-/* The tensors of sublayer kind of layer il as the table lists them: from S,
- * or zeros of an MLP TLM_GGUF_PLACEHOLDER_FF wide when S is NULL. */
-static tlm_status plan_sublayer(gg_plan *p, int32_t il, tlm_sublayer_kind kind, const tlm_sublayer *S) {
-    const tlm_hparams *hp = &p->m->hp;
-    /* GGUF llama/deci: adjacent-pair RoPE; rotate-half rows are permuted */
-    const bool neox = hp->rope_style == TLM_ROPE_NEOX;
+/* GGUF llama/deci: adjacent-pair RoPE; rotate-half rows are permuted. */
+static int32_t perm_heads_of(const tlm_hparams *hp, const tensor_spec *sp) {
+    if (hp->rope_style != TLM_ROPE_NEOX) return 0;
+    return sp->perm == PERM_Q_HEADS ? hp->n_head : sp->perm == PERM_KV_HEADS ? hp->n_head_kv : 0;
+}
+
+static void layout_plan_tensor(gg_plan *p, const plan_tensor *pt) {
+    gg_tensor *t = layout_add(p, pt->name, pt->n_dims, pt->rows, pt->cols, pt->dtype);
+    t->pt = pt;
+    t->layer = pt->layer;
+    t->perm_heads = perm_heads_of(&p->plan.m->hp, pt->spec);
+}
+
+/* A kept sublayer's tensors. */
+static void layout_sublayer(gg_plan *p, const plan_sublayer *s) {
+    for (int32_t k = 0; k < s->count; k++) layout_plan_tensor(p, &p->plan.tensors[s->first + k]);
+}
+
+/* The zero MLP TLM_GGUF_PLACEHOLDER_FF wide standing for layer il's removed one. */
+static void layout_placeholder_mlp(gg_plan *p, int32_t il) {
+    const tlm_hparams *hp = &p->plan.m->hp;
     char name[TLM_TENSOR_NAME_MAX];
     int n_specs;
-    const tensor_spec *specs = tensor_specs_sublayer(hp->arch, kind, &n_specs);
+    const tensor_spec *specs = tensor_specs_sublayer(hp->arch, TLM_SUBLAYER_MLP, &n_specs);
     for (int k = 0; k < n_specs; k++) {
         const tensor_spec *sp = &specs[k];
-        if (!tensor_spec_held(sp, hp)) continue;
         tensor_spec_name(sp, il, name, sizeof name);
-        uint64_t rows = sp->rows == DIM_ONE ? 0 : (uint64_t)tensor_spec_dim(hp, sp->rows);
-        uint64_t cols = (uint64_t)tensor_spec_dim(hp, sp->cols);
-        if (!S) { /* the placeholder's n_ff */
-            if (sp->rows == DIM_FF) rows = TLM_GGUF_PLACEHOLDER_FF;
-            if (sp->cols == DIM_FF) cols = TLM_GGUF_PLACEHOLDER_FF;
-        }
-        const int32_t perm = !neox                   ? 0
-                             : sp->perm == PERM_Q_HEADS  ? hp->n_head
-                             : sp->perm == PERM_KV_HEADS ? hp->n_head_kv
-                                                         : 0;
-        tlm_status st = plan_add(p, name, NULL, S ? &S->w[sp->slot] : NULL, il, !S, rows, cols, perm);
-        if (st) return st;
+        const uint32_t n_dims = sp->rows == DIM_ONE ? 1 : 2;
+        const uint64_t rows = sp->rows == DIM_ONE ? 1
+                              : sp->rows == DIM_FF ? TLM_GGUF_PLACEHOLDER_FF
+                                                   : (uint64_t)tensor_spec_dim(hp, sp->rows);
+        const uint64_t cols = sp->cols == DIM_FF ? TLM_GGUF_PLACEHOLDER_FF
+                                                 : (uint64_t)tensor_spec_dim(hp, sp->cols);
+        layout_add(p, name, n_dims, rows, cols,
+                   tlm_type_rules_choose(&p->plan.types, name, n_dims, cols));
     }
-    return TLM_OK;
 }
 
-static tlm_status plan_layer(gg_plan *p, int32_t il) {
-    tlm_status st;
-    if (p->keep_attn[il] &&
-        (st = plan_sublayer(p, il, TLM_SUBLAYER_ATTN, model_sublayer(p->m, il, TLM_SUBLAYER_ATTN))))
-        return st;
-    if (p->keep_mlp[il])
-        return plan_sublayer(p, il, TLM_SUBLAYER_MLP, model_sublayer(p->m, il, TLM_SUBLAYER_MLP));
-    if (p->placeholder_mlp[il]) return plan_sublayer(p, il, TLM_SUBLAYER_MLP, NULL);
-    return TLM_OK;
-}
-
-static tlm_status plan_build(gg_plan *p) {
-    const struct tlm_model *m = p->m;
+static tlm_status plan_build(gg_plan *p, const struct tlm_model *m) {
     const tlm_hparams *hp = &m->hp;
     const int32_t NL = hp->n_layer;
-    const uint64_t V = (uint64_t)hp->n_vocab, E = (uint64_t)hp->n_embd;
     tlm_status st;
     if (hp->rope_dim != hp->head_dim)
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
                           "%s: RoPE over %d of %d head dimensions cannot be written as a llama GGUF",
                           p->dst, hp->rope_dim, hp->head_dim);
-    if ((st = tlm_type_rules_init(&p->types, p->o->dtype, p->o->keep_wide, p->dst, p->err)))
-        return st;
+    /* the GGUF is quantized round-to-nearest: the plan takes no calibration */
+    plan_params pp = plan_params_of(p->o);
+    pp.calib = NULL;
+    if ((st = convert_plan_build(&p->plan, m, &pp, p->dst, p->err))) return st;
+    const convert_plan *cp = &p->plan;
     p->keep_attn = tlm_calloc((size_t)NL, sizeof *p->keep_attn);
     p->keep_mlp = tlm_calloc((size_t)NL, sizeof *p->keep_mlp);
     p->placeholder_mlp = tlm_calloc((size_t)NL, sizeof *p->placeholder_mlp);
-    if (!p->keep_attn || !p->keep_mlp || !p->placeholder_mlp)
+    /* the plan's, one RoPE table, a placeholder MLP per layer at most */
+    p->tensors = tlm_calloc((size_t)cp->n_tensors + 1 + (size_t)NL * MLP_N_SLOTS, sizeof *p->tensors);
+    if (!p->keep_attn || !p->keep_mlp || !p->placeholder_mlp || !p->tensors)
         return tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", p->dst);
-    /* per layer, which sublayers of the model's list are written: what the
-     * deci form's per-layer arrays say */
-    for (int32_t i = 0; i < m->n_subs; i++) {
-        const tlm_sublayer *S = &m->subs[i];
-        if (S->kind == TLM_SUBLAYER_ATTN)
-            p->keep_attn[S->layer] = !(p->o->drop_attn && p->o->drop_attn[S->layer]);
-        else
-            p->keep_mlp[S->layer] = !(p->o->drop_mlp && p->o->drop_mlp[S->layer]);
-    }
+    /* per layer, which sublayers are written: what the deci form's
+     * per-layer arrays say */
+    for (int32_t i = 0; i < cp->n_kept; i++)
+        (cp->kept[i].kind == TLM_SUBLAYER_ATTN ? p->keep_attn : p->keep_mlp)[cp->kept[i].layer] = true;
     for (int32_t il = 0; il < NL; il++) p->pruned |= !p->keep_attn[il] || !p->keep_mlp[il];
     if (p->pruned && NL > 0 && !p->keep_attn[0])
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
@@ -281,9 +247,7 @@ static tlm_status plan_build(gg_plan *p) {
     for (int32_t il = 0; il < NL; il++)
         p->placeholder_mlp[il] = p->pruned && !p->keep_mlp[il] && (p->keep_attn[il] || il == NL - 1);
 
-    if ((st = plan_add(p, tensor_spec_model(hp->arch, MODEL_TOK_EMBD)->gguf, NULL, &m->tok_embd,
-                       -1, false, V, E, 0)))
-        return st;
+    layout_plan_tensor(p, &cp->tensors[MODEL_TOK_EMBD]);
     if (hp->rope_scaling == TLM_ROPE_SCALING_LLAMA3) {
         const int32_t half = hp->rope_dim / 2;
         if (!(p->rope_freqs = tlm_malloc((size_t)half * sizeof(float))))
@@ -294,20 +258,21 @@ static tlm_status plan_build(gg_plan *p) {
                 freq, hp->rope_factor, hp->rope_low_freq_factor, hp->rope_high_freq_factor,
                 hp->rope_orig_ctx);
         }
-        if ((st = plan_add(p, "rope_freqs.weight", p->rope_freqs, NULL, -1, false, 0,
-                           (uint64_t)half, 0)))
-            return st;
+        const char *name = "rope_freqs.weight";
+        layout_add(p, name, 1, 1, (uint64_t)half,
+                   tlm_type_rules_choose(&p->plan.types, name, 1, (uint64_t)half))
+            ->values = p->rope_freqs;
     }
-    for (int32_t il = 0; il < NL; il++)
-        if ((st = plan_layer(p, il))) return st;
-    if ((st = plan_add(p, tensor_spec_model(hp->arch, MODEL_OUT_NORM)->gguf, NULL, &m->out_norm,
-                       -1, false, 0, E, 0)))
-        return st;
-    if (!hp->tied_embeddings &&
-        (st = plan_add(p, tensor_spec_model(hp->arch, MODEL_OUTPUT)->gguf, NULL, &m->output, -1,
-                       false, V, E, 0)))
-        return st;
-    return tlm_type_rules_check_used(&p->types, p->err);
+    /* the kept sublayers in order, a placeholder after a layer's attention
+     * (or in its place in the last layer) */
+    int32_t next = 0;
+    for (int32_t il = 0; il < NL; il++) {
+        while (next < cp->n_kept && cp->kept[next].layer == il) layout_sublayer(p, &cp->kept[next++]);
+        if (p->placeholder_mlp[il]) layout_placeholder_mlp(p, il);
+    }
+    /* the plan's model tensors: token embedding, output norm, output */
+    for (int32_t i = 1; i < cp->n_model_tensors; i++) layout_plan_tensor(p, &cp->tensors[i]);
+    return tlm_type_rules_check_used(&p->plan.types, p->err);
 }
 
 static void plan_free(gg_plan *p) {
@@ -316,7 +281,7 @@ static void plan_free(gg_plan *p) {
     tlm_free(p->placeholder_mlp);
     tlm_free(p->tensors);
     tlm_free(p->rope_freqs);
-    tlm_type_rules_free(&p->types);
+    convert_plan_free(&p->plan);
 }
 
 /* ------------------------------------------------------------ header */
@@ -333,7 +298,7 @@ static uint32_t file_type_of(uint32_t dtype) {
 
 /* The model's keys, then the tokenizer's. */
 static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
-    const struct tlm_model *m = p->m;
+    const struct tlm_model *m = p->plan.m;
     const tlm_hparams *hp = &m->hp;
     const char *arch = p->pruned ? "deci" : "llama";
     char key[128];
@@ -408,58 +373,6 @@ static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
                     : TLM_OK;
 }
 
-/* ------------------------------------------------------------- output */
-
-typedef struct out_file {
-    const char *dst;
-    const char *const *inputs; /* what it may not replace (tlm_write_options) */
-    size_t n_inputs;
-    tlm_atomic_file file;
-    uint8_t *buf;
-    size_t used;
-    uint64_t pos, total;
-    tlm_progress_fn progress;
-    void *user;
-    tlm_error *err;
-} out_file;
-
-static tlm_status out_flush(out_file *o) {
-    tlm_status st = tlm_atomic_write(&o->file, o->buf, o->used, o->err);
-    if (st) return st;
-    o->used = 0;
-    if (o->progress && !o->progress(o->user, "write", o->pos, o->total))
-        return tlm_seterr(o->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
-    return TLM_OK;
-}
-
-static tlm_status out_put(out_file *o, const void *src, size_t n) {
-    const uint8_t *s = src;
-    o->pos += n;
-    while (n > 0) {
-        size_t room = OUT_BUFFER_BYTES - o->used;
-        size_t take = n < room ? n : room;
-        memcpy(o->buf + o->used, s, take);
-        o->used += take;
-        s += take;
-        n -= take;
-        if (o->used == OUT_BUFFER_BYTES) {
-            tlm_status st = out_flush(o);
-            if (st) return st;
-        }
-    }
-    return TLM_OK;
-}
-
-static tlm_status out_pad_to(out_file *o, uint64_t offset) {
-    static const uint8_t zeros[GGUF_ALIGN];
-    while (o->pos < offset) {
-        size_t take = offset - o->pos < sizeof zeros ? (size_t)(offset - o->pos) : sizeof zeros;
-        tlm_status st = out_put(o, zeros, take);
-        if (st) return st;
-    }
-    return TLM_OK;
-}
-
 /* --------------------------------------------------------- tensor data */
 
 /* The source row that lands at row r: within each head of hd rows, GGUF
@@ -473,120 +386,101 @@ static uint64_t source_row(const gg_tensor *t, uint64_t r) {
 }
 
 /* One row of t into dst (t->row_bytes). zero_row: max_cols zeros. */
-static tlm_status convert_row(out_file *o, const gg_tensor *t, uint64_t r, const float *zero_row,
+static tlm_status convert_row(gg_plan *p, const gg_tensor *t, uint64_t r, const float *zero_row,
                               uint8_t *dst) {
     const uint64_t sr = source_row(t, r);
     const int64_t n = (int64_t)t->cols;
+    const float *src = t->pt ? tensor_f32(t->pt->source) : t->values;
     if (t->perm_heads > 0 && t->n_dims == 1) {
         /* a bias vector: its elements are the "rows" of the permutation */
         const uint64_t hd = t->cols / (uint64_t)t->perm_heads, half = hd / 2;
         float *out = (float *)dst;
         for (uint64_t c = 0; c < t->cols; c++)
-            out[c] = t->src[(c / hd) * hd + (c % hd % 2) * half + (c % hd) / 2];
+            out[c] = src[(c / hd) * hd + (c % hd % 2) * half + (c % hd) / 2];
         return TLM_OK;
     }
-    if (t->qsrc) {
-        if (!tlm_qunpack((tlm_qtype)t->dtype, t->qsrc->data, n, (int64_t)sr, (int64_t)sr + 1, dst))
-            return tlm_seterr(o->err, TLM_ERR_FORMAT, "%s: tensor '%s' cannot be unpacked", o->dst,
+    if (t->pt && t->pt->packed_copy) {
+        if (!tlm_qunpack((tlm_qtype)t->dtype, t->pt->source->data, n, (int64_t)sr, (int64_t)sr + 1,
+                         dst))
+            return tlm_seterr(p->err, TLM_ERR_FORMAT, "%s: tensor '%s' cannot be unpacked", p->dst,
                               t->name);
         return TLM_OK;
     }
-    const float *x = t->zero ? zero_row : t->src + sr * t->cols;
+    const float *x = src ? src + sr * t->cols : zero_row;
     switch (t->dtype) {
-    case TLM_DTYPE_F32: memcpy(dst, x, (size_t)n * sizeof(float)); break;
+    case TLM_DTYPE_F32:
     case TLM_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tlm_f32_to_f16(x[i]);
-        break;
-    case TLM_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tlm_f32_to_bf16(x[i]);
-        break;
+    case TLM_DTYPE_BF16: plan_convert_floats(t->dtype, x, dst, (size_t)n); break;
     default:
         for (int64_t i = 0; i < n; i++)
             if (!isfinite(x[i]))
-                return tlm_seterr(o->err, TLM_ERR_FORMAT,
+                return tlm_seterr(p->err, TLM_ERR_FORMAT,
                                   "%s: tensor '%s' of the source holds NaN or infinity (row %" PRIu64
-                                  "); it cannot be quantized", o->dst, t->name, sr);
+                                  "); it cannot be quantized", p->dst, t->name, sr);
         if (t->dtype == TLM_DTYPE_Q8_G32) tlm_q8_g32_quantize_row(x, (tlm_block_q8_g32 *)dst, n);
         else tlm_q4_g32_quantize_row(x, (tlm_block_q4_g32 *)dst, n);
     }
     return TLM_OK;
 }
 
-static tlm_status write_tensor(out_file *o, const gg_tensor *t, const float *zero_row,
+static tlm_status write_tensor(gg_plan *p, out_file *o, const gg_tensor *t, const float *zero_row,
                                uint8_t *scratch, size_t scratch_bytes) {
     size_t used = 0;
     for (uint64_t r = 0; r < t->rows; r++) {
         if (used + t->row_bytes > scratch_bytes) {
-            tlm_status st = out_put(o, scratch, used);
+            tlm_status st = out_file_put(o, scratch, used);
             if (st) return st;
             used = 0;
         }
-        tlm_status st = convert_row(o, t, r, zero_row, scratch + used);
+        tlm_status st = convert_row(p, t, r, zero_row, scratch + used);
         if (st) return st;
         used += (size_t)t->row_bytes;
     }
-    return used ? out_put(o, scratch, used) : TLM_OK;
-}
-
-/* Layer il's arrays for its tensors [first, end): materialised when the model
- * was loaded lazily (model.h), so that the writer holds one layer in f32 at a
- * time; on a model loaded whole the pointers are already there. */
-static tlm_status layer_enter(gg_plan *p, int32_t il, int32_t first, int32_t end) {
-    tlm_status st = model_layer_materialize(p->m, il, p->err);
-    if (st) return st;
-    for (int32_t i = first; i < end; i++) {
-        gg_tensor *t = &p->tensors[i];
-        t->src = tensor_f32(t->source);
-        if (!t->src && !t->qsrc) /* the loaders record every tensor of a present sublayer */
-            return tlm_seterr(p->err, TLM_ERR_ARG, "%s: the model has no tensor '%s'", p->dst,
-                              t->name);
-    }
-    return TLM_OK;
-}
-
-/* After layer il's last tensor is written: frees a materialised layer (its
- * tensors' src back to the fields, NULL for a released layer). */
-static void layer_leave(gg_plan *p, int32_t il, int32_t first, int32_t end) {
-    model_layer_release(p->m, il);
-    for (int32_t i = first; i < end; i++) p->tensors[i].src = tensor_f32(p->tensors[i].source);
+    return used ? out_file_put(o, scratch, used) : TLM_OK;
 }
 
 static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header) {
     const uint64_t data_start = tlm_align_up(header->len, GGUF_ALIGN);
     const gg_tensor *last = &p->tensors[p->n_tensors - 1];
-    o->total = data_start + last->offset + last->bytes;
-    if (o->progress && !o->progress(o->user, "write", 0, o->total))
-        return tlm_seterr(p->err, TLM_ERR_ARG, "%s: cancelled; nothing was written", o->dst);
-    /* the whole size is reserved: a full disk fails here, not at the end */
-    tlm_status st = tlm_atomic_open(&o->file, o->dst, o->inputs, o->n_inputs, 0644, o->total, o->err);
-    if (st || (st = out_put(o, header->p, header->len))) return st;
+    tlm_status st = out_file_open(o, data_start + last->offset + last->bytes);
+    if (st || (st = out_file_put(o, header->p, header->len))) return st;
 
     const size_t scratch_bytes = (size_t)(p->max_row_bytes > CHUNK_BYTES ? p->max_row_bytes
                                                                           : CHUNK_BYTES);
     uint8_t *scratch = tlm_malloc_aligned(scratch_bytes);
     float *zero_row = tlm_calloc((size_t)p->max_cols, sizeof(float));
     if (!scratch || !zero_row) st = tlm_seterr(p->err, TLM_ERR_NOMEM, "%s: out of memory", o->dst);
-    int32_t first = 0, end = 0; /* the current layer's tensors (contiguous in the plan) */
+    /* a layer's tensors are contiguous: it is entered (materialised, when
+     * loaded lazily) before its first and left after its last */
+    int32_t entered = -1;
     for (int32_t i = 0; i < p->n_tensors && !st; i++) {
-        const int32_t il = p->tensors[i].layer;
-        if (il >= 0 && i >= end) {
-            first = i;
-            end = i + 1;
-            while (end < p->n_tensors && p->tensors[end].layer == il) end++;
-            st = layer_enter(p, il, first, end);
+        const gg_tensor *t = &p->tensors[i];
+        if (t->pt && t->layer >= 0 && t->layer != entered) {
+            const plan_sublayer *S = NULL; /* the layer's plan tensors: its kept sublayers' */
+            int32_t first = -1, end = -1;
+            for (int32_t k = 0; k < p->plan.n_kept; k++) {
+                S = &p->plan.kept[k];
+                if (S->layer != t->layer) continue;
+                if (first < 0) first = S->first;
+                end = S->first + S->count;
+            }
+            st = plan_layer_enter(&p->plan, t->layer, first, end);
+            if (st) break;
+            entered = t->layer;
         }
-        if (!st) st = out_pad_to(o, data_start + p->tensors[i].offset);
-        if (!st) st = write_tensor(o, &p->tensors[i], zero_row, scratch, scratch_bytes);
-        if (il >= 0 && (st || i + 1 == end)) layer_leave(p, il, first, end);
+        if (!st) st = out_file_pad_to(o, data_start + t->offset);
+        if (!st) st = write_tensor(p, o, t, zero_row, scratch, scratch_bytes);
+        const bool layer_done = i + 1 == p->n_tensors || !p->tensors[i + 1].pt ||
+                                p->tensors[i + 1].layer != entered;
+        if (entered >= 0 && (st || layer_done)) {
+            plan_layer_leave(&p->plan, entered);
+            entered = -1;
+        }
     }
     tlm_free(scratch);
     tlm_free(zero_row);
-    if (st) return st;
-    if (o->pos != o->total)
-        return tlm_seterr(p->err, TLM_ERR_IO, "%s: internal error: wrote %" PRIu64
-                          " bytes of a planned %" PRIu64, o->dst, o->pos, o->total);
-    if ((st = out_flush(o))) return st;
-    return tlm_atomic_commit(&o->file, o->err);
+    if (st || (st = out_file_finish(o))) return st;
+    return out_file_commit(o);
 }
 
 tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
@@ -598,13 +492,11 @@ tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_
                           wo->dtype);
     if (m->hp.n_layer <= 0)
         return tlm_seterr(err, TLM_ERR_ARG, "%s: the model has no layers", dst);
-    gg_plan p = {.m = m, .o = wo, .dst = dst, .err = err};
-    out_file o = {.dst = dst, .inputs = wo->inputs, .n_inputs = wo->n_inputs, .file = {.fd = -1},
-                  .progress = wo->progress, .user = wo->user,
-                  .err = err};
+    gg_plan p = {.o = wo, .dst = dst, .err = err, .plan = {.spool = {.fd = -1}}};
+    out_file o = {.file = {.fd = -1}};
     kv_writer kv = {0};
     tlm_byte_buf header = {0};
-    tlm_status st = plan_build(&p);
+    tlm_status st = plan_build(&p, m);
     if (!st) st = build_metadata(&p, &kv);
     if (!st) {
         uint64_t at = 0;
@@ -628,13 +520,9 @@ tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_
         }
         if (header.oom) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
     }
-    if (!st) {
-        o.buf = tlm_malloc_aligned(OUT_BUFFER_BYTES);
-        if (!o.buf) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
-    }
+    if (!st) st = out_file_init(&o, dst, wo->inputs, wo->n_inputs, false, wo->progress, wo->user, err);
     if (!st) st = write_file(&p, &o, &header);
-    if (st) tlm_atomic_discard(&o.file);
-    tlm_free(o.buf);
+    out_file_close(&o);
     tlm_free(kv.b.p);
     tlm_free(header.p);
     plan_free(&p);

@@ -231,12 +231,14 @@ typedef struct tlm_write_options {
     const char *const *inputs;
     size_t n_inputs;
     const tlm_tokenizer_blob *tokenizer;
+    int32_t n_threads;                   /* for quantizing; 0 = the OpenMP default */
     tlm_progress_fn progress;
     void *user;
 } tlm_write_options;
 
 /* Writes m (minus dropped sublayers) to dst through a temporary file in the
- * same directory, fsync and rename (tlm_writer.c). */
+ * same directory, fsync and rename (tlm_writer.c): the plan, quantization
+ * and serialize stages of convert_plan.h. */
 tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
                            tlm_error *err);
 

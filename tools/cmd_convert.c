@@ -2,7 +2,6 @@
  * file (or a GGUF), optionally calibrated (activation-aware int8/int4,
  * importance scores) and with sublayers dropped. */
 #include <math.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "model.h"
 #include "atomic_file.h"
 #include "model_registry.h"
 
@@ -244,7 +242,7 @@ int cmd_convert(int argc, char **argv) {
     const bool quantized = params.type == TLM_TYPE_Q8_G32 || params.type == TLM_TYPE_Q4_G32;
     /* the GGUF writer quantizes round-to-nearest: calibrate only to drop */
     const bool calibrate = !o.no_calib && ((quantized && !gguf) || o.n_drops > 0);
-    if (o.threads) omp_set_num_threads((int)o.threads);
+    params.n_threads = (int32_t)o.threads;
 
     tlm_error err = {0};
     char path[4096];
@@ -255,12 +253,13 @@ int cmd_convert(int argc, char **argv) {
     install_handlers();
     convert_progress progress = {.tty = cli_stderr_is_tty()};
     double t0 = cli_now_seconds();
-    /* Lazily: calibration and the writers materialise one layer at a time,
-     * so the peak is one layer in f32, not the whole source.
+    /* Lazily: calibration and the writers read one layer at a time, so the
+     * peak is one layer in f32, not the whole source.
      * TRIMLM_CONVERT_EAGER=1 loads it whole, for the tests to compare. */
     const char *eager = getenv("TRIMLM_CONVERT_EAGER");
-    tlm_model *m = eager && strcmp(eager, "1") == 0 ? tlm_model_load(path, &err)
-                                                    : model_load_lazy(path, &err);
+    tlm_model_load_params lp = tlm_model_default_load_params();
+    lp.lazy_layers = !(eager && strcmp(eager, "1") == 0);
+    tlm_model *m = tlm_model_load_with(path, &lp, &err);
     if (!m) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(m, &info);
@@ -305,6 +304,12 @@ int cmd_convert(int argc, char **argv) {
                 rc = cli_usage_error("convert", "%s", err.msg);
                 goto done;
             }
+        /* the union of the specs, now that the scores chose: removing all of
+         * a kind is a bad command line, not a failure of the conversion */
+        if (tlm_drop_check(m, NULL, 0, drop_attn, drop_mlp, &err) != TLM_OK) {
+            rc = cli_usage_error("convert", "%s", err.msg);
+            goto done;
+        }
     }
     params.calib = calib;
     params.drop_attn = drop_attn;
@@ -317,10 +322,7 @@ int cmd_convert(int argc, char **argv) {
         goto done;
     }
     if (st != TLM_OK) {
-        /* naming a sublayer the source lacks, or all of a kind, is a bad command line */
-        rc = st == TLM_ERR_ARG && (strstr(err.msg, "cannot be dropped") || strstr(err.msg, "the drops remove"))
-                 ? cli_usage_error("convert", "%s", err.msg)
-                 : cli_fail_err(&err);
+        rc = cli_fail_err(&err);
         goto done;
     }
     struct stat sb;

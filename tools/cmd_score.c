@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "model.h"
 #include "atomic_file.h"
 #include "model_registry.h"
 #include "svg_plot.h"
@@ -278,7 +277,9 @@ int cmd_score(int argc, char **argv) {
         return cli_fail_err(&err);
     /* the pass materialises one layer at a time (model.h): the peak is one
      * layer in f32, not the whole model */
-    tlm_model *model = model_load_lazy(path, &err);
+    tlm_model_load_params lp = tlm_model_default_load_params();
+    lp.lazy_layers = true;
+    tlm_model *model = tlm_model_load_with(path, &lp, &err);
     if (!model) return cli_fail_err(&err);
     tlm_model_info info;
     tlm_model_get_info(model, &info);

@@ -50,6 +50,20 @@ typedef struct tlm_model tlm_model;
 tlm_model *tlm_model_load(const char *path, tlm_error *err);
 void tlm_model_free(tlm_model *m);
 
+typedef struct tlm_model_load_params {
+    bool lazy_layers; /* for calibration and conversion: every tensor is checked as
+                         usual, but a GGUF or Hugging Face source's layers are read
+                         and converted only when a pass reaches them, one at a time,
+                         so the peak is one layer in f32, not the model. Such a model
+                         serves tlm_calibrate and tlm_convert_model; tlm_decode
+                         refuses it. A .tlm file is always loaded whole. */
+} tlm_model_load_params;
+
+tlm_model_load_params tlm_model_default_load_params(void); /* lazy_layers false */
+/* tlm_model_load with params (NULL = the defaults). */
+tlm_model *tlm_model_load_with(const char *path, const tlm_model_load_params *params,
+                               tlm_error *err);
+
 typedef struct tlm_model_info {
     const char *arch;          /* "llama", "qwen2", ... */
     const char *name;          /* general.name or the directory name */
@@ -256,6 +270,8 @@ typedef struct tlm_convert_params {
                               NULL = round-to-nearest and no scores. */
     const bool *drop_attn, *drop_mlp; /* n_layer flags each: sublayers left out of the
                               file (tlm_drop_select); NULL = keep all */
+    int32_t n_threads;     /* threads quantizing (0 = the OpenMP default); at most
+                              TLM_MAX_THREADS */
     const char *to;        /* output format: "tlm" (NULL = default) or "gguf", a GGUF
                               that llama.cpp loads (runtime/gguf_writer.h: "llama", or
                               "deci" when sublayers are removed; scores not stored) */
