@@ -50,6 +50,7 @@ struct model_lazy {
     int32_t *first, *count; /* (n_layer) each: the layer's tensors */
     float **block;          /* (n_layer) the materialised layer's block, or NULL */
     bool *ready;            /* (n_layer) materialised (a layer without tensors has no block) */
+    int64_t n_reads;        /* layers materialised so far: what a pass costs in reading */
 };
 
 struct model_lazy *model_lazy_new(const char *src, int32_t n_layer, model_lazy_convert_fn convert,
@@ -212,8 +213,11 @@ tlm_status model_layer_materialize(const struct tlm_model *m, int32_t il, tlm_er
     }
     lz->block[il] = block;
     lz->ready[il] = true;
+    lz->n_reads++;
     return TLM_OK;
 }
+
+int64_t model_layer_reads(const struct tlm_model *m) { return m->lazy ? m->lazy->n_reads : 0; }
 
 void model_layer_release(const struct tlm_model *m, int32_t il) {
     struct model_lazy *lz = m->lazy;
