@@ -13,19 +13,8 @@ char *tlm_path_join(const char *dir, const char *name);
 /* True when path names a regular file. */
 bool tlm_is_regular_file(const char *path);
 
-/* Reads a whole regular file of at most max_bytes into a NUL-terminated
- * tlm_malloc'd buffer (cJSON is only safe on terminated text); *len gets the
- * byte count without the NUL. NULL with err naming the file on failure.
- * Anything that is not a regular file (/dev/zero, a FIFO, a directory) is
- * refused without reading from it: opened non-blocking, so that a FIFO
- * without a writer cannot hang the caller. This is the one reader of every
- * text input (prompt files, evaluation data, conversations, JSON). */
-char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err);
-
-/* The same for an open descriptor that may be a pipe or a terminal (standard
- * input): reads until end of file, failing once more than max_bytes arrive.
- * name names it in messages. */
-char *tlm_read_fd(int fd, const char *name, size_t max_bytes, size_t *len, tlm_error *err);
+/* tlm_read_file and tlm_read_fd, the readers of text inputs, are declared in
+ * trimlm.h. */
 
 /* Maps a whole regular file read-only. An empty file gives *map = NULL and
  * *size = 0. Opened non-blocking so that a FIFO named by mistake cannot hang

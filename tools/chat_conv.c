@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomic_file.h"
 #include "cli.h"
 
 /* --------------------------------------------------------------- UTF-8 */

@@ -2,7 +2,6 @@
  * shared by the trimlm subcommands (see cli.h). */
 #include "cli.h"
 
-#include "fileio.h"
 
 #include <errno.h>
 #include <math.h>

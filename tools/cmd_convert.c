@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "atomic_file.h"
 #include "model_registry.h"
 
 static const char convert_usage[] =

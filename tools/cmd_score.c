@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "atomic_file.h"
 #include "model_registry.h"
 #include "svg_plot.h"
 

@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "atomic_file.h"
 #include "trimlm.h"
 
 #define SHA256_HEX_LEN 64

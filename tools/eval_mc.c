@@ -38,7 +38,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
 #include "cli.h"
 #include "eval.h"
 #include "eval_mc_items.h"
