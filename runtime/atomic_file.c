@@ -149,7 +149,7 @@ tlm_status tlm_atomic_write(tlm_atomic_file *f, const void *src, size_t n, tlm_e
     return TLM_OK;
 }
 
-tlm_status tlm_atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint64_t offset,
+tlm_status atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint64_t offset,
                              const char *what, tlm_error *err) {
     const uint8_t *p = src;
     for (size_t done = 0; done < n;) {

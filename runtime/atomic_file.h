@@ -14,7 +14,7 @@
 
 /* Writes n bytes at offset (e.g. a header filled in last); what names them
  * in the message ("the header"). */
-tlm_status tlm_atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint64_t offset,
+tlm_status atomic_pwrite(tlm_atomic_file *f, const void *src, size_t n, uint64_t offset,
                              const char *what, tlm_error *err);
 
 #endif

@@ -5,7 +5,7 @@
 
 #include "alloc.h"
 
-void tlm_buf_put(tlm_byte_buf *b, const void *src, size_t n) {
+void buf_put(tlm_byte_buf *b, const void *src, size_t n) {
     if (b->oom) return;
     if (n > b->cap - b->len) {
         size_t cap = b->cap ? b->cap : 4096;

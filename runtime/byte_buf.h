@@ -16,16 +16,16 @@ typedef struct tlm_byte_buf {
 } tlm_byte_buf;
 
 /* Appends n bytes of src. */
-void tlm_buf_put(tlm_byte_buf *b, const void *src, size_t n);
+void buf_put(tlm_byte_buf *b, const void *src, size_t n);
 
 /* Values in the host's byte order (little-endian on every supported target). */
-static inline void tlm_buf_u32(tlm_byte_buf *b, uint32_t v) { tlm_buf_put(b, &v, 4); }
-static inline void tlm_buf_u64(tlm_byte_buf *b, uint64_t v) { tlm_buf_put(b, &v, 8); }
+static inline void buf_u32(tlm_byte_buf *b, uint32_t v) { buf_put(b, &v, 4); }
+static inline void buf_u64(tlm_byte_buf *b, uint64_t v) { buf_put(b, &v, 8); }
 
 /* A GGUF string: u64 length, then the bytes (no terminator). */
-static inline void tlm_buf_str(tlm_byte_buf *b, const char *s, size_t n) {
-    tlm_buf_u64(b, n);
-    tlm_buf_put(b, s, n);
+static inline void buf_str(tlm_byte_buf *b, const char *s, size_t n) {
+    buf_u64(b, n);
+    buf_put(b, s, n);
 }
 
 #endif

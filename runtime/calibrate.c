@@ -107,7 +107,7 @@ static tlm_status text_open(const char *path, calib_text *t, tlm_error *err) {
         return TLM_OK;
     }
     tlm_error e;
-    if (tlm_map_file(path, &t->map, &t->len, &e) != TLM_OK)
+    if (map_whole_file(path, &t->map, &t->len, &e) != TLM_OK)
         return tlm_seterr(err, e.code, "calibration text %s", e.msg);
     t->bytes = t->map;
     if (t->len == 0) return tlm_seterr(err, TLM_ERR_FORMAT, "calibration text %s is empty", path);

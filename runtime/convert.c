@@ -111,7 +111,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
                         src, (int)tlm_calib_n_layer(p.calib), (int)m->hp.n_layer);
     tlm_tokenizer_blob tb;
     memset(&tb, 0, sizeof tb);
-    if (!st) st = tlm_tokenizer_blob_from_source(src, &tb, &local);
+    if (!st) st = tokenizer_blob_from_source(src, &tb, &local);
     if (!st) {
         tlm_write_options wo = {.dtype = (uint32_t)p.type, .keep_wide = p.keep_wide,
                                 .drop_attn = p.drop_attn, .drop_mlp = p.drop_mlp,
@@ -123,11 +123,11 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
          * calling thread's OpenMP setting: set for this call only */
         const int caller_threads = omp_get_max_threads();
         if (p.n_threads > 0) omp_set_num_threads(p.n_threads);
-        if (p.to && strcmp(p.to, "gguf") == 0) st = tlm_write_gguf(m, dst, &wo, &local);
-        else st = tlm_write_model(m, dst, &wo, &local);
+        if (p.to && strcmp(p.to, "gguf") == 0) st = write_gguf_file(m, dst, &wo, &local);
+        else st = write_tlm_file(m, dst, &wo, &local);
         omp_set_num_threads(caller_threads);
     }
-    tlm_tokenizer_blob_free(&tb);
+    tokenizer_blob_free(&tb);
     if (st && err) *err = local;
     return st;
 }

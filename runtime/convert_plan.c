@@ -59,7 +59,7 @@ static tlm_status plan_add(convert_plan *p, const tensor_spec *spec, int32_t il,
     t->n_dims = spec->rows == DIM_ONE ? 1 : 2;
     t->rows = (uint64_t)tensor_spec_dim(hp, spec->rows);
     t->cols = (uint64_t)tensor_spec_dim(hp, spec->cols);
-    t->dtype = tlm_type_rules_choose(&p->types, name, t->n_dims, t->cols);
+    t->dtype = type_rules_choose(&p->types, name, t->n_dims, t->cols);
     t->packed_copy = packed;
     if (packed && t->dtype != (uint32_t)source->type)
         return tlm_seterr(p->err, TLM_ERR_UNSUPPORTED,
@@ -105,7 +105,7 @@ tlm_status convert_plan_build(convert_plan *p, const struct tlm_model *m, const 
     const tlm_hparams *hp = &m->hp;
     const int32_t NL = hp->n_layer;
     tlm_status st;
-    if ((st = tlm_type_rules_init(&p->types, pp->dtype, pp->keep_wide, dst, err))) return st;
+    if ((st = type_rules_init(&p->types, pp->dtype, pp->keep_wide, dst, err))) return st;
     p->kept = tlm_calloc((size_t)NL * 2 + 1, sizeof *p->kept);
     p->dropped = tlm_calloc((size_t)NL * 2 + 1, sizeof *p->dropped);
     if (!p->kept || !p->dropped) return tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
@@ -141,7 +141,7 @@ void convert_plan_free(convert_plan *p) {
     tlm_free(p->scores);
     tlm_free(p->alpha);
     tlm_free(p->out_imp);
-    tlm_type_rules_free(&p->types);
+    type_rules_free(&p->types);
     spool_close(&p->spool);
     memset(p, 0, sizeof *p);
     p->spool.fd = -1;

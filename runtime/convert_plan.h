@@ -92,7 +92,7 @@ plan_params plan_params_of(const tlm_write_options *wo);
 
 /* Builds the plan of m for dst. A writer adding tensors of its own to the
  * type rules checks the --keep-wide patterns afterwards
- * (tlm_type_rules_check_used). */
+ * (type_rules_check_used). */
 tlm_status convert_plan_build(convert_plan *p, const struct tlm_model *m, const plan_params *pp,
                               const char *dst, tlm_error *err);
 void convert_plan_free(convert_plan *p);

@@ -13,7 +13,7 @@
 #include "alloc.h"
 #include "error.h"
 
-char *tlm_path_join(const char *dir, const char *name) {
+char *path_join(const char *dir, const char *name) {
     size_t ld = strlen(dir), ln = strlen(name);
     bool slash = ld > 0 && dir[ld - 1] == '/';
     char *p = tlm_malloc(ld + ln + 2);
@@ -25,7 +25,7 @@ char *tlm_path_join(const char *dir, const char *name) {
     return p;
 }
 
-bool tlm_is_regular_file(const char *path) {
+bool is_regular_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
@@ -101,7 +101,7 @@ char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *
     return buf;
 }
 
-tlm_status tlm_map_file(const char *path, const void **map, size_t *size, tlm_error *err) {
+tlm_status map_whole_file(const char *path, const void **map, size_t *size, tlm_error *err) {
     *map = NULL;
     *size = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);

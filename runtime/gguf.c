@@ -465,7 +465,7 @@ static tlm_status parse_header(parser *p, uint64_t *n_tensors, uint64_t *n_kv) {
 
 static tlm_status map_file(gguf_file *f, tlm_error *err) {
     const void *map;
-    tlm_status st = tlm_map_file(f->path, &map, &f->size, err);
+    tlm_status st = map_whole_file(f->path, &map, &f->size, err);
     if (st) return st;
     if (map) madvise((void *)map, f->size, MADV_SEQUENTIAL);
     f->map = map;

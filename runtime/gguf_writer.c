@@ -48,64 +48,64 @@ typedef struct kv_writer {
 } kv_writer;
 
 static void kv_key(kv_writer *w, const char *key, uint32_t type) {
-    tlm_buf_str(&w->b, key, strlen(key));
-    tlm_buf_u32(&w->b, type);
+    buf_str(&w->b, key, strlen(key));
+    buf_u32(&w->b, type);
     w->n++;
 }
 
 static void kv_u32(kv_writer *w, const char *key, uint32_t v) {
     kv_key(w, key, GGUF_VT_UINT32);
-    tlm_buf_u32(&w->b, v);
+    buf_u32(&w->b, v);
 }
 
 static void kv_f32(kv_writer *w, const char *key, float v) {
     kv_key(w, key, GGUF_VT_FLOAT32);
-    tlm_buf_put(&w->b, &v, 4);
+    buf_put(&w->b, &v, 4);
 }
 
 static void kv_string(kv_writer *w, const char *key, const char *v) {
     kv_key(w, key, GGUF_VT_STRING);
-    tlm_buf_str(&w->b, v, strlen(v));
+    buf_str(&w->b, v, strlen(v));
 }
 
 static void kv_i32_array(kv_writer *w, const char *key, const int32_t *v, uint64_t n) {
     kv_key(w, key, GGUF_VT_ARRAY);
-    tlm_buf_u32(&w->b, GGUF_VT_INT32);
-    tlm_buf_u64(&w->b, n);
-    tlm_buf_put(&w->b, v, (size_t)n * 4);
+    buf_u32(&w->b, GGUF_VT_INT32);
+    buf_u64(&w->b, n);
+    buf_put(&w->b, v, (size_t)n * 4);
 }
 
 static void kv_bool_array(kv_writer *w, const char *key, const bool *v, uint64_t n) {
     kv_key(w, key, GGUF_VT_ARRAY);
-    tlm_buf_u32(&w->b, GGUF_VT_BOOL);
-    tlm_buf_u64(&w->b, n);
+    buf_u32(&w->b, GGUF_VT_BOOL);
+    buf_u64(&w->b, n);
     for (uint64_t i = 0; i < n; i++) {
         uint8_t x = v[i];
-        tlm_buf_put(&w->b, &x, 1);
+        buf_put(&w->b, &x, 1);
     }
 }
 
-bool tlm_gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv) {
+bool gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv) {
     if (kv->type == GGUF_VT_ARRAY && kv->arr_type != GGUF_VT_STRING &&
         !gguf_vtype_size(kv->arr_type))
         return false;
-    tlm_buf_str(b, kv->key.ptr, (size_t)kv->key.len);
-    tlm_buf_u32(b, kv->type);
+    buf_str(b, kv->key.ptr, (size_t)kv->key.len);
+    buf_u32(b, kv->type);
     if (kv->type == GGUF_VT_STRING) {
         uint64_t len;
         memcpy(&len, kv->data, 8);
-        tlm_buf_put(b, kv->data, (size_t)(8 + len)); /* the reader checked it lies in the image */
+        buf_put(b, kv->data, (size_t)(8 + len)); /* the reader checked it lies in the image */
     } else if (kv->type == GGUF_VT_ARRAY) {
-        tlm_buf_u32(b, kv->arr_type);
-        tlm_buf_u64(b, kv->arr_n);
+        buf_u32(b, kv->arr_type);
+        buf_u64(b, kv->arr_n);
         if (kv->arr_type == GGUF_VT_STRING) {
             for (uint64_t i = 0; i < kv->arr_n; i++)
-                tlm_buf_str(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
+                buf_str(b, kv->strs[i].ptr, (size_t)kv->strs[i].len);
         } else {
-            tlm_buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
+            buf_put(b, kv->data, (size_t)(kv->arr_n * gguf_vtype_size(kv->arr_type)));
         }
     } else {
-        tlm_buf_put(b, kv->data, gguf_vtype_size(kv->type));
+        buf_put(b, kv->data, gguf_vtype_size(kv->type));
     }
     return true;
 }
@@ -207,7 +207,7 @@ static void layout_placeholder_mlp(gg_plan *p, int32_t il) {
         const uint64_t cols = sp->cols == DIM_FF ? TLM_GGUF_PLACEHOLDER_FF
                                                  : (uint64_t)tensor_spec_dim(hp, sp->cols);
         layout_add(p, name, n_dims, rows, cols,
-                   tlm_type_rules_choose(&p->plan.types, name, n_dims, cols));
+                   type_rules_choose(&p->plan.types, name, n_dims, cols));
     }
 }
 
@@ -260,7 +260,7 @@ static tlm_status plan_build(gg_plan *p, const struct tlm_model *m) {
         }
         const char *name = "rope_freqs.weight";
         layout_add(p, name, 1, 1, (uint64_t)half,
-                   tlm_type_rules_choose(&p->plan.types, name, 1, (uint64_t)half))
+                   type_rules_choose(&p->plan.types, name, 1, (uint64_t)half))
             ->values = p->rope_freqs;
     }
     /* the kept sublayers in order, a placeholder after a layer's attention
@@ -272,7 +272,7 @@ static tlm_status plan_build(gg_plan *p, const struct tlm_model *m) {
     }
     /* the plan's model tensors: token embedding, output norm, output */
     for (int32_t i = 1; i < cp->n_model_tensors; i++) layout_plan_tensor(p, &cp->tensors[i]);
-    return tlm_type_rules_check_used(&p->plan.types, p->err);
+    return type_rules_check_used(&p->plan.types, p->err);
 }
 
 static void plan_free(gg_plan *p) {
@@ -361,7 +361,7 @@ static tlm_status build_metadata(gg_plan *p, kv_writer *w) {
             gguf_str_eq(kv->key, "tokenizer.chat_template"))
             continue;
         has_model |= gguf_str_eq(kv->key, "tokenizer.ggml.model");
-        if (tlm_gguf_put_kv(&w->b, kv)) w->n++;
+        if (gguf_put_kv(&w->b, kv)) w->n++;
     }
     gguf_close(f);
     if (!has_model)
@@ -483,10 +483,10 @@ static tlm_status write_file(gg_plan *p, out_file *o, const tlm_byte_buf *header
     return out_file_commit(o);
 }
 
-tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
+tlm_status write_gguf_file(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
                           tlm_error *err) {
     if (!m || !dst || !*dst || !wo || !wo->tokenizer)
-        return tlm_seterr(err, TLM_ERR_ARG, "tlm_write_gguf: missing argument");
+        return tlm_seterr(err, TLM_ERR_ARG, "write_gguf_file: missing argument");
     if (!tlm_dtype_float_bytes(wo->dtype) && !tlm_dtype_is_quant(wo->dtype))
         return tlm_seterr(err, TLM_ERR_UNSUPPORTED, "%s: tensor type %u cannot be written", dst,
                           wo->dtype);
@@ -504,19 +504,19 @@ tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_
             p.tensors[i].offset = at;
             at = tlm_align_up(at + p.tensors[i].bytes, GGUF_ALIGN);
         }
-        tlm_buf_put(&header, "GGUF", 4);
-        tlm_buf_u32(&header, 3);
-        tlm_buf_u64(&header, (uint64_t)p.n_tensors);
-        tlm_buf_u64(&header, kv.n);
-        tlm_buf_put(&header, kv.b.p, kv.b.len);
+        buf_put(&header, "GGUF", 4);
+        buf_u32(&header, 3);
+        buf_u64(&header, (uint64_t)p.n_tensors);
+        buf_u64(&header, kv.n);
+        buf_put(&header, kv.b.p, kv.b.len);
         for (int32_t i = 0; i < p.n_tensors; i++) {
             const gg_tensor *t = &p.tensors[i];
-            tlm_buf_str(&header, t->name, strlen(t->name));
-            tlm_buf_u32(&header, t->n_dims);
-            tlm_buf_u64(&header, t->cols);
-            if (t->n_dims == 2) tlm_buf_u64(&header, t->rows);
-            tlm_buf_u32(&header, ggml_type_of(t->dtype));
-            tlm_buf_u64(&header, t->offset);
+            buf_str(&header, t->name, strlen(t->name));
+            buf_u32(&header, t->n_dims);
+            buf_u64(&header, t->cols);
+            if (t->n_dims == 2) buf_u64(&header, t->rows);
+            buf_u32(&header, ggml_type_of(t->dtype));
+            buf_u64(&header, t->offset);
         }
         if (header.oom) st = tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dst);
     }

@@ -37,11 +37,11 @@
  * GGUF, through a temporary file next to it, fsync and rename; on failure or
  * cancellation nothing is left behind. o->tokenizer must be a "gguf-kv" blob
  * (a GGUF or .tlm-from-GGUF source): its tokenizer.* keys are copied. */
-tlm_status tlm_write_gguf(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
+tlm_status write_gguf_file(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
                           tlm_error *err);
 
 /* Appends a key-value of a parsed GGUF to b in GGUF encoding, as it is; false
  * (and nothing appended) for arrays of arrays, which no tokenizer key uses. */
-bool tlm_gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv);
+bool gguf_put_kv(tlm_byte_buf *b, const gguf_kv *kv);
 
 #endif

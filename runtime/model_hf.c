@@ -408,14 +408,14 @@ struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err) {
     struct tlm_model *m = NULL;
     st_set *set = NULL;
     cJSON *cfg = NULL;
-    char *config_path = tlm_path_join(dir, "config.json");
-    char *tok_path = tlm_path_join(dir, "tokenizer.json");
-    char *tok_cfg_path = tlm_path_join(dir, "tokenizer_config.json");
+    char *config_path = path_join(dir, "config.json");
+    char *tok_path = path_join(dir, "tokenizer.json");
+    char *tok_cfg_path = path_join(dir, "tokenizer_config.json");
     if (!config_path || !tok_path || !tok_cfg_path) {
         tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
     }
-    if (!tlm_is_regular_file(config_path)) {
+    if (!is_regular_file(config_path)) {
         tlm_seterr(err, TLM_ERR_IO, "%s: no config.json (not a Hugging Face model directory?)",
                    dir);
         goto fail;
@@ -442,11 +442,11 @@ struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err) {
     if (lazy && !(m->lazy = model_lazy_new(dir, m->hp.n_layer, convert_raw, err))) goto fail;
 
     /* The tokenizer first: it is small and its errors are cheap to report. */
-    if (!tlm_is_regular_file(tok_path)) {
+    if (!is_regular_file(tok_path)) {
         tlm_seterr(err, TLM_ERR_IO, "%s: tokenizer.json is missing", dir);
         goto fail;
     }
-    m->tok = tokenizer_from_hf(tok_path, tlm_is_regular_file(tok_cfg_path) ? tok_cfg_path : NULL, err);
+    m->tok = tokenizer_from_hf(tok_path, is_regular_file(tok_cfg_path) ? tok_cfg_path : NULL, err);
     if (!m->tok) goto fail;
     int32_t tok_vocab = tokenizer_n_vocab(m->tok);
     /* Embedding tables are often padded past the tokenizer (Qwen2); the

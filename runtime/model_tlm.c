@@ -204,7 +204,7 @@ static tlm_status reader_open(tlm_reader *r, const char *path, tlm_error *err) {
     r->err = err;
     tlm_status st;
     const void *map;
-    if ((st = tlm_map_file(r->path, &map, &r->size, r->err))) return st;
+    if ((st = map_whole_file(r->path, &map, &r->size, r->err))) return st;
     r->map = map;
     if ((st = check_header(r))) return st;
     const tlm_file_header *h = &r->h;
@@ -618,7 +618,7 @@ struct tlm_model *model_load_tlm(const char *path, tlm_error *err) {
     return m;
 }
 
-tlm_status tlm_read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tlm_error *err) {
+tlm_status read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tlm_error *err) {
     memset(out, 0, sizeof *out);
     tlm_reader r;
     tlm_status st = reader_open(&r, path, err);
@@ -644,7 +644,7 @@ tlm_status tlm_read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tl
         out->n_parts = i + 1;
     }
     reader_close(&r);
-    if (st) tlm_tokenizer_blob_free(out);
+    if (st) tokenizer_blob_free(out);
     return st;
 }
 

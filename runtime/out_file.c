@@ -82,7 +82,7 @@ tlm_status out_file_finish(out_file *o) {
 
 tlm_status out_file_pwrite(out_file *o, const void *src, size_t n, uint64_t offset,
                            const char *what) {
-    return tlm_atomic_pwrite(&o->file, src, n, offset, what, o->err);
+    return atomic_pwrite(&o->file, src, n, offset, what, o->err);
 }
 
 tlm_status out_file_commit(out_file *o) {

@@ -220,7 +220,7 @@ static tlm_status set_add_file(st_set *s, const char *path, tlm_error *err) {
 
     const void *map;
     size_t size;
-    tlm_status st = tlm_map_file(path, &map, &size, err);
+    tlm_status st = map_whole_file(path, &map, &size, err);
     if (st) return st;
     f->map = map;
     f->size = size;
@@ -397,7 +397,7 @@ static st_set *open_indexed(const char *dir, const char *index_path, tlm_error *
     s = set_new(err);
     if (!s) goto fail;
     for (size_t j = 0; j < n_shards; j++) {
-        char *shard_path = tlm_path_join(dir, shards[j]);
+        char *shard_path = path_join(dir, shards[j]);
         if (!shard_path) {
             tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", index_path);
             goto fail;
@@ -457,8 +457,8 @@ st_set *st_open_dir(const char *dir, tlm_error *err) {
         tlm_seterr(err, TLM_ERR_IO, "%s: not a directory", dir);
         return NULL;
     }
-    char *index_path = tlm_path_join(dir, ST_INDEX_NAME);
-    char *single_path = tlm_path_join(dir, ST_SINGLE_NAME);
+    char *index_path = path_join(dir, ST_INDEX_NAME);
+    char *single_path = path_join(dir, ST_SINGLE_NAME);
     st_set *s = NULL;
     if (!index_path || !single_path) {
         tlm_seterr(err, TLM_ERR_NOMEM, "%s: out of memory", dir);

@@ -206,13 +206,13 @@ typedef struct tlm_tokenizer_blob {
     uint64_t part_bytes[TLM_TOK_MAX_PARTS];
 } tlm_tokenizer_blob;
 
-void tlm_tokenizer_blob_free(tlm_tokenizer_blob *b);
+void tokenizer_blob_free(tlm_tokenizer_blob *b);
 /* The tokenizer of a model source: a GGUF file's tokenizer.* metadata, a
  * Hugging Face directory's tokenizer files, or a .tlm file's section. */
-tlm_status tlm_tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *out,
+tlm_status tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *out,
                                           tlm_error *err);
 /* model_tlm.c: a copy of a .tlm file's tokenizer section. */
-tlm_status tlm_read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tlm_error *err);
+tlm_status read_tokenizer_blob(const char *path, tlm_tokenizer_blob *out, tlm_error *err);
 
 typedef struct tlm_write_options {
     uint32_t dtype;                      /* of the matrices; vectors are f32. With
@@ -239,7 +239,7 @@ typedef struct tlm_write_options {
 /* Writes m (minus dropped sublayers) to dst through a temporary file in the
  * same directory, fsync and rename (tlm_writer.c): the plan, quantization
  * and serialize stages of convert_plan.h. */
-tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
+tlm_status write_tlm_file(const struct tlm_model *m, const char *dst, const tlm_write_options *o,
                            tlm_error *err);
 
 #endif

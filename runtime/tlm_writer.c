@@ -372,10 +372,10 @@ static tlm_status serialize(convert_plan *p, const tlm_write_options *wo, tlm_er
 
 /* ----------------------------------------------------------- the stages */
 
-tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
+tlm_status write_tlm_file(const struct tlm_model *m, const char *dst, const tlm_write_options *wo,
                            tlm_error *err) {
     if (!m || !dst || !*dst || !wo || !wo->tokenizer)
-        return tlm_seterr(err, TLM_ERR_ARG, "tlm_write_model: missing argument");
+        return tlm_seterr(err, TLM_ERR_ARG, "write_tlm_file: missing argument");
     if (!tlm_dtype_float_bytes(wo->dtype) && !tlm_dtype_is_quant(wo->dtype))
         return tlm_seterr(err, TLM_ERR_UNSUPPORTED, "%s: tensor type %u cannot be written",
                           dst, wo->dtype);
@@ -384,7 +384,7 @@ tlm_status tlm_write_model(const struct tlm_model *m, const char *dst, const tlm
     const plan_params pp = plan_params_of(wo);
     convert_plan p;
     tlm_status st = convert_plan_build(&p, m, &pp, dst, err);
-    if (!st) st = tlm_type_rules_check_used(&p.types, err);
+    if (!st) st = type_rules_check_used(&p.types, err);
     if (!st) st = quantize_plan_run(&p, wo->calib, wo->n_threads, wo->progress, wo->user);
     if (!st) st = serialize(&p, wo, err);
     convert_plan_free(&p);

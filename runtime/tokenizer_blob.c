@@ -18,7 +18,7 @@
 #include "model.h"
 #include "tlm_format.h"
 
-void tlm_tokenizer_blob_free(tlm_tokenizer_blob *b) {
+void tokenizer_blob_free(tlm_tokenizer_blob *b) {
     if (!b) return;
     for (int i = 0; i < TLM_TOK_MAX_PARTS; i++) tlm_free(b->part_data[i]);
     memset(b, 0, sizeof *b);
@@ -30,14 +30,14 @@ static tlm_status blob_from_gguf(const char *path, tlm_tokenizer_blob *out, tlm_
     if (!f) return err ? err->code : TLM_ERR_FORMAT;
     tlm_byte_buf b = {0};
     uint64_t n_kv = 0;
-    tlm_buf_put(&b, "GGUF", 4);
-    tlm_buf_u32(&b, 3);
-    tlm_buf_u64(&b, 0);    /* tensors */
-    tlm_buf_u64(&b, 0);    /* key-values: patched below */
+    buf_put(&b, "GGUF", 4);
+    buf_u32(&b, 3);
+    buf_u64(&b, 0);    /* tensors */
+    buf_u64(&b, 0);    /* key-values: patched below */
     for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
         const gguf_kv *kv = gguf_kv_at(f, i);
         if (kv->key.len >= 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0 &&
-            tlm_gguf_put_kv(&b, kv))
+            gguf_put_kv(&b, kv))
             n_kv++;
     }
     gguf_close(f);
@@ -74,15 +74,15 @@ static tlm_status blob_from_hf(const char *dir, tlm_tokenizer_blob *out, tlm_err
     return TLM_OK;
 }
 
-tlm_status tlm_tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *out,
+tlm_status tokenizer_blob_from_source(const char *src, tlm_tokenizer_blob *out,
                                           tlm_error *err) {
     memset(out, 0, sizeof *out);
     struct stat st;
     if (stat(src, &st) != 0) return tlm_seterr(err, TLM_ERR_IO, "%s: %s", src, strerror(errno));
     tlm_status s;
     if (S_ISDIR(st.st_mode)) s = blob_from_hf(src, out, err);
-    else if (model_is_tlm_file(src)) s = tlm_read_tokenizer_blob(src, out, err);
+    else if (model_is_tlm_file(src)) s = read_tokenizer_blob(src, out, err);
     else s = blob_from_gguf(src, out, err);
-    if (s != TLM_OK) tlm_tokenizer_blob_free(out);
+    if (s != TLM_OK) tokenizer_blob_free(out);
     return s;
 }

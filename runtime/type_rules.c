@@ -8,7 +8,7 @@
 #include "qformat.h"
 #include "tlm_format.h"
 
-const char *tlm_tensor_role(const char *name) {
+const char *tensor_role(const char *name) {
     if (strncmp(name, "blk.", 4) != 0) return name;
     const char *dot = strchr(name + 4, '.');
     return dot ? dot + 1 : name;
@@ -16,7 +16,7 @@ const char *tlm_tensor_role(const char *name) {
 
 /* pat names the tensor in full, or by role, either with or without ".weight". */
 static bool pattern_matches(const char *pat, const char *name) {
-    const char *role = tlm_tensor_role(name);
+    const char *role = tensor_role(name);
     size_t lp = strlen(pat);
     const char *cands[2] = {name, role};
     for (int i = 0; i < 2; i++) {
@@ -26,7 +26,7 @@ static bool pattern_matches(const char *pat, const char *name) {
     return false;
 }
 
-tlm_status tlm_type_rules_init(tlm_type_rules *r, uint32_t dtype, const char *keep_wide,
+tlm_status type_rules_init(tlm_type_rules *r, uint32_t dtype, const char *keep_wide,
                                const char *dst, tlm_error *err) {
     memset(r, 0, sizeof *r);
     r->dtype = dtype;
@@ -53,7 +53,7 @@ tlm_status tlm_type_rules_init(tlm_type_rules *r, uint32_t dtype, const char *ke
     return TLM_OK;
 }
 
-uint32_t tlm_type_rules_choose(tlm_type_rules *r, const char *name, uint32_t n_dims,
+uint32_t type_rules_choose(tlm_type_rules *r, const char *name, uint32_t n_dims,
                                uint64_t cols) {
     bool wide = n_dims == 1; /* norms and biases: tiny, and precision-critical */
     for (int32_t i = 0; i < r->n_patterns; i++)
@@ -77,7 +77,7 @@ uint32_t tlm_type_rules_choose(tlm_type_rules *r, const char *name, uint32_t n_d
     return dtype;
 }
 
-tlm_status tlm_type_rules_check_used(const tlm_type_rules *r, tlm_error *err) {
+tlm_status type_rules_check_used(const tlm_type_rules *r, tlm_error *err) {
     for (int32_t i = 0; i < r->n_patterns; i++)
         if (!r->pattern_used[i])
             return tlm_seterr(err, TLM_ERR_ARG,
@@ -87,7 +87,7 @@ tlm_status tlm_type_rules_check_used(const tlm_type_rules *r, tlm_error *err) {
     return TLM_OK;
 }
 
-void tlm_type_rules_free(tlm_type_rules *r) {
+void type_rules_free(tlm_type_rules *r) {
     for (int32_t i = 0; i < r->n_patterns; i++) tlm_free(r->patterns[i]);
     tlm_free(r->patterns);
     tlm_free(r->pattern_used);

@@ -29,17 +29,17 @@ typedef struct tlm_type_rules {
 
 /* keep_wide: comma-separated names (tlm_convert_params.keep_wide), or NULL.
  * dst names the output in an out-of-memory message. */
-tlm_status tlm_type_rules_init(tlm_type_rules *r, uint32_t dtype, const char *keep_wide,
+tlm_status type_rules_init(tlm_type_rules *r, uint32_t dtype, const char *keep_wide,
                                const char *dst, tlm_error *err);
 /* The type of tensor name with n_dims dimensions and cols inputs; marks the
  * --keep-wide patterns it matches as used. */
-uint32_t tlm_type_rules_choose(tlm_type_rules *r, const char *name, uint32_t n_dims,
+uint32_t type_rules_choose(tlm_type_rules *r, const char *name, uint32_t n_dims,
                                uint64_t cols);
 /* TLM_ERR_ARG naming the first --keep-wide pattern that matched no tensor. */
-tlm_status tlm_type_rules_check_used(const tlm_type_rules *r, tlm_error *err);
-void tlm_type_rules_free(tlm_type_rules *r);
+tlm_status type_rules_check_used(const tlm_type_rules *r, tlm_error *err);
+void type_rules_free(tlm_type_rules *r);
 
 /* The name without its "blk.N." prefix ("attn_q.weight"). */
-const char *tlm_tensor_role(const char *name);
+const char *tensor_role(const char *name);
 
 #endif

@@ -193,8 +193,8 @@ static tlm_status write_model(const tlm_model *m, const char *dst, uint32_t dtyp
     tlm_tokenizer_blob b = tok_blob();
     tlm_write_options o = {.dtype = dtype, .keep_wide = keep_wide, .drop_attn = drop_attn,
                            .drop_mlp = drop_mlp, .source_file = "memory", .tokenizer = &b};
-    tlm_status st = tlm_write_model(m, dst, &o, err);
-    tlm_tokenizer_blob_free(&b);
+    tlm_status st = write_tlm_file(m, dst, &o, err);
+    tokenizer_blob_free(&b);
     return st;
 }
 
@@ -620,8 +620,8 @@ static void write_quantizable_gguf(const char *path) {
     tlm_tokenizer_blob b = tok_blob();
     tlm_write_options o = {.dtype = TLM_DTYPE_F32, .source_file = "memory", .tokenizer = &b};
     tlm_error err;
-    assert_int_equal(tlm_write_gguf(m, path, &o, &err), TLM_OK);
-    tlm_tokenizer_blob_free(&b);
+    assert_int_equal(write_gguf_file(m, path, &o, &err), TLM_OK);
+    tokenizer_blob_free(&b);
     tlm_model_free(m);
 }
 
