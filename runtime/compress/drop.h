@@ -1,4 +1,4 @@
-/* drop.h — the drop policies of runtime/drop.c on plain score arrays, so that
+/* drop.h — the drop policies of runtime/compress/drop.c on plain score arrays, so that
  * they can be driven (and tested) without a calibration pass. */
 #ifndef TLM_DROP_H
 #define TLM_DROP_H

@@ -229,7 +229,7 @@ void tlm_sampler_reset(tlm_sampler *s);
 
 /* ----------------------------------------------- model files (.tlm) */
 
-/* trimlm's own model file: see runtime/tlm_format.h for the layout. */
+/* trimlm's own model file: see runtime/io/tlm_format.h for the layout. */
 
 /* Storage types of tensors in a .tlm file. */
 typedef enum tlm_tensor_type {
@@ -274,7 +274,7 @@ typedef struct tlm_convert_params {
     int32_t n_threads;     /* threads quantizing (0 = the OpenMP default); at most
                               TLM_MAX_THREADS */
     const char *to;        /* output format: "tlm" (NULL = default) or "gguf", a GGUF
-                              that llama.cpp loads (runtime/gguf_writer.h: "llama", or
+                              that llama.cpp loads (runtime/io/gguf_writer.h: "llama", or
                               "deci" when sublayers are removed; scores not stored) */
 } tlm_convert_params;
 
@@ -297,7 +297,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src_path, const cha
                              const tlm_convert_params *p, tlm_progress_fn progress, void *user,
                              tlm_error *err);
 
-/* Drop policies (runtime/drop.c), after arXiv 2406.15786. spec:
+/* Drop policies (runtime/compress/drop.c), after arXiv 2406.15786. spec:
  *   "attn:K", "mlp:K"   the K attention / MLP sublayers of lowest importance
  *   "block:K"           both sublayers of the K layers of lowest block importance
  *   "joint:K"           the K sublayers of lowest importance, attention and MLP
@@ -390,7 +390,7 @@ void tlm_file_desc_free(tlm_file_desc *d);
 
 /* ------------------------------------------- calibration and importance */
 
-/* One calibration pass (runtime/calibrate.c) runs the full, unpruned model
+/* One calibration pass (runtime/compress/calibrate.c) runs the full, unpruned model
  * over calibration text and gathers, in the same pass:
  *  - the importance of every attention sublayer, MLP sublayer and whole block
  *    (arXiv 2406.15786): S = 1 - cos(X, Y), X the residual stream entering it
@@ -449,7 +449,7 @@ const float *tlm_calib_act_stats(const tlm_calib *c, int32_t il, tlm_linear_inpu
 
 /* ------------------------------------------------- files written safely */
 
-/* Writing a file all or nothing (runtime/atomic_file.c), so that a crash, a
+/* Writing a file all or nothing (runtime/io/atomic_file.c), so that a crash, a
  * full disk or an interruption never leaves a half-written file under the
  * destination's name. The bytes go to a temporary file
  * ".NAME.partial-PID-XXXXXX" in the destination's directory (a rename within

@@ -2,7 +2,7 @@
  * forward.h — internal: the prefill step of one layer's sublayers, and the
  * points where an observer may look at their activations, for passes that
  * walk the model layer by layer instead of token by token
- * (runtime/calibrate.c).
+ * (runtime/compress/calibrate.c).
  *
  * tlm_decode runs every sublayer of the model's list (model.h) over a step
  * with no observer. A layer-major pass instead keeps the residual stream

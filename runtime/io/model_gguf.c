@@ -5,7 +5,7 @@
  * a lazy load (model.h) converts the layers later, from an open descriptor.
  * Architectures: llama, qwen2, and deci (llama.cpp's form for models whose
  * layers may lack attention or MLP, which `trimlm convert --to gguf` writes
- * for pruned models; runtime/gguf_writer.h): its per-layer arrays say which
+ * for pruned models; runtime/io/gguf_writer.h): its per-layer arrays say which
  * sublayers the model's list gets.
  *
  * GGUF stores a matrix with ne = [in, out]: out rows of in contiguous values,

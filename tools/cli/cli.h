@@ -116,7 +116,7 @@ void cli_progress_end(cli_progress *p);
 /* Reads a whole input file (or stdin for "-") of at most max_bytes into a
  * NUL-terminated buffer, freed with tlm_free_string(); on failure sets err
  * naming the path. What is not a regular file (/dev/zero, a FIFO) is refused,
- * and standard input is read only up to max_bytes (runtime/fileio.h). */
+ * and standard input is read only up to max_bytes (tlm_read_file, trimlm.h). */
 char *cli_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err);
 #define CLI_MAX_DATA_BYTES ((size_t)1 << 30)   /* evaluation text and data sets */
 #define CLI_MAX_SMALL_BYTES ((size_t)64 << 20) /* prompts, conversations, the registry */

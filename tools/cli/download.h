@@ -2,7 +2,7 @@
  * download.h — fetching a URL into a temporary file, pulling one member out
  * of a zip archive, and SHA-256 of files; all of it crash- and
  * interrupt-safe: data lands in temporary files next to the destination
- * (runtime/atomic_file.h), is fsync'd, and only then renamed to its final
+ * (tlm_atomic_open, trimlm.h), is fsync'd, and only then renamed to its final
  * name. Temporary files are removed on every failure and on SIGINT/SIGTERM.
  */
 #ifndef TLM_DOWNLOAD_H
