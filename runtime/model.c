@@ -164,6 +164,15 @@ struct tlm_model *model_load_lazy(const char *path, tlm_error *err) {
     return load_model(path, true, err);
 }
 
+tlm_model_load_params tlm_model_default_load_params(void) {
+    return (tlm_model_load_params){.lazy_layers = false};
+}
+
+tlm_model *tlm_model_load_with(const char *path, const tlm_model_load_params *params,
+                               tlm_error *err) {
+    return load_model(path, params && params->lazy_layers, err);
+}
+
 void tlm_model_free(tlm_model *m) {
     if (!m) return;
     model_lazy_free(m->lazy); /* the materialised layers' blocks */

@@ -233,6 +233,10 @@ struct tlm_model *model_load_lazy(const char *path, tlm_error *err);
  * and tensor. */
 tlm_status model_layer_materialize(const struct tlm_model *m, int32_t il, tlm_error *err);
 
+/* How many times a layer was materialised (read from the source) since the
+ * model was loaded; 0 for a model loaded whole. */
+int64_t model_layer_reads(const struct tlm_model *m);
+
 /* Frees layer il's block and sets its tensors' data back to NULL. */
 void model_layer_release(const struct tlm_model *m, int32_t il);
 

@@ -1,4 +1,4 @@
-# The fused calibration pass (runtime/calibrate.c) and `trimlm score`.
+# The fused calibration pass (runtime/compress/calibrate.c) and `trimlm score`.
 
 # Runs tlm_calibrate and writes scores, statistics and the text's tokens as
 # JSON; --drop-attn/--drop-mlp remove a sublayer in memory.

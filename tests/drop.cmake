@@ -1,5 +1,5 @@
 # Dropping sublayers and activation-aware quantization at conversion
-# (runtime/drop.c, quant/awq.c, `trimlm convert --drop/--drop-list/--calib`).
+# (runtime/compress/drop.c, quant/awq.c, `trimlm convert --drop/--drop-list/--calib`).
 
 # AWQ against round-to-nearest on a matrix with outlier channels, exact
 # folding of the scales (attention with GQA, MLP), the drop policies' ranking.

@@ -1,4 +1,4 @@
-# `trimlm convert --to gguf` (runtime/gguf_writer.c): exported GGUFs read
+# `trimlm convert --to gguf` (runtime/io/gguf_writer.c): exported GGUFs read
 # back with gguf-py, their values compared with the source, the .tlm of the
 # same conversion and gguf-py's quantizer; pruned exports in llama.cpp's
 # "deci" form run by trimlm against a numpy forward pass that skips the

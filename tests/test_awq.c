@@ -1,6 +1,6 @@
 /*
  * test_awq.c — activation-aware quantization (quant/awq.h) and the drop
- * policies' ranking (runtime/drop.h) on synthetic data.
+ * policies' ranking (runtime/compress/drop.h) on synthetic data.
  *
  *  - On a random matrix whose input has a few high-activation channels,
  *    the weighted output error sum_ij stat_j (w_ij - w'_ij)^2 of the

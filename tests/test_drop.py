@@ -264,6 +264,9 @@ def check_bad_specs(gguf, dropped_tlm):
         (gguf, ["--drop", "attn:1", "--no-calib"], "need calibration"),
         (dropped_tlm, ["--drop-list", "attn:1"], "already absent"),
         (dropped_tlm, ["--drop", "attn:4"] + CALIB, "the model has 3"),
+        # each spec alone leaves attention; their union, known only once the
+        # scores have chosen, removes all of it
+        (gguf, ["--drop", "attn:3", "--drop", "attn:s<2"] + CALIB, "remove all 6 attention"),
     ]
     for src, flags, phrase in cases:
         if os.path.exists(out):

@@ -1,4 +1,4 @@
-"""Loading models from GGUF (runtime/model_gguf.c) through tests/tool_gguf_load.
+"""Loading models from GGUF (runtime/io/model_gguf.c) through tests/tool_gguf_load.
 
   test_model_gguf.py TOOL          tiny llama / qwen2 files written with
                                    gguf.GGUFWriter: hyper-parameters and every

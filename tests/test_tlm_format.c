@@ -25,6 +25,7 @@
 #include "alloc.h"
 #include "f16.h"
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "model.h"
 #include "tlm_format.h"
 #include "trimlm.h"
@@ -129,13 +130,14 @@ static float *weight(struct tlm_model *m, uint64_t n, float base) {
 
 static img g_tok;
 
-static tlm_model *tiny_model(bool qkv_bias) {
+/* A model of NL layers with embedding e, MLP ff, nh heads of hd (NKV KV heads). */
+static tlm_model *tiny_model_dims(bool qkv_bias, int e, int ff, int hd, int nh) {
     struct tlm_model *m = tlm_calloc(1, sizeof *m);
     assert_non_null(m);
     m->hp = (tlm_hparams){.arch = qkv_bias ? TLM_ARCH_QWEN2 : TLM_ARCH_LLAMA, .n_vocab = V,
-                          .n_embd = E, .n_layer = NL, .n_head = NH, .n_head_kv = NKV,
-                          .head_dim = HD, .n_ff = FF, .n_ctx_train = 64, .rms_eps = 1e-5f,
-                          .rope_theta = 10000.0f, .rope_dim = HD,
+                          .n_embd = e, .n_layer = NL, .n_head = nh, .n_head_kv = NKV,
+                          .head_dim = hd, .n_ff = ff, .n_ctx_train = 64, .rms_eps = 1e-5f,
+                          .rope_theta = 10000.0f, .rope_dim = hd,
                           .rope_style = qkv_bias ? TLM_ROPE_NEOX : TLM_ROPE_NORM,
                           .rope_scaling = TLM_ROPE_SCALING_LINEAR, .rope_factor = 2.0f,
                           .qkv_bias = qkv_bias};
@@ -143,27 +145,27 @@ static tlm_model *tiny_model(bool qkv_bias) {
     m->name = tlm_strdup("tiny test model");
     m->source_format = "memory";
     assert_int_equal(model_alloc_sublayers(m, "tiny", NULL), TLM_OK);
-    m->tok_embd = tensor_of_f32(weight(m, V * E, 0.0f), V, E);
+    m->tok_embd = tensor_of_f32(weight(m, V * e, 0.0f), V, e);
     for (int l = 0; l < NL; l++) {
         tlm_sublayer *A = model_add_sublayer(m, TLM_SUBLAYER_ATTN, l);
-        A->w[ATTN_NORM] = tensor_of_f32(weight(m, E, 1.0f), 1, E);
-        A->w[ATTN_Q] = tensor_of_f32(weight(m, NH * HD * E, 0.0f), NH * HD, E);
-        A->w[ATTN_K] = tensor_of_f32(weight(m, NKV * HD * E, 0.0f), NKV * HD, E);
-        A->w[ATTN_V] = tensor_of_f32(weight(m, NKV * HD * E, 0.0f), NKV * HD, E);
+        A->w[ATTN_NORM] = tensor_of_f32(weight(m, e, 1.0f), 1, e);
+        A->w[ATTN_Q] = tensor_of_f32(weight(m, nh * hd * e, 0.0f), nh * hd, e);
+        A->w[ATTN_K] = tensor_of_f32(weight(m, NKV * hd * e, 0.0f), NKV * hd, e);
+        A->w[ATTN_V] = tensor_of_f32(weight(m, NKV * hd * e, 0.0f), NKV * hd, e);
         if (qkv_bias) {
-            A->w[ATTN_Q_BIAS] = tensor_of_f32(weight(m, NH * HD, 0.0f), 1, NH * HD);
-            A->w[ATTN_K_BIAS] = tensor_of_f32(weight(m, NKV * HD, 0.0f), 1, NKV * HD);
-            A->w[ATTN_V_BIAS] = tensor_of_f32(weight(m, NKV * HD, 0.0f), 1, NKV * HD);
+            A->w[ATTN_Q_BIAS] = tensor_of_f32(weight(m, nh * hd, 0.0f), 1, nh * hd);
+            A->w[ATTN_K_BIAS] = tensor_of_f32(weight(m, NKV * hd, 0.0f), 1, NKV * hd);
+            A->w[ATTN_V_BIAS] = tensor_of_f32(weight(m, NKV * hd, 0.0f), 1, NKV * hd);
         }
-        A->w[ATTN_OUT] = tensor_of_f32(weight(m, E * NH * HD, 0.0f), E, NH * HD);
+        A->w[ATTN_OUT] = tensor_of_f32(weight(m, e * nh * hd, 0.0f), e, nh * hd);
         tlm_sublayer *F = model_add_sublayer(m, TLM_SUBLAYER_MLP, l);
-        F->w[MLP_NORM] = tensor_of_f32(weight(m, E, 1.0f), 1, E);
-        F->w[MLP_GATE] = tensor_of_f32(weight(m, FF * E, 0.0f), FF, E);
-        F->w[MLP_UP] = tensor_of_f32(weight(m, FF * E, 0.0f), FF, E);
-        F->w[MLP_DOWN] = tensor_of_f32(weight(m, E * FF, 0.0f), E, FF);
+        F->w[MLP_NORM] = tensor_of_f32(weight(m, e, 1.0f), 1, e);
+        F->w[MLP_GATE] = tensor_of_f32(weight(m, ff * e, 0.0f), ff, e);
+        F->w[MLP_UP] = tensor_of_f32(weight(m, ff * e, 0.0f), ff, e);
+        F->w[MLP_DOWN] = tensor_of_f32(weight(m, e * ff, 0.0f), e, ff);
     }
-    m->out_norm = tensor_of_f32(weight(m, E, 1.0f), 1, E);
-    m->output = tensor_of_f32(weight(m, V * E, 0.0f), V, E);
+    m->out_norm = tensor_of_f32(weight(m, e, 1.0f), 1, e);
+    m->output = tensor_of_f32(weight(m, V * e, 0.0f), V, e);
     tlm_error err;
     gguf_file *g = gguf_open_memory(g_tok.p, g_tok.len, "tokenizer image", &err);
     assert_non_null(g);
@@ -172,6 +174,8 @@ static tlm_model *tiny_model(bool qkv_bias) {
     assert_non_null(m->tok);
     return m;
 }
+
+static tlm_model *tiny_model(bool qkv_bias) { return tiny_model_dims(qkv_bias, E, FF, HD, NH); }
 
 static tlm_tokenizer_blob tok_blob(void) {
     tlm_tokenizer_blob b = {0};
@@ -189,8 +193,8 @@ static tlm_status write_model(const tlm_model *m, const char *dst, uint32_t dtyp
     tlm_tokenizer_blob b = tok_blob();
     tlm_write_options o = {.dtype = dtype, .keep_wide = keep_wide, .drop_attn = drop_attn,
                            .drop_mlp = drop_mlp, .source_file = "memory", .tokenizer = &b};
-    tlm_status st = tlm_write_model(m, dst, &o, err);
-    tlm_tokenizer_blob_free(&b);
+    tlm_status st = write_tlm_file(m, dst, &o, err);
+    tokenizer_blob_free(&b);
     return st;
 }
 
@@ -608,6 +612,118 @@ static void test_cancel_leaves_nothing(void **state) {
     assert_int_equal(tlm_file_verify(dst, NULL, NULL, &err), TLM_OK);
 }
 
+
+/* A quantizable model (every matrix's inputs a multiple of 32) as a GGUF
+ * file, for the lazily loaded conversions below. */
+static void write_quantizable_gguf(const char *path) {
+    tlm_model *m = tiny_model_dims(false, 32, 64, 8, 4);
+    tlm_tokenizer_blob b = tok_blob();
+    tlm_write_options o = {.dtype = TLM_DTYPE_F32, .source_file = "memory", .tokenizer = &b};
+    tlm_error err;
+    assert_int_equal(write_gguf_file(m, path, &o, &err), TLM_OK);
+    tokenizer_blob_free(&b);
+    tlm_model_free(m);
+}
+
+static tlm_calib *tiny_calibration(const tlm_model *m) {
+    tlm_calib_params cp = tlm_calib_default_params();
+    cp.n_tokens = 64;
+    cp.seq_len = 16;
+    cp.n_threads = 1;
+    tlm_error err;
+    tlm_calib *c = tlm_calibrate(m, &cp, &err);
+    assert_non_null(c);
+    return c;
+}
+
+/* An activation-aware conversion of a lazily loaded source reads each layer
+ * once after calibration (the quantization stage scales, quantizes and
+ * spools it; the writer does not read it again), and writes what the
+ * conversion of the model loaded whole writes. */
+static void test_convert_reads_each_layer_once(void **state) {
+    (void)state;
+    const char *src = path_in_dir("quantizable.gguf");
+    write_quantizable_gguf(src);
+    tlm_model_load_params lp = tlm_model_default_load_params();
+    lp.lazy_layers = true;
+    tlm_error err;
+    tlm_model *lazy = tlm_model_load_with(src, &lp, &err);
+    assert_non_null(lazy);
+    tlm_model *whole = tlm_model_load(src, &err);
+    assert_non_null(whole);
+    tlm_calib *c = tiny_calibration(lazy);
+    tlm_convert_params p = tlm_convert_default_params();
+    p.type = TLM_TYPE_Q4_G32;
+    p.calib = c;
+    const int64_t before = model_layer_reads(lazy);
+    assert_int_equal(tlm_convert_model(lazy, src, path_in_dir("lazy-awq.tlm"), &p, NULL, NULL, &err),
+                     TLM_OK);
+    assert_int_equal(model_layer_reads(lazy) - before, NL);
+    p.n_threads = 1; /* the bytes do not depend on the thread count either */
+    assert_int_equal(tlm_convert_model(whole, src, path_in_dir("whole-awq.tlm"), &p, NULL, NULL, &err),
+                     TLM_OK);
+    size_t n_lazy, n_whole;
+    uint8_t *a = read_all(path_in_dir("lazy-awq.tlm"), &n_lazy);
+    uint8_t *b = read_all(path_in_dir("whole-awq.tlm"), &n_whole);
+    assert_int_equal(n_lazy, n_whole);
+    assert_memory_equal(a, b, n_lazy);
+    tlm_file_desc *d = tlm_file_describe(path_in_dir("lazy-awq.tlm"), &err);
+    assert_non_null(d);
+    assert_string_equal(d->quant_method, "awq");
+    tlm_file_desc_free(d);
+    free(a);
+    free(b);
+    tlm_calib_free(c);
+    tlm_model_free(whole);
+    tlm_model_free(lazy);
+}
+
+/* A model loaded with lazy layers serves calibration and conversion; a
+ * forward pass over it is refused (its layers are not there), not run over
+ * missing weights. */
+static void test_lazy_model_refuses_decode(void **state) {
+    (void)state;
+    const char *src = path_in_dir("quantizable-decode.gguf");
+    write_quantizable_gguf(src);
+    tlm_model_load_params lp = tlm_model_default_load_params();
+    lp.lazy_layers = true;
+    tlm_error err;
+    tlm_model *m = tlm_model_load_with(src, &lp, &err);
+    assert_non_null(m);
+    tlm_context *ctx = tlm_context_new(m, NULL, &err);
+    assert_non_null(ctx);
+    const int32_t tok = 5;
+    assert_int_equal(tlm_decode(ctx, &tok, 1, false, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "lazy layers"));
+    tlm_context_free(ctx);
+    tlm_model_free(m);
+    m = tlm_model_load_with(src, NULL, &err); /* the default: whole */
+    assert_non_null(m);
+    ctx = tlm_context_new(m, NULL, &err);
+    assert_non_null(ctx);
+    assert_int_equal(tlm_decode(ctx, &tok, 1, false, &err), TLM_OK);
+    tlm_context_free(ctx);
+    tlm_model_free(m);
+}
+
+/* The quantizing thread count is a parameter of the call, checked. */
+static void test_convert_thread_count(void **state) {
+    (void)state;
+    tlm_model *m = tiny_model(false);
+    const char *src = path_in_dir("threads-src.tlm");
+    tlm_error err;
+    assert_int_equal(write_model(m, src, TLM_DTYPE_F32, NULL, NULL, NULL, &err), TLM_OK);
+    tlm_model_free(m);
+    tlm_convert_params p = tlm_convert_default_params();
+    p.n_threads = -1;
+    assert_int_equal(tlm_convert(src, path_in_dir("t.tlm"), &p, NULL, NULL, &err), TLM_ERR_ARG);
+    assert_non_null(strstr(err.msg, "n_threads"));
+    p.n_threads = TLM_MAX_THREADS + 1;
+    assert_int_equal(tlm_convert(src, path_in_dir("t.tlm"), &p, NULL, NULL, &err), TLM_ERR_ARG);
+    p.n_threads = 1;
+    assert_int_equal(tlm_convert(src, path_in_dir("t.tlm"), &p, NULL, NULL, &err), TLM_OK);
+}
+
 static int setup_all(void **state) {
     (void)state;
     const char *base = getenv("TLM_TEST_OUT");
@@ -636,6 +752,9 @@ int main(void) {
         cmocka_unit_test(test_byte_flips),
         cmocka_unit_test(test_convert_destinations),
         cmocka_unit_test(test_cancel_leaves_nothing),
+        cmocka_unit_test(test_convert_reads_each_layer_once),
+        cmocka_unit_test(test_lazy_model_refuses_decode),
+        cmocka_unit_test(test_convert_thread_count),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -2,7 +2,7 @@
 
 Byte-fallback tokens can produce any bytes, and one character can span
 several tokens, so `trimlm run` / `chat` stream detokenized bytes through
-tokenizer_utf8_push (runtime/tokenizer.c). Its output must equal
+tokenizer_utf8_push (runtime/tokenizer/tokenizer.c). Its output must equal
 bytes.decode("utf-8", errors="replace") of the whole stream, whatever the
 split into tokens: one U+FFFD per maximal ill-formed part, as Unicode
 recommends and CPython implements. The cases: hand-picked edge cases

@@ -1,7 +1,7 @@
 /*
  * tool_tlm_restamp FILE.tlm — recomputes every checksum of a .tlm file in
  * place (each tensor's, the metadata's, the tokenizer's, the directory's, the
- * whole file's, the header's; layout in runtime/tlm_format.h), so that a test
+ * whole file's, the header's; layout in runtime/io/tlm_format.h), so that a test
  * can change bytes inside it (a scale, a metadata value) and reach the checks
  * that come after the checksums. The file must be well-formed apart from
  * the changed bytes; exit status 1 otherwise.

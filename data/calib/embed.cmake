@@ -1,7 +1,7 @@
 # Writes a C file holding the bytes of a text file, so that the library
 # carries its calibration text and needs no data path at run time.
 #   cmake -DIN=text.txt -DOUT=calib_text.c -P embed.cmake
-# Defines tlm_calib_builtin_text / tlm_calib_builtin_text_len (runtime/calibrate.h).
+# Defines tlm_calib_builtin_text / tlm_calib_builtin_text_len (runtime/compress/calibrate.h).
 file(READ "${IN}" hex HEX)
 get_filename_component(name "${IN}" NAME)
 string(LENGTH "${hex}" n_hex)

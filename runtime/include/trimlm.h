@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h> /* mode_t */
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,6 +50,20 @@ typedef struct tlm_model tlm_model;
  * tokenizer.json, model.safetensors or model-*.safetensors + index). */
 tlm_model *tlm_model_load(const char *path, tlm_error *err);
 void tlm_model_free(tlm_model *m);
+
+typedef struct tlm_model_load_params {
+    bool lazy_layers; /* for calibration and conversion: every tensor is checked as
+                         usual, but a GGUF or Hugging Face source's layers are read
+                         and converted only when a pass reaches them, one at a time,
+                         so the peak is one layer in f32, not the model. Such a model
+                         serves tlm_calibrate and tlm_convert_model; tlm_decode
+                         refuses it. A .tlm file is always loaded whole. */
+} tlm_model_load_params;
+
+tlm_model_load_params tlm_model_default_load_params(void); /* lazy_layers false */
+/* tlm_model_load with params (NULL = the defaults). */
+tlm_model *tlm_model_load_with(const char *path, const tlm_model_load_params *params,
+                               tlm_error *err);
 
 typedef struct tlm_model_info {
     const char *arch;          /* "llama", "qwen2", ... */
@@ -214,7 +229,7 @@ void tlm_sampler_reset(tlm_sampler *s);
 
 /* ----------------------------------------------- model files (.tlm) */
 
-/* trimlm's own model file: see runtime/tlm_format.h for the layout. */
+/* trimlm's own model file: see runtime/io/tlm_format.h for the layout. */
 
 /* Storage types of tensors in a .tlm file. */
 typedef enum tlm_tensor_type {
@@ -256,8 +271,10 @@ typedef struct tlm_convert_params {
                               NULL = round-to-nearest and no scores. */
     const bool *drop_attn, *drop_mlp; /* n_layer flags each: sublayers left out of the
                               file (tlm_drop_select); NULL = keep all */
+    int32_t n_threads;     /* threads quantizing (0 = the OpenMP default); at most
+                              TLM_MAX_THREADS */
     const char *to;        /* output format: "tlm" (NULL = default) or "gguf", a GGUF
-                              that llama.cpp loads (runtime/gguf_writer.h: "llama", or
+                              that llama.cpp loads (runtime/io/gguf_writer.h: "llama", or
                               "deci" when sublayers are removed; scores not stored) */
 } tlm_convert_params;
 
@@ -280,7 +297,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src_path, const cha
                              const tlm_convert_params *p, tlm_progress_fn progress, void *user,
                              tlm_error *err);
 
-/* Drop policies (runtime/drop.c), after arXiv 2406.15786. spec:
+/* Drop policies (runtime/compress/drop.c), after arXiv 2406.15786. spec:
  *   "attn:K", "mlp:K"   the K attention / MLP sublayers of lowest importance
  *   "block:K"           both sublayers of the K layers of lowest block importance
  *   "joint:K"           the K sublayers of lowest importance, attention and MLP
@@ -364,7 +381,8 @@ typedef struct tlm_file_desc {
     const char *calib_text;     /* calibration text name; NULL when not calibrated */
     int64_t calib_tokens;
     int32_t calib_seq_len;
-    double calib_seconds;
+    double calib_seconds;       /* the pass's wall time: files of 0.1 only (no longer
+                                   written, so that a conversion is reproducible); else 0 */
 } tlm_file_desc;
 
 tlm_file_desc *tlm_file_describe(const char *path, tlm_error *err);
@@ -372,7 +390,7 @@ void tlm_file_desc_free(tlm_file_desc *d);
 
 /* ------------------------------------------- calibration and importance */
 
-/* One calibration pass (runtime/calibrate.c) runs the full, unpruned model
+/* One calibration pass (runtime/compress/calibrate.c) runs the full, unpruned model
  * over calibration text and gathers, in the same pass:
  *  - the importance of every attention sublayer, MLP sublayer and whole block
  *    (arXiv 2406.15786): S = 1 - cos(X, Y), X the residual stream entering it
@@ -428,6 +446,82 @@ float tlm_calib_score(const tlm_calib *c, tlm_sublayer_kind kind, int32_t il);
  * number of channels. NULL when the model lacks that sublayer. */
 const float *tlm_calib_act_stats(const tlm_calib *c, int32_t il, tlm_linear_input which,
                                  int64_t *n);
+
+/* ------------------------------------------------- files written safely */
+
+/* Writing a file all or nothing (runtime/io/atomic_file.c), so that a crash, a
+ * full disk or an interruption never leaves a half-written file under the
+ * destination's name. The bytes go to a temporary file
+ * ".NAME.partial-PID-XXXXXX" in the destination's directory (a rename within
+ * one file system is atomic); opening removes those of dst that processes no
+ * longer running left. An existing destination keeps its permissions.
+ * Committing fsyncs it, renames it onto the destination and fsyncs the
+ * directory. Every failure message names the destination and the system's
+ * reason. The caller removes the temporary on any failure with
+ * tlm_atomic_discard. Each writer names the files its command reads (its
+ * inputs): a destination that is one of them is refused before anything is
+ * written. */
+
+typedef struct tlm_atomic_file {
+    const char *dst; /* the destination (the caller's string, kept for messages) */
+    char tmp[4096];  /* the temporary file; "" when there is none */
+    int fd;          /* -1 once closed */
+    mode_t mode;     /* the permissions dst gets: an existing dst's, else the
+                        requested ones less the umask */
+} tlm_atomic_file;
+
+/* Refuses dst when it would replace one of the command's inputs:
+ *   - the same file as an input, by path, symlink or hard link (the existing
+ *     dst's st_dev/st_ino equal an input's);
+ *   - a *.json or *.safetensors file directly inside an input that is a
+ *     directory (a Hugging Face checkpoint consists of such files);
+ *   - and a dst that is a directory.
+ * inputs[0..n_inputs): paths; NULL entries (an optional input not given) and
+ * inputs that do not exist are skipped. TLM_ERR_ARG with a message naming dst
+ * and the input. Cheap: commands call it before long work, and
+ * tlm_atomic_open calls it again. */
+tlm_status tlm_atomic_check_destination(const char *dst, const char *const *inputs,
+                                        size_t n_inputs, tlm_error *err);
+
+/* Creates the temporary file for dst, after tlm_atomic_check_destination
+ * (dst, inputs, n_inputs); mode: the permissions a new dst gets (less the
+ * umask), as for open(2); an existing regular dst keeps its own. reserve > 0 allocates that many bytes at once,
+ * so that a full disk fails here rather than after minutes of writing. */
+tlm_status tlm_atomic_open(tlm_atomic_file *f, const char *dst, const char *const *inputs,
+                           size_t n_inputs, mode_t mode, uint64_t reserve, tlm_error *err);
+
+/* Appends n bytes (short writes and EINTR retried). */
+tlm_status tlm_atomic_write(tlm_atomic_file *f, const void *src, size_t n, tlm_error *err);
+
+/* Sets the permissions, fsyncs and closes the temporary file, which stays
+ * under f->tmp (readable, e.g. to check a download) until committed. */
+tlm_status tlm_atomic_close(tlm_atomic_file *f, tlm_error *err);
+
+/* Closes the temporary file (when still open) and renames it onto the
+ * destination. */
+tlm_status tlm_atomic_commit(tlm_atomic_file *f, tlm_error *err);
+
+/* Closes and removes the temporary file; a no-op once committed or
+ * discarded. */
+void tlm_atomic_discard(tlm_atomic_file *f);
+
+/* n bytes of data as the whole file dst: open (refusing the inputs as
+ * above), write, commit, discard on failure. */
+tlm_status tlm_atomic_write_file(const char *dst, const char *const *inputs, size_t n_inputs,
+                                 const void *data, size_t n, mode_t mode, tlm_error *err);
+
+/* Reads a whole regular file of at most max_bytes into a NUL-terminated
+ * buffer (free with tlm_free_string); *len gets the byte count without the
+ * NUL. NULL with err naming the file on failure. Anything that is not a
+ * regular file (/dev/zero, a FIFO, a directory) is refused without reading
+ * from it: opened non-blocking, so that a FIFO without a writer cannot hang
+ * the caller. The one reader of every text input. */
+char *tlm_read_file(const char *path, size_t max_bytes, size_t *len, tlm_error *err);
+
+/* The same for an open descriptor that may be a pipe or a terminal (standard
+ * input): reads until end of file, failing once more than max_bytes arrive.
+ * name names it in messages. */
+char *tlm_read_fd(int fd, const char *name, size_t max_bytes, size_t *len, tlm_error *err);
 
 /* --------------------------------------------------------------- system */
 

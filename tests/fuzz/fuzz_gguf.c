@@ -1,5 +1,5 @@
 /*
- * fuzz_gguf.c — the GGUF reader (runtime/gguf.c) on arbitrary bytes.
+ * fuzz_gguf.c — the GGUF reader (runtime/io/gguf.c) on arbitrary bytes.
  *
  * Besides not crashing, an accepted file must keep the reader's promises:
  * every key, string, value and tensor lies inside the file, names are found

@@ -1,6 +1,6 @@
 /*
  * fuzz_model_tlm.c — trimlm's own model file (model_load_tlm(), layout in
- * runtime/tlm_format.h) on arbitrary bytes, then the checks every loaded
+ * runtime/io/tlm_format.h) on arbitrary bytes, then the checks every loaded
  * model gets (fuzz_model_checks.h).
  *
  * Every section of a .tlm file is covered by an XXH3 checksum, so nearly all

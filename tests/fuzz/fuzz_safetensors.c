@@ -1,5 +1,5 @@
 /*
- * fuzz_safetensors.c — the safetensors reader (runtime/safetensors.c) on
+ * fuzz_safetensors.c — the safetensors reader (runtime/io/safetensors.c) on
  * arbitrary bytes as one .safetensors file, and on inputs "{json} NUL data"
  * as a file with that header and a correct length prefix.
  *

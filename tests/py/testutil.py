@@ -9,7 +9,7 @@
 - running programs: run() gives (exit code, stdout, stderr) as text,
   stderr_lines() / one_line() look at what an error printed, info_json() is
   `trimlm info --json`, tool_logits() runs tests/tool_logits.c;
-- reading a .tlm file (runtime/tlm_format.h): read_tlm_header(),
+- reading a .tlm file (runtime/io/tlm_format.h): read_tlm_header(),
   read_tlm_tensors();
 - numeric references: log_softmax(), round_half_away() (C's roundf);
 - write_bytes() for hand-made input files.
