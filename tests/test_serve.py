@@ -320,7 +320,16 @@ def test_errors(model):
         status, _, _ = srv.request("GET", "/health")
         check("1,000 malformed requests: each a 400 in the error shape, server healthy",
               statuses == {True: 1000} and status == 200, f"{statuses} health={status}")
-        check("RSS after them within 10% of before", rss1 <= rss0 * 1.10, f"{rss0} kB -> {rss1} kB")
+        if "libasan" in os.environ.get("LD_PRELOAD", "") or "ASAN_OPTIONS" in os.environ:
+            # AddressSanitizer keeps freed blocks in its quarantine (256 MB by
+            # default), so RSS grows with any allocation; there LeakSanitizer
+            # checks at the server's exit that nothing was lost instead.
+            print(f"note: RSS {rss0} kB -> {rss1} kB not compared under AddressSanitizer")
+        else:
+            check("RSS after them within 10% of before", rss1 <= rss0 * 1.10,
+                  f"{rss0} kB -> {rss1} kB")
+        # exit status 0: under the sanitizers, LeakSanitizer found no leak
+        check("after them the server stops on SIGTERM with status 0", srv.stop() == 0, "")
     finally:
         srv.stop()
 
