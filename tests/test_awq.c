@@ -506,18 +506,40 @@ static void test_drop_ranking(void **state) {
     assert_int_equal(drop_select_scores(attn, mlp_s, block, "attn:s<x", NL, da, dm, &err), TLM_ERR_ARG);
     assert_int_equal(drop_select_scores(attn, mlp_s, block, "attn:2x", NL, da, dm, &err), TLM_ERR_ARG);
     /* lists */
-    memset(da, 0, sizeof da), memset(dm, 0, sizeof dm);
-    assert_int_equal(tlm_drop_parse_list("attn:1,3 mlp:0-2  block:5", NL, da, dm, &err), TLM_OK);
-    assert_true(da[1] && da[3] && da[5] && !da[0] && dm[0] && dm[1] && dm[2] && dm[5] && !dm[3]);
-    assert_int_equal(tlm_drop_parse_list("attn:6", NL, da, dm, &err), TLM_ERR_ARG);
+    tlm_drop_list *l = tlm_drop_list_new(NL, &err);
+    assert_non_null(l);
+#define LA(i) tlm_drop_list_has(l, TLM_SUBLAYER_ATTN, i)
+#define LM(i) tlm_drop_list_has(l, TLM_SUBLAYER_MLP, i)
+    assert_int_equal(tlm_drop_parse_list("attn:1,3 mlp:0-2  block:5", l, &err), TLM_OK);
+    assert_true(LA(1) && LA(3) && LA(5) && !LA(0) && LM(0) && LM(1) && LM(2) && LM(5) && !LM(3));
+    /* listed in layer order, attention before MLP; adding again keeps one */
+    assert_int_equal(tlm_drop_list_count(l), 7);
+    assert_true(tlm_drop_list_add(l, TLM_SUBLAYER_ATTN, 1));
+    assert_int_equal(tlm_drop_list_count(l), 7);
+    assert_false(tlm_drop_list_add(l, TLM_SUBLAYER_BLOCK, 1));
+    assert_false(tlm_drop_list_add(l, TLM_SUBLAYER_ATTN, NL));
+    static const tlm_sublayer_id order[7] = {
+        {TLM_SUBLAYER_MLP, 0}, {TLM_SUBLAYER_ATTN, 1}, {TLM_SUBLAYER_MLP, 1}, {TLM_SUBLAYER_MLP, 2},
+        {TLM_SUBLAYER_ATTN, 3}, {TLM_SUBLAYER_ATTN, 5}, {TLM_SUBLAYER_MLP, 5}};
+    tlm_sublayer_id id;
+    for (int32_t i = 0; i < 7; i++) {
+        assert_true(tlm_drop_list_get(l, i, &id));
+        assert_int_equal(id.kind, order[i].kind);
+        assert_int_equal(id.layer, order[i].layer);
+    }
+    assert_false(tlm_drop_list_get(l, 7, &id));
+    assert_int_equal(tlm_drop_parse_list("attn:6", l, &err), TLM_ERR_ARG);
     assert_non_null(strstr(err.msg, "out of range"));
-    assert_int_equal(tlm_drop_parse_list("joint:1", NL, da, dm, &err), TLM_ERR_ARG);
-    assert_int_equal(tlm_drop_parse_list("attn:1,", NL, da, dm, &err), TLM_ERR_ARG);
-    assert_int_equal(tlm_drop_parse_list("attn", NL, da, dm, &err), TLM_ERR_ARG);
-    assert_int_equal(tlm_drop_parse_list("", NL, da, dm, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_drop_parse_list("joint:1", l, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_drop_parse_list("attn:1,", l, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_drop_parse_list("attn", l, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_drop_parse_list("", l, &err), TLM_ERR_ARG);
+#undef LA
+#undef LM
+    tlm_drop_list_free(l);
     /* syntax only */
-    assert_int_equal(tlm_drop_select(NULL, "block:3", 0, NULL, NULL, &err), TLM_OK);
-    assert_int_equal(tlm_drop_select(NULL, "blok:3", 0, NULL, NULL, &err), TLM_ERR_ARG);
+    assert_int_equal(tlm_drop_select(NULL, "block:3", NULL, &err), TLM_OK);
+    assert_int_equal(tlm_drop_select(NULL, "blok:3", NULL, &err), TLM_ERR_ARG);
 }
 
 int main(void) {

@@ -191,10 +191,17 @@ static tlm_tokenizer_blob tok_blob(void) {
 static tlm_status write_model(const tlm_model *m, const char *dst, uint32_t dtype, const bool *drop_attn,
                               const bool *drop_mlp, const char *keep_wide, tlm_error *err) {
     tlm_tokenizer_blob b = tok_blob();
-    tlm_write_options o = {.dtype = dtype, .keep_wide = keep_wide, .drop_attn = drop_attn,
-                           .drop_mlp = drop_mlp, .source_file = "memory", .tokenizer = &b};
+    tlm_drop_list *drop = tlm_drop_list_new(m->hp.n_layer, err);
+    assert_non_null(drop);
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        if (drop_attn && drop_attn[il]) tlm_drop_list_add(drop, TLM_SUBLAYER_ATTN, il);
+        if (drop_mlp && drop_mlp[il]) tlm_drop_list_add(drop, TLM_SUBLAYER_MLP, il);
+    }
+    tlm_write_options o = {.dtype = dtype, .keep_wide = keep_wide, .drop = drop,
+                           .source_file = "memory", .tokenizer = &b};
     tlm_status st = write_tlm_file(m, dst, &o, err);
     tokenizer_blob_free(&b);
+    tlm_drop_list_free(drop);
     return st;
 }
 

@@ -4,7 +4,7 @@
  *
  *   load            tlm_model_load_with(.lazy_layers): layers read on demand
  *   calibrate       tlm_calibrate -> tlm_calib (scores, activation statistics)
- *   select drops    tlm_drop_select / tlm_drop_parse_list -> drop flags
+ *   select drops    tlm_drop_select / tlm_drop_parse_list -> tlm_drop_list
  *   plan            convert_plan_build -> convert_plan (tensors, types, kept
  *                   and removed sublayers; convert_plan.h)
  *   quantize        quantize_plan_run: activation-aware scales and bytes,
@@ -103,7 +103,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
      * not all of a kind */
     if (!st) {
         tlm_error drop_err;
-        if ((st = tlm_drop_check(m, NULL, 0, p.drop_attn, p.drop_mlp, &drop_err)))
+        if ((st = tlm_drop_check(m, NULL, 0, p.drop, &drop_err)))
             tlm_seterr(&local, st, "%s: %s", src, drop_err.msg);
     }
     if (!st && p.calib && tlm_calib_n_layer(p.calib) != m->hp.n_layer)
@@ -114,7 +114,7 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
     if (!st) st = tokenizer_blob_from_source(src, &tb, &local);
     if (!st) {
         tlm_write_options wo = {.dtype = (uint32_t)p.type, .keep_wide = p.keep_wide,
-                                .drop_attn = p.drop_attn, .drop_mlp = p.drop_mlp,
+                                .drop = p.drop,
                                 .calib = p.calib, .source_file = base_name(src),
                                 .source_format = m->source_format, .inputs = &src, .n_inputs = 1,
                                 .tokenizer = &tb, .n_threads = p.n_threads,

@@ -71,7 +71,7 @@ static tlm_status plan_add(convert_plan *p, const tensor_spec *spec, int32_t il,
 }
 
 /* The model's sublayers, each kept (its tensors as the table lists them) or
- * removed (pp->drop_attn / drop_mlp). */
+ * removed (pp->drop). */
 static tlm_status plan_sublayers(convert_plan *p, const plan_params *pp) {
     const struct tlm_model *m = p->m;
     const tlm_hparams *hp = &m->hp;
@@ -80,9 +80,8 @@ static tlm_status plan_sublayers(convert_plan *p, const plan_params *pp) {
         const tlm_sublayer *S = &m->subs[i];
         const int32_t il = S->layer;
         const bool is_attn = S->kind == TLM_SUBLAYER_ATTN;
-        const bool *drop = is_attn ? pp->drop_attn : pp->drop_mlp;
         const float score = p->scores ? p->scores[(is_attn ? 0 : 1) * hp->n_layer + il] : NAN;
-        if (drop && drop[il]) {
+        if (tlm_drop_list_has(pp->drop, S->kind, il)) {
             p->dropped[p->n_dropped++] = (plan_sublayer){S->kind, il, 0, 0, score};
             continue;
         }
@@ -181,7 +180,7 @@ void plan_layer_leave(convert_plan *p, int32_t il) { model_layer_release(p->m, i
 
 plan_params plan_params_of(const tlm_write_options *wo) {
     return (plan_params){.dtype = wo->dtype, .keep_wide = wo->keep_wide,
-                         .drop_attn = wo->drop_attn, .drop_mlp = wo->drop_mlp,
+                         .drop = wo->drop,
                          .attn_score = wo->attn_score, .mlp_score = wo->mlp_score,
                          .block_score = wo->block_score, .calib = wo->calib};
 }

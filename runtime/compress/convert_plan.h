@@ -3,7 +3,7 @@
  * the stage between "select drops" and "serialize" of `convert`
  *
  *   load -> calibrate -> select drops -> plan (+ quantize) -> serialize
- *   (lazy)  (tlm_calib)  (drop flags)    (convert_plan)     (.tlm | GGUF)
+ *   (lazy)  (tlm_calib)  (drop list)     (convert_plan)     (.tlm | GGUF)
  *
  * The plan is plain data that both writers (tlm_writer.c, gguf_writer.c)
  * read: the sublayers kept, in execution order, and those removed; every
@@ -82,7 +82,7 @@ typedef struct convert_plan {
 typedef struct plan_params {
     uint32_t dtype;
     const char *keep_wide;
-    const bool *drop_attn, *drop_mlp;    /* n_layer flags each; NULL = keep all */
+    const tlm_drop_list *drop;           /* NULL = keep all */
     const float *attn_score, *mlp_score, *block_score; /* n_layer each, or NULL */
     const struct tlm_calib *calib;       /* scores not given above come from it */
 } plan_params;

@@ -143,8 +143,8 @@ tlm_status drop_select_scores(const float *attn, const float *mlp, const float *
     return st;
 }
 
-tlm_status tlm_drop_select(const tlm_calib *c, const char *spec, int32_t n_layer,
-                           bool *drop_attn, bool *drop_mlp, tlm_error *err) {
+static tlm_status select_flags(const tlm_calib *c, const char *spec, int32_t n_layer,
+                               bool *drop_attn, bool *drop_mlp, tlm_error *err) {
     drop_spec ds;
     if (!c && !n_layer && !drop_attn && !drop_mlp) return parse_spec(spec, &ds, err);
     if (!c)
@@ -171,8 +171,8 @@ tlm_status tlm_drop_select(const tlm_calib *c, const char *spec, int32_t n_layer
 static tlm_status parse_list(const char *list, int32_t n_layer, bool *seen, bool *drop_attn,
                              bool *drop_mlp, tlm_error *err);
 
-tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
-                               bool *drop_mlp, tlm_error *err) {
+static tlm_status parse_list_flags(const char *list, int32_t n_layer, bool *drop_attn,
+                                   bool *drop_mlp, tlm_error *err) {
     if (!list || !drop_attn || !drop_mlp || n_layer <= 0)
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_parse_list: missing argument");
     /* what this list names, to refuse a sublayer named twice ("attn:3 block:3") */
@@ -256,8 +256,8 @@ static void count_drops(const tlm_model *m, const bool *da, const bool *dm, int3
     }
 }
 
-tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t n_specs,
-                          const bool *drop_attn, const bool *drop_mlp, tlm_error *err) {
+static tlm_status check_flags(const tlm_model *m, const char *const *specs, int32_t n_specs,
+                              const bool *drop_attn, const bool *drop_mlp, tlm_error *err) {
     if (!m || n_specs < 0 || (n_specs && !specs))
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_check: missing argument");
     const int32_t NL = m->hp.n_layer;
@@ -346,4 +346,92 @@ done:
     tlm_free(spec_attn);
     tlm_free(spec_mlp);
     return st;
+}
+
+/* ------------------------------------------------------ the drop list */
+
+/* A set of sublayers, as one flag per kind and layer: selections combine as
+ * a union, and the list order (layer, then attention before MLP) is the
+ * flags' order. */
+struct tlm_drop_list {
+    int32_t n_layer;
+    bool *attn, *mlp; /* (n_layer) each */
+};
+
+tlm_drop_list *tlm_drop_list_new(int32_t n_layer, tlm_error *err) {
+    if (n_layer <= 0) {
+        tlm_seterr(err, TLM_ERR_ARG, "drop list: %d layers", (int)n_layer);
+        return NULL;
+    }
+    tlm_drop_list *l = tlm_calloc(1, sizeof *l);
+    if (l) {
+        l->n_layer = n_layer;
+        l->attn = tlm_calloc((size_t)n_layer, sizeof *l->attn);
+        l->mlp = tlm_calloc((size_t)n_layer, sizeof *l->mlp);
+    }
+    if (!l || !l->attn || !l->mlp) {
+        tlm_drop_list_free(l);
+        tlm_seterr(err, TLM_ERR_NOMEM, "drop list: out of memory");
+        return NULL;
+    }
+    return l;
+}
+
+void tlm_drop_list_free(tlm_drop_list *l) {
+    if (!l) return;
+    tlm_free(l->attn);
+    tlm_free(l->mlp);
+    tlm_free(l);
+}
+
+bool tlm_drop_list_add(tlm_drop_list *l, tlm_sublayer_kind kind, int32_t layer) {
+    if (!l || layer < 0 || layer >= l->n_layer ||
+        (kind != TLM_SUBLAYER_ATTN && kind != TLM_SUBLAYER_MLP))
+        return false;
+    (kind == TLM_SUBLAYER_ATTN ? l->attn : l->mlp)[layer] = true;
+    return true;
+}
+
+bool tlm_drop_list_has(const tlm_drop_list *l, tlm_sublayer_kind kind, int32_t layer) {
+    if (!l || layer < 0 || layer >= l->n_layer) return false;
+    return kind == TLM_SUBLAYER_ATTN ? l->attn[layer] : kind == TLM_SUBLAYER_MLP && l->mlp[layer];
+}
+
+int32_t tlm_drop_list_count(const tlm_drop_list *l) {
+    int32_t n = 0;
+    for (int32_t il = 0; l && il < l->n_layer; il++) n += l->attn[il] + l->mlp[il];
+    return n;
+}
+
+bool tlm_drop_list_get(const tlm_drop_list *l, int32_t i, tlm_sublayer_id *out) {
+    for (int32_t il = 0; l && il < l->n_layer; il++)
+        for (int k = 0; k < 2; k++) {
+            if (!(k == 0 ? l->attn : l->mlp)[il]) continue;
+            if (i-- == 0) {
+                *out = (tlm_sublayer_id){k == 0 ? TLM_SUBLAYER_ATTN : TLM_SUBLAYER_MLP, il};
+                return true;
+            }
+        }
+    return false;
+}
+
+tlm_status tlm_drop_select(const tlm_calib *c, const char *spec, tlm_drop_list *drops,
+                           tlm_error *err) {
+    if (!c && !drops) return select_flags(NULL, spec, 0, NULL, NULL, err);
+    if (!drops) return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_select: no drop list given");
+    return select_flags(c, spec, drops->n_layer, drops->attn, drops->mlp, err);
+}
+
+tlm_status tlm_drop_parse_list(const char *list, tlm_drop_list *drops, tlm_error *err) {
+    if (!drops) return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_parse_list: missing argument");
+    return parse_list_flags(list, drops->n_layer, drops->attn, drops->mlp, err);
+}
+
+tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t n_specs,
+                          const tlm_drop_list *drops, tlm_error *err) {
+    if (m && drops && drops->n_layer != m->hp.n_layer)
+        return tlm_seterr(err, TLM_ERR_ARG, "tlm_drop_check: a drop list of %d layers for a model "
+                          "of %d", (int)drops->n_layer, (int)m->hp.n_layer);
+    return check_flags(m, specs, n_specs, drops ? drops->attn : NULL, drops ? drops->mlp : NULL,
+                       err);
 }

@@ -252,6 +252,14 @@ int32_t tlm_tensor_type_from_name(const char *name);
 typedef bool (*tlm_progress_fn)(void *user, const char *stage, uint64_t done, uint64_t total);
 
 struct tlm_calib; /* "calibration and importance" below */
+typedef struct tlm_drop_list tlm_drop_list; /* "drop policies" below */
+
+/* The kinds of sublayer: what a drop, a score or the graph speaks of. */
+typedef enum tlm_sublayer_kind {
+    TLM_SUBLAYER_ATTN = 0,
+    TLM_SUBLAYER_MLP = 1,
+    TLM_SUBLAYER_BLOCK = 2, /* attention + MLP of one layer together */
+} tlm_sublayer_kind;
 
 typedef struct tlm_convert_params {
     int32_t type;          /* tlm_tensor_type of the matrices (default f16). With
@@ -269,8 +277,8 @@ typedef struct tlm_convert_params {
                               preceding op, importance-weighted scale search; quant/awq.h)
                               and its importance scores are stored in the file.
                               NULL = round-to-nearest and no scores. */
-    const bool *drop_attn, *drop_mlp; /* n_layer flags each: sublayers left out of the
-                              file (tlm_drop_select); NULL = keep all */
+    const tlm_drop_list *drop; /* sublayers left out of the file (tlm_drop_select,
+                              tlm_drop_parse_list); NULL = keep all */
     int32_t n_threads;     /* threads quantizing (0 = the OpenMP default); at most
                               TLM_MAX_THREADS */
     const char *to;        /* output format: "tlm" (NULL = default) or "gguf", a GGUF
@@ -297,7 +305,27 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src_path, const cha
                              const tlm_convert_params *p, tlm_progress_fn progress, void *user,
                              tlm_error *err);
 
-/* Drop policies (runtime/compress/drop.c), after arXiv 2406.15786. spec:
+/* The sublayers to remove at conversion (runtime/compress/drop.c): a set of
+ * (kind, original layer), filled by tlm_drop_select and tlm_drop_parse_list
+ * (each adds to it, so that several specs combine as a union) and listed in
+ * layer order, attention before MLP. */
+typedef struct tlm_sublayer_id {
+    tlm_sublayer_kind kind; /* TLM_SUBLAYER_ATTN or TLM_SUBLAYER_MLP */
+    int32_t layer;          /* original layer index */
+} tlm_sublayer_id;
+
+/* An empty list for a model of n_layer layers; NULL with err on failure. */
+tlm_drop_list *tlm_drop_list_new(int32_t n_layer, tlm_error *err);
+void tlm_drop_list_free(tlm_drop_list *l);
+/* Adds a sublayer (no-op when there); false for a kind other than attention
+ * or MLP, or a layer outside 0..n_layer-1. */
+bool tlm_drop_list_add(tlm_drop_list *l, tlm_sublayer_kind kind, int32_t layer);
+bool tlm_drop_list_has(const tlm_drop_list *l, tlm_sublayer_kind kind, int32_t layer);
+int32_t tlm_drop_list_count(const tlm_drop_list *l);
+/* The i-th sublayer of the list (0 <= i < count); false past the end. */
+bool tlm_drop_list_get(const tlm_drop_list *l, int32_t i, tlm_sublayer_id *out);
+
+/* Drop policies, after arXiv 2406.15786. spec:
  *   "attn:K", "mlp:K"   the K attention / MLP sublayers of lowest importance
  *   "block:K"           both sublayers of the K layers of lowest block importance
  *   "joint:K"           the K sublayers of lowest importance, attention and MLP
@@ -305,27 +333,24 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src_path, const cha
  *   "KIND:s<T"          every sublayer (block) of that kind with importance < T
  * Equal scores: the deeper layer goes first (then, for joint, attention
  * before MLP). Sublayers the model lacks (score NaN) are never chosen.
- * The chosen sublayers are OR-ed into drop_attn / drop_mlp (n_layer flags
- * each), so that several specs combine as a union. TLM_ERR_ARG with a
- * message naming the spec when it is malformed or asks for more sublayers
- * than there are. With c, drop_attn and drop_mlp NULL and n_layer 0 it only
- * checks the spec's syntax (before a long calibration pass). */
-tlm_status tlm_drop_select(const struct tlm_calib *c, const char *spec, int32_t n_layer,
-                           bool *drop_attn, bool *drop_mlp, tlm_error *err);
+ * The chosen sublayers are added to drops. TLM_ERR_ARG with a message naming
+ * the spec when it is malformed or asks for more sublayers than there are.
+ * With c and drops NULL it only checks the spec's syntax (before a long
+ * calibration pass). */
+tlm_status tlm_drop_select(const struct tlm_calib *c, const char *spec, tlm_drop_list *drops,
+                           tlm_error *err);
 /* An explicit list that needs no scores: space-separated groups
- * "attn:20,22 mlp:25 block:3" (block = both sublayers), OR-ed in as above.
+ * "attn:20,22 mlp:25 block:3" (block = both sublayers), added to drops.
  * TLM_ERR_ARG on a bad kind, number or a layer outside 0..n_layer-1. */
-tlm_status tlm_drop_parse_list(const char *list, int32_t n_layer, bool *drop_attn,
-                               bool *drop_mlp, tlm_error *err);
+tlm_status tlm_drop_parse_list(const char *list, tlm_drop_list *drops, tlm_error *err);
 
-/* Checks drops against model m before any calibration pass: the flags
- * (drop_attn / drop_mlp, n_layer each, e.g. from tlm_drop_parse_list; NULL =
- * none) name only sublayers m has; each spec of tlm_drop_select is valid,
+/* Checks drops against model m before any calibration pass: drops (NULL =
+ * none) names only sublayers m has; each spec of tlm_drop_select is valid,
  * given once and asks for no more sublayers than m has; and what is certain
- * to be dropped (the flags, and each spec whatever the scores) leaves at least
+ * to be dropped (drops, and each spec whatever the scores) leaves at least
  * one attention and one MLP sublayer. TLM_ERR_ARG with the reason. */
 tlm_status tlm_drop_check(const tlm_model *m, const char *const *specs, int32_t n_specs,
-                          const bool *drop_attn, const bool *drop_mlp, tlm_error *err);
+                          const tlm_drop_list *drops, tlm_error *err);
 
 /* Verifies every checksum of a .tlm file (header, sections, each tensor, the
  * whole file), then loads it as tlm_model_load does (every structural check,
@@ -400,11 +425,6 @@ void tlm_file_desc_free(tlm_file_desc *d);
  *  - per-input-channel activation statistics (mean of x^2 over tokens) of the
  *    input of every linear layer, for activation-aware quantization. */
 
-typedef enum tlm_sublayer_kind {
-    TLM_SUBLAYER_ATTN = 0,
-    TLM_SUBLAYER_MLP = 1,
-    TLM_SUBLAYER_BLOCK = 2, /* attention + MLP of one layer together */
-} tlm_sublayer_kind;
 
 /* Inputs of a layer's linear maps that share statistics. */
 typedef enum tlm_linear_input {

@@ -33,7 +33,7 @@
 
 #define TLM_GGUF_PLACEHOLDER_FF 32 /* width of the zero MLP standing for a removed one */
 
-/* Writes m (minus the sublayers o->drop_attn / o->drop_mlp remove) to dst as
+/* Writes m (minus the sublayers o->drop names) to dst as
  * GGUF, through a temporary file next to it, fsync and rename; on failure or
  * cancellation nothing is left behind. o->tokenizer must be a "gguf-kv" blob
  * (a GGUF or .tlm-from-GGUF source): its tokenizer.* keys are copied. */

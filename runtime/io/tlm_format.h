@@ -218,7 +218,7 @@ typedef struct tlm_write_options {
     uint32_t dtype;                      /* of the matrices; vectors are f32. With
                                             q4_g32, token_embd and output are q8_g32 */
     const char *keep_wide;               /* tensors kept f32 (tlm_convert_params) */
-    const bool *drop_attn, *drop_mlp;    /* n_layer flags each; NULL = keep all */
+    const tlm_drop_list *drop;           /* sublayers left out; NULL = keep all */
     const float *attn_score, *mlp_score; /* n_layer importances; NULL = none */
     const float *block_score;            /* n_layer block importances; NULL = none */
     /* Activation statistics and scores of a calibration pass over m. When

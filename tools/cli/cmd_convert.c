@@ -200,28 +200,26 @@ static int parse_convert_args(int argc, char **argv, convert_options *o, bool *d
                                o->drops[0]);
     for (int i = 0; i < o->n_drops; i++) { /* the syntax, before a long calibration */
         tlm_error err = {0};
-        if (tlm_drop_select(NULL, o->drops[i], 0, NULL, NULL, &err) != TLM_OK)
+        if (tlm_drop_select(NULL, o->drops[i], NULL, &err) != TLM_OK)
             return cli_usage_error("convert", "%s", err.msg);
     }
     return 0;
 }
 
 /* "attn 20 (0.01234), mlp 25 (0.04567)": the dropped sublayers and their scores. */
-static void describe_drops(const tlm_calib *c, int32_t n_layer, const bool *da, const bool *dm,
-                           char *buf, size_t cap) {
+static void describe_drops(const tlm_calib *c, const tlm_drop_list *drops, char *buf, size_t cap) {
     size_t at = 0;
     buf[0] = '\0';
-    for (int32_t il = 0; il < n_layer; il++)
-        for (int kind = 0; kind < 2; kind++) {
-            if (!(kind == 0 ? da : dm)[il]) continue;
-            float s = c ? tlm_calib_score(c, kind == 0 ? TLM_SUBLAYER_ATTN : TLM_SUBLAYER_MLP, il) : NAN;
-            char score[32] = "";
-            if (isfinite(s)) snprintf(score, sizeof score, " (%.5f)", (double)s);
-            int n = snprintf(buf + at, cap - at, "%s%s %d%s", at ? ", " : "",
-                             kind == 0 ? "attn" : "mlp", (int)il, score);
-            if (n < 0 || (size_t)n >= cap - at) return;
-            at += (size_t)n;
-        }
+    tlm_sublayer_id id;
+    for (int32_t i = 0; tlm_drop_list_get(drops, i, &id); i++) {
+        float s = c ? tlm_calib_score(c, id.kind, id.layer) : NAN;
+        char score[32] = "";
+        if (isfinite(s)) snprintf(score, sizeof score, " (%.5f)", (double)s);
+        int n = snprintf(buf + at, cap - at, "%s%s %d%s", at ? ", " : "",
+                         id.kind == TLM_SUBLAYER_ATTN ? "attn" : "mlp", (int)id.layer, score);
+        if (n < 0 || (size_t)n >= cap - at) return;
+        at += (size_t)n;
+    }
 }
 
 int cmd_convert(int argc, char **argv) {
@@ -264,21 +262,20 @@ int cmd_convert(int argc, char **argv) {
     tlm_model_get_info(m, &info);
     cli_warn_output_absent(&info, o.src); /* the output states it as tied */
     const int32_t NL = info.n_layer;
-    bool *drop_attn = calloc((size_t)NL, sizeof *drop_attn);
-    bool *drop_mlp = calloc((size_t)NL, sizeof *drop_mlp);
+    tlm_drop_list *drops = tlm_drop_list_new(NL, &err);
     tlm_calib *calib = NULL;
     tlm_status st = TLM_OK;
     rc = CLI_EXIT_OK;
-    if (!drop_attn || !drop_mlp) {
-        rc = cli_fail("out of memory");
+    if (!drops) {
+        rc = cli_fail_err(&err);
         goto done;
     }
-    if (o.drop_list && tlm_drop_parse_list(o.drop_list, NL, drop_attn, drop_mlp, &err) != TLM_OK) {
+    if (o.drop_list && tlm_drop_parse_list(o.drop_list, drops, &err) != TLM_OK) {
         rc = cli_usage_error("convert", "%s", err.msg);
         goto done;
     }
     /* against the model's shape, before minutes of calibration */
-    if (tlm_drop_check(m, o.drops, o.n_drops, drop_attn, drop_mlp, &err) != TLM_OK) {
+    if (tlm_drop_check(m, o.drops, o.n_drops, drops, &err) != TLM_OK) {
         rc = cli_usage_error("convert", "%s", err.msg);
         goto done;
     }
@@ -299,20 +296,19 @@ int cmd_convert(int argc, char **argv) {
             goto done;
         }
         for (int i = 0; i < o.n_drops; i++)
-            if (tlm_drop_select(calib, o.drops[i], NL, drop_attn, drop_mlp, &err) != TLM_OK) {
+            if (tlm_drop_select(calib, o.drops[i], drops, &err) != TLM_OK) {
                 rc = cli_usage_error("convert", "%s", err.msg);
                 goto done;
             }
         /* the union of the specs, now that the scores chose: removing all of
          * a kind is a bad command line, not a failure of the conversion */
-        if (tlm_drop_check(m, NULL, 0, drop_attn, drop_mlp, &err) != TLM_OK) {
+        if (tlm_drop_check(m, NULL, 0, drops, &err) != TLM_OK) {
             rc = cli_usage_error("convert", "%s", err.msg);
             goto done;
         }
     }
     params.calib = calib;
-    params.drop_attn = drop_attn;
-    params.drop_mlp = drop_mlp;
+    params.drop = drops;
     st = tlm_convert_model(m, path, o.out, &params, on_progress, &progress, &err);
     if (progress.counting) fputc('\n', stderr);
     if (progress.writing) cli_progress_end(&progress.bar);
@@ -326,18 +322,16 @@ int cmd_convert(int argc, char **argv) {
     }
     struct stat sb;
     const double mb = stat(o.out, &sb) == 0 ? (double)sb.st_size / 1e6 : 0.0;
-    static char drops[16384];
-    describe_drops(calib, NL, drop_attn, drop_mlp, drops, sizeof drops);
-    int n_dropped = 0;
-    for (int32_t il = 0; il < NL; il++) n_dropped += drop_attn[il] + drop_mlp[il];
+    static char dropped[16384];
+    describe_drops(calib, drops, dropped, sizeof dropped);
+    const int n_dropped = tlm_drop_list_count(drops);
     printf("wrote %s: %.2f MB, %s%s, %d sublayer%s dropped%s%s\n", o.out, mb, o.type,
            quantized ? (calib && !gguf ? " activation-aware" : " round-to-nearest") : "", n_dropped,
-           n_dropped == 1 ? "" : "s", n_dropped ? ": " : "", drops);
+           n_dropped == 1 ? "" : "s", n_dropped ? ": " : "", dropped);
     if (progress.tty) fprintf(stderr, "trimlm: done in %.1f s\n", cli_now_seconds() - t0);
 done:
     tlm_calib_free(calib);
     tlm_model_free(m);
-    free(drop_attn);
-    free(drop_mlp);
+    tlm_drop_list_free(drops);
     return rc;
 }
