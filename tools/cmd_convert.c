@@ -259,7 +259,7 @@ int cmd_convert(int argc, char **argv) {
      * so the peak is one layer in f32, not the whole source.
      * TRIMLM_CONVERT_EAGER=1 loads it whole, for the tests to compare. */
     const char *eager = getenv("TRIMLM_CONVERT_EAGER");
-    tlm_model *m = eager && strcmp(eager, "1") == 0 ? tlm_model_load(path, &err)
+    tlm_model *m = eager && strcmp(eager, "1") == 0 ? model_load_f32(path, &err)
                                                     : model_load_lazy(path, &err);
     if (!m) return cli_fail_err(&err);
     tlm_model_info info;
