@@ -41,7 +41,8 @@
  *    The last row's logits of a prefill that keeps only those go through the
  *    decode GEMV (one vector: no panels).
  * GGUF matrices used in place (a GGML block type, F16 or BF16; model.h) go
- * through the kernels' gemv_gguf / gemm_gguf for their type. Their input is
+ * through the kernels' gemv_gguf / gemm_gguf for their type (prefill steps
+ * of GGUF_PANEL_MIN_ROWS tokens or more take the dequantized panels below). Their input is
  * quantized once per input vector (decode) or per step's activation rows
  * (prefill) for each activation form the matrices reading it take
  * (tlm_gguf_act_kind: q8 per 32 values, the same blocks as the packed types;
@@ -82,6 +83,13 @@
 /* Rows of a quantized matrix dequantized at once for a prefill product: a
  * multiple of 16 (whole tiles); 256 x 1536 floats = 1.5 MB stays in L2. */
 #define PANEL_ROWS 256
+/* GGUF matrices in prefill: below this many activation rows the GGUF GEMM
+ * kernels (int8 activations); from it on, dequantized panels and sgemm (f32
+ * activations), whose one dequantization per matrix is then the cheaper
+ * part. Measured on an AVX-512 VNNI Xeon, 1 thread, t/s of gemm_gguf vs
+ * panels: SmolLM2 Q4_1/Q8_0 pp32 332 vs 283, pp64 336 vs 415, pp128 288
+ * vs 493; Qwen2.5-1.5B Q4_K_M pp128 44 vs 40, pp256 34 vs 51. */
+#define GGUF_PANEL_MIN_ROWS 128
 
 struct tlm_context {
     const struct tlm_model *model;
@@ -224,11 +232,21 @@ static inline void matvec_rows(const tlm_kernels *kern, const tlm_tensor *W, con
     }
 }
 
-/* Rows [r0, r1) of a quantized matrix to f32: out[(r - r0) * cols + i]. */
+/* Rows [r0, r1) of a packed or GGUF matrix to f32: out[(r - r0) * cols + i]
+ * (GGUF rows by the reference dequantizers of quant/ggml_types.c). */
 static inline void dequant_rows(const tlm_kernels *kern, const tlm_tensor *W, float *out,
                                 int64_t r0, int64_t r1) {
-    if (W->type == TLM_STORAGE_Q8_G32_R16) kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
-    else kern->dequant_q4_g32_r16(W->data, out, W->cols, r0, r1);
+    const int t = tensor_ggml_type(W);
+    uint64_t row_bytes;
+    if (W->type == TLM_STORAGE_Q8_G32_R16) {
+        kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
+    } else if (W->type == TLM_STORAGE_Q4_G32_R16) {
+        kern->dequant_q4_g32_r16(W->data, out, W->cols, r0, r1);
+    } else if (t >= 0 && ggml_row_bytes((uint32_t)t, (uint64_t)W->cols, &row_bytes)) {
+        for (int64_t r = r0; r < r1; r++)
+            ggml_dequantize_row((uint32_t)t, (const uint8_t *)W->data + (size_t)r * row_bytes,
+                                out + (size_t)(r - r0) * (size_t)W->cols, W->cols);
+    }
 }
 
 static inline bool is_quant(const tlm_tensor *W) { return tensor_is_packed(W); }
@@ -529,22 +547,23 @@ static void matmul_gguf(struct tlm_context *c, int64_t M, const tlm_tensor *W, c
     }
 }
 
-/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A quantized W goes
+/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A GGUF W goes through
+ * matmul_gguf below GGUF_PANEL_MIN_ROWS rows; a packed W goes
  * through matmul_int8 where the kernel table prefers it; otherwise it is
  * dequantized in panels of at most PANEL_ROWS rows (a multiple of 16, at least
  * one per thread), each thread dequantizing a panel into its own buffer and
  * multiplying it on its own (oneDNN runs one thread inside a parallel region). */
 static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_tensor *W, const float *A,
                          float beta, float *C, int64_t ldc, tlm_error *err) {
-    if (is_gguf(W)) {
+    if (is_gguf(W) && M < GGUF_PANEL_MIN_ROWS) {
         matmul_gguf(c, M, W, A, beta != 0.0f, C, ldc);
         return TLM_OK;
     }
-    if (!is_quant(W)) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
+    if (!is_quant(W) && !is_gguf(W)) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
     /* int8 and int4 weights: rounding the activations to int8 (as decode
      * does) costs SmolLM2's activation-aware int4 model +0.06% perplexity
      * on 100 KB of WikiText-2 (26.501 -> 26.517) for about 1.4x prefill. */
-    if (c->kern->gemm_q_preferred) {
+    if (is_quant(W) && c->kern->gemm_q_preferred) {
         matmul_int8(c, M, W, A, beta != 0.0f, C, ldc);
         return TLM_OK;
     }

@@ -16,8 +16,12 @@ checked is that they stay as close as that rounding allows:
     apart, and in place swaps them; its max |c - ref| is 1.3), and
     further from the reference than the f32 load, which must stay within
     1e-4 (so the switch does what it says and the default is in place);
-  - perplexity on the first 100 KB of WikiText-2 test (4 chunks of 512)
-    within PPL_REL of the f32 load's.
+  - prefill steps of 128 tokens or more dequantize the matrices in panels
+    and multiply in f32 (forward.c, GGUF_PANEL_MIN_ROWS): a 160-token
+    prompt's logits within 1e-4 of the f32 load's;
+  - perplexity on the first 100 KB of WikiText-2 test (4 chunks of 512),
+    in steps of 64 tokens (the int8 GEMM kernels), within PPL_REL of the
+    f32 load's.
 
     python test_gguf_inplace.py TOOL_LOGITS
 """
@@ -72,7 +76,7 @@ def log_softmax(x):
 
 def ppl(model, text_path, f32):
     cmd = [os.environ["TRIMLM"], "eval", "-m", model, "--ppl", text_path, "--ctx", "512",
-           "--chunks", "4", "--json", "-t", "2"]
+           "-b", "64", "--chunks", "4", "--json", "-t", "2"]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        env=env_with(f32), timeout=900)
     if r.returncode:
@@ -111,13 +115,20 @@ def main():
             check(f"{name} {mode}: same top token as the reference (or a near tie)",
                   int(np.argmax(got)) == int(np.argmax(want)) or gaps[0] < TIE_GAP)
 
+    long_prompt = (PROMPTS["plain"] * 12)[:160]
+    f32 = last_logits(tool, model, long_prompt, "prefill", True, out)
+    got = last_logits(tool, model, long_prompt, "prefill", False, out)
+    err = float(np.abs(got - f32).max() / np.abs(f32).max())
+    check(f"160-token prefill (f32 panels) within {F32_TOL:.0e} of the f32 load ({err:.2e})",
+          err < F32_TOL)
+
     src = os.path.join(os.environ["TLM_EVAL_DATA"], "wikitext2", "wiki.test.raw")
     text_path = os.path.join(out, "wiki.test.100k.raw")
     with open(src, "rb") as f, open(text_path, "wb") as g:
         g.write(f.read(100_000))
     p_in, p_f32 = ppl(model, text_path, False), ppl(model, text_path, True)
     rel = p_in / p_f32 - 1
-    print(f"wikitext-2 100 KB, 4 chunks of 512: ppl in place {p_in:.4f}, f32 {p_f32:.4f} "
+    print(f"wikitext-2 100 KB, 4 chunks of 512, steps of 64: ppl in place {p_in:.4f}, f32 {p_f32:.4f} "
           f"({rel:+.2%})")
     check(f"perplexity in place within {PPL_REL:.0%} of the f32 load ({rel:+.2%})",
           abs(rel) <= PPL_REL)
