@@ -143,7 +143,7 @@ tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error
 
 /* ------------------------------------------------------------ loading */
 
-static struct tlm_model *load_model(const char *path, bool lazy, tlm_error *err) {
+static struct tlm_model *load_model(const char *path, model_load_mode mode, tlm_error *err) {
     tlm_clearerr(err);
     if (!path || !*path) {
         tlm_seterr(err, TLM_ERR_ARG, "no model path given");
@@ -155,22 +155,33 @@ static struct tlm_model *load_model(const char *path, bool lazy, tlm_error *err)
         return NULL;
     }
     if (!S_ISDIR(st.st_mode) && model_is_tlm_file(path)) return model_load_tlm(path, err);
-    return S_ISDIR(st.st_mode) ? model_load_hf(path, lazy, err) : model_load_gguf(path, lazy, err);
+    return S_ISDIR(st.st_mode) ? model_load_hf(path, mode == MODEL_LOAD_LAZY, err)
+                               : model_load_gguf(path, mode, err);
 }
 
-tlm_model *tlm_model_load(const char *path, tlm_error *err) { return load_model(path, false, err); }
+tlm_model *tlm_model_load(const char *path, tlm_error *err) {
+    return load_model(path, MODEL_LOAD_IN_PLACE, err);
+}
 
 struct tlm_model *model_load_lazy(const char *path, tlm_error *err) {
-    return load_model(path, true, err);
+    return load_model(path, MODEL_LOAD_LAZY, err);
+}
+
+struct tlm_model *model_load_f32(const char *path, tlm_error *err) {
+    return load_model(path, MODEL_LOAD_F32, err);
 }
 
 tlm_model_load_params tlm_model_default_load_params(void) {
-    return (tlm_model_load_params){.lazy_layers = false};
+    return (tlm_model_load_params){.lazy_layers = false, .weights_f32 = false};
 }
 
 tlm_model *tlm_model_load_with(const char *path, const tlm_model_load_params *params,
                                tlm_error *err) {
-    return load_model(path, params && params->lazy_layers, err);
+    model_load_mode mode = !params                ? MODEL_LOAD_IN_PLACE
+                           : params->lazy_layers  ? MODEL_LOAD_LAZY
+                           : params->weights_f32  ? MODEL_LOAD_F32
+                                                  : MODEL_LOAD_IN_PLACE;
+    return load_model(path, mode, err);
 }
 
 void tlm_model_free(tlm_model *m) {

@@ -57,26 +57,40 @@ typedef struct tlm_hparams {
     bool qkv_bias;
 } tlm_hparams;
 
-/* How a tensor's elements are stored. The values are the .tlm tensor types
- * (tlm_format.h), so a mapped tensor's type is used as it is; GGUF's block
- * types (Q4_K, ...) are to get values of their own here when they are kept
- * as they are instead of being widened to f32 at load. */
+/* How a tensor's elements are stored. The values below 256 are the .tlm
+ * tensor types (tlm_format.h), so a mapped tensor's type is used as it is;
+ * TLM_STORAGE_GGML_BASE + a GGML type number (quant/ggml_types.h) is a GGUF
+ * block type kept as the file holds it (rows of ggml_row_bytes each). F16
+ * and BF16 rows are the same bytes in both formats, so those two have one
+ * value each. */
+#define TLM_STORAGE_GGML_BASE 256
 typedef enum tlm_storage {
     TLM_STORAGE_F32 = 0,
-    TLM_STORAGE_F16 = 1,         /* IEEE binary16 */
-    TLM_STORAGE_BF16 = 2,        /* the top half of an f32 */
+    TLM_STORAGE_F16 = 1,         /* IEEE binary16 (= GGML F16) */
+    TLM_STORAGE_BF16 = 2,        /* the top half of an f32 (= GGML BF16) */
     TLM_STORAGE_Q8_G32_R16 = 16, /* quant/qformat.h packed q8_g32_r16 (= TLM_Q8_G32) */
     TLM_STORAGE_Q4_G32_R16 = 17, /* quant/qformat.h packed q4_g32_r16 (= TLM_Q4_G32) */
+    TLM_STORAGE_GGML_Q4_0 = TLM_STORAGE_GGML_BASE + 2,
+    TLM_STORAGE_GGML_Q4_1 = TLM_STORAGE_GGML_BASE + 3,
+    TLM_STORAGE_GGML_Q5_0 = TLM_STORAGE_GGML_BASE + 6,
+    TLM_STORAGE_GGML_Q5_1 = TLM_STORAGE_GGML_BASE + 7,
+    TLM_STORAGE_GGML_Q8_0 = TLM_STORAGE_GGML_BASE + 8,
+    TLM_STORAGE_GGML_Q2_K = TLM_STORAGE_GGML_BASE + 10,
+    TLM_STORAGE_GGML_Q3_K = TLM_STORAGE_GGML_BASE + 11,
+    TLM_STORAGE_GGML_Q4_K = TLM_STORAGE_GGML_BASE + 12,
+    TLM_STORAGE_GGML_Q5_K = TLM_STORAGE_GGML_BASE + 13,
+    TLM_STORAGE_GGML_Q6_K = TLM_STORAGE_GGML_BASE + 14,
 } tlm_storage;
 
 /* A weight of the model: a (rows, cols) matrix, row r producing output r, or
  * a vector (rows == 1). cols % 32 == 0 for the packed types. The forward
- * pass picks its kernels from `type`; today's loaders give it f32 (widening
- * f16 / bf16 / GGUF blocks) or the packed types, mapped from a .tlm file.
+ * pass picks its kernels from `type`: f32, the packed types (mapped from a
+ * .tlm file), or a GGUF block type / F16 / BF16 used in place inside the
+ * read-only mapping of a GGUF file (model_gguf.c; vectors stay f32).
  * data == NULL: not there (a lazily loaded layer not materialised, or an
  * optional tensor the model lacks; rows and cols still say its shape when
  * the loader knows it). data is an array owned by the model, a lazily
- * loaded layer's block, or bytes inside the read-only mapping of a .tlm. */
+ * loaded layer's block, or bytes inside the model's read-only mapping. */
 typedef struct tlm_tensor {
     tlm_storage type;
     int64_t rows, cols;
@@ -85,6 +99,17 @@ typedef struct tlm_tensor {
 
 static inline bool tensor_is_packed(const tlm_tensor *t) {
     return t->type == TLM_STORAGE_Q8_G32_R16 || t->type == TLM_STORAGE_Q4_G32_R16;
+}
+
+/* The GGML type number of a tensor stored as GGUF holds it (a block type,
+ * F16 or BF16), the index of the kernels' gemv_gguf / gemm_gguf; -1 for
+ * f32 and the packed types. */
+static inline int tensor_ggml_type(const tlm_tensor *t) {
+    if (t->type == TLM_STORAGE_F16) return 1;  /* GGML_TYPE_F16 */
+    if (t->type == TLM_STORAGE_BF16) return 30; /* GGML_TYPE_BF16 */
+    if (t->type >= TLM_STORAGE_GGML_BASE && t->type < TLM_STORAGE_GGML_BASE + 31)
+        return (int)t->type - TLM_STORAGE_GGML_BASE;
+    return -1;
 }
 
 /* The f32 values of t, or NULL when it holds none (absent, or another type). */
@@ -164,10 +189,11 @@ struct tlm_model {
     float **owned;
     int32_t n_owned, cap_owned;
     /* Packed tensors point into this read-only mapping of the .tlm file,
-     * kept for the model's lifetime (NULL when nothing is mapped). */
+     * GGUF tensors used in place into that of the GGUF file; kept for the
+     * model's lifetime (NULL when nothing is mapped). */
     const void *map;
     size_t map_bytes;
-    int64_t quant_bytes; /* stored bytes of the packed tensors */
+    int64_t quant_bytes; /* stored bytes of the packed / in-place GGUF tensors */
     int64_t quant_params; /* their elements (also counted in n_params) */
     /* Loaded by model_load_lazy: where each layer's tensors lie in the source,
      * to be converted on demand by model_layer_materialize (model_lazy.c).
@@ -201,10 +227,20 @@ tlm_status model_check_hparams(const tlm_hparams *hp, const char *src, tlm_error
  * by model_gguf.c). */
 double model_llama3_rope_divisor(double freq, double factor, double lo, double hi, double orig);
 
-/* Loaders (model_gguf.c, model_hf.c); tlm_model_load() picks one. lazy:
- * validate every tensor as usual but convert only the non-layer ones (see
- * model_load_lazy). */
-struct tlm_model *model_load_gguf(const char *path, bool lazy, tlm_error *err);
+/* How model_load_gguf treats the weights. */
+typedef enum model_load_mode {
+    MODEL_LOAD_IN_PLACE = 0, /* matrices of a type with kernels stay in the
+                                mapped file (everything else as f32); the
+                                environment variable TRIMLM_GGUF_F32=1 turns
+                                this into MODEL_LOAD_F32, for comparisons */
+    MODEL_LOAD_F32 = 1,      /* every tensor widened to f32 */
+    MODEL_LOAD_LAZY = 2,     /* as F32, the layers left for model_layer_materialize */
+} model_load_mode;
+
+/* Loaders (model_gguf.c, model_hf.c); tlm_model_load() picks one (in place
+ * for a GGUF). lazy: validate every tensor as usual but convert only the
+ * non-layer ones (see model_load_lazy). */
+struct tlm_model *model_load_gguf(const char *path, model_load_mode mode, tlm_error *err);
 struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err);
 /* ------------------------------------------------ lazily loaded layers
  *
@@ -227,6 +263,9 @@ struct tlm_model *model_load_hf(const char *dir, bool lazy, tlm_error *err);
 /* tlm_model_load, with the layers of a GGUF or Hugging Face source left for
  * model_layer_materialize. */
 struct tlm_model *model_load_lazy(const char *path, tlm_error *err);
+/* tlm_model_load with every weight of a GGUF source widened to f32 (what
+ * the converter and calibration compute on when loading a source whole). */
+struct tlm_model *model_load_f32(const char *path, tlm_error *err);
 
 /* Converts layer il's tensors into one f32 block (no-op when it is already
  * there). On failure the layer is left as it was and err names the file

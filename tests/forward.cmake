@@ -20,3 +20,9 @@ set_tests_properties(realmodel_greedy PROPERTIES FIXTURES_REQUIRED realmodel TIM
 # The f16 and int8 KV caches against the f32 cache on the same synthetic
 # models (modes, threads, scalar kernels).
 tlm_py_test(forward_kv test_forward_kv.py $<TARGET_FILE:tool_logits>)
+
+# The default model's GGUF matrices used in place (int8-quantized inputs)
+# against the f32-widened load and the numpy reference: logits and perplexity.
+tlm_py_test(gguf_inplace_real test_gguf_inplace.py $<TARGET_FILE:tool_logits>)
+set_tests_properties(gguf_inplace_real PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 900
+                     LABELS "reference;realmodel")

@@ -20,6 +20,11 @@ import subprocess
 import sys
 import time
 
+# The GGUF sources' own logits, which the converted files are compared with,
+# come from the f32 widening of their weights (what convert starts from), not
+# from the default in-place load with its int8 activations.
+os.environ["TRIMLM_GGUF_F32"] = "1"
+
 import numpy as np
 
 import gguf

@@ -129,6 +129,9 @@ def gguf_bos(path):
 
 def test_real():
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # against numpy on the f32 widening of the weights (the in-place load,
+    # with int8 activations, is compared with it by test_gguf_inplace.py)
+    os.environ["TRIMLM_GGUF_F32"] = "1"
     import ref_llama
     from ref_eval import gguf_bpe_encoder, reference_ppl
     os.makedirs(OUT, exist_ok=True)

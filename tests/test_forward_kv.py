@@ -21,6 +21,11 @@ import os
 import subprocess
 import sys
 
+# Cache types are compared on the f32 widening of GGUF weights: with int8
+# activations (the default in-place load) a cache's rounding is re-rounded
+# per block, which would hide the cache's own error in that of the weights.
+os.environ["TRIMLM_GGUF_F32"] = "1"
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np

@@ -20,6 +20,11 @@ import subprocess
 import sys
 import time
 
+# The numpy reference is the f32 forward pass on the weights widened to f32;
+# trimlm loads GGUF files so here (the in-place load, whose int8 activations
+# move logits by ~1e-2, is checked by test_gguf_inplace.py).
+os.environ["TRIMLM_GGUF_F32"] = "1"
+
 # numpy's BLAS: one thread. The reference is small enough, and a second BLAS
 # thread on a machine whose cores are busy with other tests costs 3x.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

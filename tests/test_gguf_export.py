@@ -39,6 +39,10 @@ import shutil
 import subprocess
 import sys
 
+# Sources and exports are compared as convert sees a GGUF: widened to f32
+# (the default in-place load rounds activations to int8).
+os.environ["TRIMLM_GGUF_F32"] = "1"
+
 import numpy as np
 
 import gguf

@@ -21,6 +21,10 @@ import subprocess
 import sys
 import time
 
+# The reference runs on the f32 widening of the GGUF's weights, and so does
+# trimlm here; the default in-place load is checked by test_gguf_inplace.py.
+os.environ["TRIMLM_GGUF_F32"] = "1"
+
 # numpy's BLAS: one thread. The reference is small enough, and a second BLAS
 # thread on a machine whose cores are busy with other tests costs 3x.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     tlm_error err;
-    tlm_model *m = lazy ? model_load_lazy(model_path, &err) : tlm_model_load(model_path, &err);
+    tlm_model *m = lazy ? model_load_lazy(model_path, &err) : model_load_f32(model_path, &err);
     if (!m) { fprintf(stderr, "tool_calib_dump: %s\n", err.msg); return 1; }
     if (truncate_at >= 0 && truncate(model_path, (off_t)truncate_at) != 0) {
         perror(model_path);

@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     tlm_error err;
-    tlm_model *m = tlm_model_load(argv[1], &err);
+    tlm_model *m = model_load_f32(argv[1], &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!m) {
         fprintf(stderr, "error\t%s\t%s\n", tlm_status_name(err.code), err.msg);

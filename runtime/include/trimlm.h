@@ -58,9 +58,14 @@ typedef struct tlm_model_load_params {
                          so the peak is one layer in f32, not the model. Such a model
                          serves tlm_calibrate and tlm_convert_model; tlm_decode
                          refuses it. A .tlm file is always loaded whole. */
+    bool weights_f32; /* every weight of a GGUF source widened to f32 at load,
+                         instead of computing on its quantized blocks in place
+                         (the converter's whole-model load; comparisons). The
+                         environment variable TRIMLM_GGUF_F32=1 does the same
+                         for every load. */
 } tlm_model_load_params;
 
-tlm_model_load_params tlm_model_default_load_params(void); /* lazy_layers false */
+tlm_model_load_params tlm_model_default_load_params(void); /* both false */
 /* tlm_model_load with params (NULL = the defaults). */
 tlm_model *tlm_model_load_with(const char *path, const tlm_model_load_params *params,
                                tlm_error *err);

@@ -40,6 +40,16 @@
  *    decode, without the activation rounding.
  *    The last row's logits of a prefill that keeps only those go through the
  *    decode GEMV (one vector: no panels).
+ * GGUF matrices used in place (a GGML block type, F16 or BF16; model.h) go
+ * through the kernels' gemv_gguf / gemm_gguf for their type (prefill steps
+ * of GGUF_PANEL_MIN_ROWS tokens or more take the dequantized panels below). Their input is
+ * quantized once per input vector (decode) or per step's activation rows
+ * (prefill) for each activation form the matrices reading it take
+ * (tlm_gguf_act_kind: q8 per 32 values, the same blocks as the packed types;
+ * q8 per 256 for the K-quants; F16 / BF16 read the f32 vector itself).
+ * Prefill quantizes a step's rows once per form and reuses them for every
+ * matrix with that input (q/k/v; gate/up). Slices for GGUF matrices may
+ * start on any row.
  * A quantized token-embedding table is dequantized one looked-up row at a time.
  *
  * The KV cache stores keys (after RoPE) and values as f16 by default, as f32,
@@ -61,6 +71,8 @@
 #include "alloc.h"
 #include "error.h"
 #include "forward.h"
+#include "ggml_types.h"
+#include "gguf_act.h"
 #include "kernels.h"
 #include "model.h"
 #include "qformat.h"
@@ -71,6 +83,13 @@
 /* Rows of a quantized matrix dequantized at once for a prefill product: a
  * multiple of 16 (whole tiles); 256 x 1536 floats = 1.5 MB stays in L2. */
 #define PANEL_ROWS 256
+/* GGUF matrices in prefill: below this many activation rows the GGUF GEMM
+ * kernels (int8 activations); from it on, dequantized panels and sgemm (f32
+ * activations), whose one dequantization per matrix is then the cheaper
+ * part. Measured on an AVX-512 VNNI Xeon, 1 thread, t/s of gemm_gguf vs
+ * panels: SmolLM2 Q4_1/Q8_0 pp32 332 vs 283, pp64 336 vs 415, pp128 288
+ * vs 493; Qwen2.5-1.5B Q4_K_M pp128 44 vs 40, pp256 34 vs 51. */
+#define GGUF_PANEL_MIN_ROWS 128
 
 struct tlm_context {
     const struct tlm_model *model;
@@ -113,8 +132,17 @@ struct tlm_context {
 
     /* Quantized weights only (NULL for an all-f32 model). */
     uint8_t *xq;       /* (n_threads, xq_stride) decode: each thread's int8 activation,
-                          tlm_block_q8_g32_act per 32 inputs */
-    size_t xq_stride;  /* bytes per thread: blocks of the widest matrix input */
+                          tlm_block_q8_g32_act per 32 inputs, then (at xq_k256_at)
+                          tlm_block_q8_k256_act per 256 inputs */
+    size_t xq_stride;  /* bytes per thread: both forms of the widest matrix input */
+    size_t xq_k256_at; /* offset of the per-256 form in a thread's buffer */
+    /* Prefill with GGUF matrices: the step's activation rows in each form
+     * (0: per 32, 1: per 256), n_batch rows of the widest input each, and
+     * which input they hold (rows_src NULL: none; reset by every stage that
+     * writes activations, PARALLEL_STAGE). */
+    uint8_t *act_rows[2];
+    const float *rows_src[2];
+    int64_t rows_m[2], rows_k[2];
     float *panel;      /* (n_threads, PANEL_ROWS * panel_cols) prefill: dequantized rows */
     tlm_block_q8_g32_act *xq_rows; /* (n_batch, panel_cols / 32) prefill with the int8 GEMM:
                                       the step's activation rows quantized */
@@ -153,32 +181,85 @@ static inline void matrix_slice(const tlm_tensor *W, int ith, int nth, int64_t *
     *r1 = b < W->rows ? b : W->rows;
 }
 
-/* y[r] = (W x)[r] for r in [r0, r1); xq is x quantized by quantize_act_q8_g32
- * (read only when W is quantized). y is the whole output vector. The loaders
- * give the forward pass f32 and packed tensors only (model.h). */
-static inline void matvec_rows(const tlm_kernels *kern, const tlm_tensor *W, const float *x,
-                               const void *xq, float *y, int64_t r0, int64_t r1) {
-    switch (W->type) {
-    case TLM_STORAGE_Q8_G32_R16: kern->gemv_q8_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
-    case TLM_STORAGE_Q4_G32_R16: kern->gemv_q4_g32_r16(W->data, xq, y, W->cols, r0, r1); break;
-    default: kern->gemv_f32(W->data, x, y, W->cols, r0, r1); break;
+/* One input vector of the matrix products in the forms the matrices take:
+ * x itself, quantized per 32 (quantize_act_q8_g32: the packed types and
+ * GGUF's 32-value blocks) and per 256 (quantize_act_q8_k256: the K-quants);
+ * a form is filled only when a matrix reading x needs it (act_needs). */
+typedef struct act_in {
+    const float *x;
+    const void *g32;
+    const void *k256;
+} act_in;
+
+enum { ACT_G32 = 1, ACT_K256 = 2 };
+
+/* The quantized forms matrix W reads (0: x itself). */
+static inline unsigned act_needs(const tlm_tensor *W) {
+    if (tensor_is_packed(W)) return ACT_G32;
+    const int t = tensor_ggml_type(W);
+    if (t < 0) return 0;
+    switch (tlm_gguf_act_kind((uint32_t)t)) {
+    case TLM_GGUF_ACT_Q8_G32: return ACT_G32;
+    case TLM_GGUF_ACT_Q8_K256: return ACT_K256;
+    default: return 0;
     }
 }
 
-/* Rows [r0, r1) of a quantized matrix to f32: out[(r - r0) * cols + i]. */
+/* x (n floats) in the forms `need` asks for, into buf (a thread's xq buffer). */
+static inline act_in act_quantize(const struct tlm_context *c, unsigned need, const float *x,
+                                  int64_t n, uint8_t *buf) {
+    act_in a = {.x = x, .g32 = buf, .k256 = buf ? buf + c->xq_k256_at : NULL};
+    if (need & ACT_G32) c->kern->quantize_act_q8_g32(x, buf, n);
+    if (need & ACT_K256) c->kern->quantize_act_q8_k256(x, buf + c->xq_k256_at, n);
+    return a;
+}
+
+/* y[r] = (W x)[r] for r in [r0, r1); a holds x in the forms W needs
+ * (act_quantize). y is the whole output vector. */
+static inline void matvec_rows(const tlm_kernels *kern, const tlm_tensor *W, const act_in *a,
+                               float *y, int64_t r0, int64_t r1) {
+    switch (W->type) {
+    case TLM_STORAGE_F32: kern->gemv_f32(W->data, a->x, y, W->cols, r0, r1); break;
+    case TLM_STORAGE_Q8_G32_R16: kern->gemv_q8_g32_r16(W->data, a->g32, y, W->cols, r0, r1); break;
+    case TLM_STORAGE_Q4_G32_R16: kern->gemv_q4_g32_r16(W->data, a->g32, y, W->cols, r0, r1); break;
+    default: {
+        const int t = tensor_ggml_type(W);
+        const unsigned need = act_needs(W);
+        const void *xq = need == ACT_G32 ? a->g32 : need == ACT_K256 ? a->k256 : (const void *)a->x;
+        kern->gemv_gguf[t](W->data, xq, y, W->cols, r0, r1);
+        break;
+    }
+    }
+}
+
+/* Rows [r0, r1) of a packed or GGUF matrix to f32: out[(r - r0) * cols + i]
+ * (GGUF rows by the reference dequantizers of quant/ggml_types.c). */
 static inline void dequant_rows(const tlm_kernels *kern, const tlm_tensor *W, float *out,
                                 int64_t r0, int64_t r1) {
-    if (W->type == TLM_STORAGE_Q8_G32_R16) kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
-    else kern->dequant_q4_g32_r16(W->data, out, W->cols, r0, r1);
+    const int t = tensor_ggml_type(W);
+    uint64_t row_bytes;
+    if (W->type == TLM_STORAGE_Q8_G32_R16) {
+        kern->dequant_q8_g32_r16(W->data, out, W->cols, r0, r1);
+    } else if (W->type == TLM_STORAGE_Q4_G32_R16) {
+        kern->dequant_q4_g32_r16(W->data, out, W->cols, r0, r1);
+    } else if (t >= 0 && ggml_row_bytes((uint32_t)t, (uint64_t)W->cols, &row_bytes)) {
+        for (int64_t r = r0; r < r1; r++)
+            ggml_dequantize_row((uint32_t)t, (const uint8_t *)W->data + (size_t)r * row_bytes,
+                                out + (size_t)(r - r0) * (size_t)W->cols, W->cols);
+    }
 }
 
 static inline bool is_quant(const tlm_tensor *W) { return tensor_is_packed(W); }
+/* A GGUF matrix used in place (gemv_gguf / gemm_gguf). */
+static inline bool is_gguf(const tlm_tensor *W) { return tensor_ggml_type(W) >= 0; }
 
 static bool model_has_quant(const struct tlm_model *m) {
-    if (is_quant(&m->output) || is_quant(&m->tok_embd)) return true;
+    if (is_quant(&m->output) || is_quant(&m->tok_embd) || is_gguf(&m->output) ||
+        is_gguf(&m->tok_embd))
+        return true;
     for (int32_t i = 0; i < m->n_subs; i++)
         for (int k = 0; k < SUBLAYER_MAX_SLOTS; k++)
-            if (is_quant(&m->subs[i].w[k])) return true;
+            if (is_quant(&m->subs[i].w[k]) || is_gguf(&m->subs[i].w[k])) return true;
     return false;
 }
 
@@ -426,18 +507,63 @@ static void matmul_int8(struct tlm_context *c, int64_t M, const tlm_tensor *W, c
     }
 }
 
-/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A quantized W goes
+/* C[M, 0:N] = A[M,K] W^T (+ C when accumulate) for a GGUF W (N, K) used in
+ * place: the rows of A are quantized into the form W's type takes (split
+ * among threads; skipped when the same rows are already there from a
+ * matrix with the same input), then each thread multiplies its slice of
+ * W's rows by all M rows with gemm_gguf. F16 / BF16 read A itself. */
+static void matmul_gguf(struct tlm_context *c, int64_t M, const tlm_tensor *W, const float *A,
+                        bool accumulate, float *C, int64_t ldc) {
+    const tlm_kernels *kern = c->kern;
+    const int t = tensor_ggml_type(W);
+    const unsigned need = act_needs(W);
+    const int64_t K = W->cols;
+    const int form = need == ACT_K256;
+    const size_t row_bytes =
+        need ? tlm_gguf_act_row_bytes(form ? TLM_GGUF_ACT_Q8_K256 : TLM_GGUF_ACT_Q8_G32, K) : 0;
+    uint8_t *rows = c->act_rows[form];
+    const bool ready =
+        !need || (c->rows_src[form] == A && c->rows_m[form] == M && c->rows_k[form] == K);
+    const void *xq = need ? (const void *)rows : (const void *)A;
+#pragma omp parallel num_threads(c->n_threads)
+    {
+        int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t i0, i1, r0, r1;
+        if (!ready) { /* the same for every thread */
+            item_slice(M, ith, nth, &i0, &i1);
+            for (int64_t i = i0; i < i1; i++) {
+                if (form) kern->quantize_act_q8_k256(A + i * K, rows + (size_t)i * row_bytes, K);
+                else kern->quantize_act_q8_g32(A + i * K, rows + (size_t)i * row_bytes, K);
+            }
+#pragma omp barrier
+        }
+        thread_slice(W->rows, ith, nth, &r0, &r1);
+        if (r1 > r0) kern->gemm_gguf[t](W->data, xq, C, ldc, M, K, r0, r1, accumulate);
+    }
+    if (need) {
+        c->rows_src[form] = A;
+        c->rows_m[form] = M;
+        c->rows_k[form] = K;
+    }
+}
+
+/* C[M, 0:N] = A[M,K] W^T + beta C for any W (N, K). A GGUF W goes through
+ * matmul_gguf below GGUF_PANEL_MIN_ROWS rows; a packed W goes
  * through matmul_int8 where the kernel table prefers it; otherwise it is
  * dequantized in panels of at most PANEL_ROWS rows (a multiple of 16, at least
  * one per thread), each thread dequantizing a panel into its own buffer and
  * multiplying it on its own (oneDNN runs one thread inside a parallel region). */
 static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_tensor *W, const float *A,
                          float beta, float *C, int64_t ldc, tlm_error *err) {
-    if (!is_quant(W)) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
+    if (is_gguf(W) && M < GGUF_PANEL_MIN_ROWS) {
+        matmul_gguf(c, M, W, A, beta != 0.0f, C, ldc);
+        return TLM_OK;
+    }
+    if (!is_quant(W) && !is_gguf(W)) return sgemm_wt(M, W->rows, W->cols, A, W->data, beta, C, ldc, err);
     /* int8 and int4 weights: rounding the activations to int8 (as decode
      * does) costs SmolLM2's activation-aware int4 model +0.06% perplexity
      * on 100 KB of WikiText-2 (26.501 -> 26.517) for about 1.4x prefill. */
-    if (c->kern->gemm_q_preferred) {
+    if (is_quant(W) && c->kern->gemm_q_preferred) {
         matmul_int8(c, M, W, A, beta != 0.0f, C, ldc);
         return TLM_OK;
     }
@@ -466,7 +592,10 @@ static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_tensor *W, 
     return TLM_OK;
 }
 
+/* A stage writing activations: the quantized rows of matmul_gguf are stale
+ * after it. */
 #define PARALLEL_STAGE(c, call)                                                   \
+    (c)->rows_src[0] = (c)->rows_src[1] = NULL;                                   \
     _Pragma("omp parallel num_threads((c)->n_threads)") {                        \
         int ith = omp_get_thread_num(), nth = omp_get_num_threads();             \
         call;                                                                     \
@@ -546,30 +675,30 @@ static void logits_of_row(struct tlm_context *c, const float *row, float *logits
     const tlm_hparams *hp = &m->hp;
     const tlm_tensor *out = &m->output;
     c->kern->rmsnorm_f32(c->xn, row, tensor_f32(&m->out_norm), hp->n_embd, hp->rms_eps);
-    if (is_quant(out)) c->kern->quantize_act_q8_g32(c->xn, c->xq, hp->n_embd);
+    const act_in a = act_quantize(c, act_needs(out), c->xn, hp->n_embd, c->xq);
 #pragma omp parallel num_threads(c->n_threads)
     {
         int64_t r0, r1;
         matrix_slice(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        if (r1 > r0) matvec_rows(c->kern, out, c->xn, c->xq, logits_out, r0, r1);
+        if (r1 > r0) matvec_rows(c->kern, out, &a, logits_out, r0, r1);
     }
 }
 
 /* ---------------------------------------------------- decode (n = 1) */
 
 /* This thread's int8 activation buffer. */
-static inline void *thread_xq(const struct tlm_context *c, int ith) {
+static inline uint8_t *thread_xq(const struct tlm_context *c, int ith) {
     return c->xq ? c->xq + (size_t)ith * c->xq_stride : NULL;
 }
 
 /* Decode Q/K/V by head: the (n_head + 2 n_head_kv) head-sized blocks of rows
  * are split among threads, and a thread finishes its own heads (bias, RoPE,
  * KV-cache store) without waiting for the others. xn: this thread's
- * normalised input (n_embd); xq: the same quantized (when a matrix is).
+ * normalised input (n_embd) in the forms the matrices take.
  * Each head is computed into the step buffers (q, k, v), and keys and values
  * are stored into the cache from there in the cache's type. */
-static void decode_qkv_heads(struct tlm_context *c, const tlm_sublayer *S, const float *xn,
-                             const void *xq, int ith, int nth) {
+static void decode_qkv_heads(struct tlm_context *c, const tlm_sublayer *S, const act_in *xn,
+                             int ith, int nth) {
     const tlm_hparams *hp = &c->model->hp;
     const tlm_kernels *kern = c->kern;
     const float *bq = tensor_f32(&S->w[ATTN_Q_BIAS]), *bk = tensor_f32(&S->w[ATTN_K_BIAS]),
@@ -581,14 +710,14 @@ static void decode_qkv_heads(struct tlm_context *c, const tlm_sublayer *S, const
         if (u < hp->n_head) {
             int32_t h = (int32_t)u;
             float *qh = c->q + (size_t)h * hd;
-            matvec_rows(kern, &S->w[ATTN_Q], xn, xq, c->q, (int64_t)h * hd, (int64_t)(h + 1) * hd);
+            matvec_rows(kern, &S->w[ATTN_Q], xn, c->q, (int64_t)h * hd, (int64_t)(h + 1) * hd);
             if (bq)
                 for (int32_t d = 0; d < hd; d++) qh[d] += bq[h * hd + d];
             rope_apply(c, qh, 0);
         } else if (u < hp->n_head + hp->n_head_kv) {
             int32_t g = (int32_t)u - hp->n_head;
             float *kh = c->k + (size_t)g * hd;
-            matvec_rows(kern, &S->w[ATTN_K], xn, xq, c->k, (int64_t)g * hd, (int64_t)(g + 1) * hd);
+            matvec_rows(kern, &S->w[ATTN_K], xn, c->k, (int64_t)g * hd, (int64_t)(g + 1) * hd);
             if (bk)
                 for (int32_t d = 0; d < hd; d++) kh[d] += bk[g * hd + d];
             rope_apply(c, kh, 0);
@@ -596,7 +725,7 @@ static void decode_qkv_heads(struct tlm_context *c, const tlm_sublayer *S, const
         } else {
             int32_t g = (int32_t)u - hp->n_head - hp->n_head_kv;
             float *vh = c->v + (size_t)g * hd;
-            matvec_rows(kern, &S->w[ATTN_V], xn, xq, c->v, (int64_t)g * hd, (int64_t)(g + 1) * hd);
+            matvec_rows(kern, &S->w[ATTN_V], xn, c->v, (int64_t)g * hd, (int64_t)(g + 1) * hd);
             if (bv)
                 for (int32_t d = 0; d < hd; d++) vh[d] += bv[g * hd + d];
             kv_store(c, true, S->kv_slot, g, c->pos, vh);
@@ -619,7 +748,8 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
     {
         int ith = omp_get_thread_num(), nth = omp_get_num_threads();
         float *xn = c->xn_thread + (size_t)ith * (size_t)E;
-        void *xq = thread_xq(c, ith);
+        uint8_t *xq = thread_xq(c, ith);
+        act_in a;
         int64_t r0, r1;
         for (int32_t i = 0; i < m->n_subs; i++) {
             const tlm_sublayer *S = &m->subs[i];
@@ -627,36 +757,35 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
             if (S->kind == TLM_SUBLAYER_ATTN) {
                 const tlm_tensor *wq = &S->w[ATTN_Q], *wk = &S->w[ATTN_K], *wv = &S->w[ATTN_V],
                                  *wo = &S->w[ATTN_OUT];
-                if (is_quant(wq) || is_quant(wk) || is_quant(wv))
-                    kern->quantize_act_q8_g32(xn, xq, E);
-                decode_qkv_heads(c, S, xn, xq, ith, nth);
+                a = act_quantize(c, act_needs(wq) | act_needs(wk) | act_needs(wv), xn, E, xq);
+                decode_qkv_heads(c, S, &a, ith, nth);
 #pragma omp barrier
                 stage_attention(c, S->kv_slot, 1, ith, nth);
 #pragma omp barrier
-                if (is_quant(wo)) kern->quantize_act_q8_g32(c->attn, xq, q_dim);
+                a = act_quantize(c, act_needs(wo), c->attn, q_dim, xq);
                 matrix_slice(wo, ith, nth, &r0, &r1);
                 if (r1 > r0) {
-                    matvec_rows(kern, wo, c->attn, xq, c->proj, r0, r1);
+                    matvec_rows(kern, wo, &a, c->proj, r0, r1);
                     for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
                 }
 #pragma omp barrier
                 continue;
             }
             const tlm_tensor *wg = &S->w[MLP_GATE], *wu = &S->w[MLP_UP], *wd = &S->w[MLP_DOWN];
-            if (is_quant(wg) || is_quant(wu)) kern->quantize_act_q8_g32(xn, xq, E);
+            a = act_quantize(c, act_needs(wg) | act_needs(wu), xn, E, xq);
             /* gate and up share the slice, so that SwiGLU runs on own rows:
              * whole tiles when either is quantized */
             matrix_slice(is_quant(wg) ? wg : wu, ith, nth, &r0, &r1);
             if (r1 > r0) {
-                matvec_rows(kern, wg, xn, xq, c->gate, r0, r1);
-                matvec_rows(kern, wu, xn, xq, c->up, r0, r1);
+                matvec_rows(kern, wg, &a, c->gate, r0, r1);
+                matvec_rows(kern, wu, &a, c->up, r0, r1);
                 kern->silu_mul_f32(c->gate + r0, c->up + r0, r1 - r0);
             }
 #pragma omp barrier
-            if (is_quant(wd)) kern->quantize_act_q8_g32(c->gate, xq, F);
+            a = act_quantize(c, act_needs(wd), c->gate, F, xq);
             matrix_slice(wd, ith, nth, &r0, &r1);
             if (r1 > r0) {
-                matvec_rows(kern, wd, c->gate, xq, c->proj, r0, r1);
+                matvec_rows(kern, wd, &a, c->proj, r0, r1);
                 for (int64_t r = r0; r < r1; r++) c->x[r] += c->proj[r];
             }
 #pragma omp barrier
@@ -664,9 +793,9 @@ static void forward_one(struct tlm_context *c, float *logits_out) {
         if (logits_out) {
             const tlm_tensor *out = &m->output;
             kern->rmsnorm_f32(xn, c->x, tensor_f32(&m->out_norm), E, hp->rms_eps);
-            if (is_quant(out)) kern->quantize_act_q8_g32(xn, xq, E);
+            a = act_quantize(c, act_needs(out), xn, E, xq);
             matrix_slice(out, ith, nth, &r0, &r1);
-            if (r1 > r0) matvec_rows(kern, out, xn, xq, logits_out, r0, r1);
+            if (r1 > r0) matvec_rows(kern, out, &a, logits_out, r0, r1);
         }
     }
 }
@@ -724,6 +853,8 @@ void tlm_context_free(tlm_context *c) {
     tlm_free(c->xq);
     tlm_free(c->panel);
     tlm_free(c->xq_rows);
+    tlm_free(c->act_rows[0]);
+    tlm_free(c->act_rows[1]);
     tlm_free(c->logits);
     tlm_free(c);
 }
@@ -849,9 +980,15 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
         size_t widest = E > q_dim ? E : q_dim;
         if (F > widest) widest = F;
         size_t blocks = (widest + TLM_QGROUP - 1) / TLM_QGROUP;
-        c->xq_stride = (blocks * sizeof(tlm_block_q8_g32_act) + 63) / 64 * 64;
+        /* both forms of the widest input (rounded up to whole blocks) */
+        size_t g32_bytes = (blocks * sizeof(tlm_block_q8_g32_act) + 63) / 64 * 64;
+        size_t k256_bytes = (widest + 255) / 256 * sizeof(tlm_block_q8_k256_act);
+        c->xq_k256_at = g32_bytes;
+        c->xq_stride = g32_bytes + k256_bytes;
         c->panel_cols = (int64_t)widest;
         if (!(c->xq = alloc_floats((size_t)n_threads, c->xq_stride, 1, "quantized activations", err)) ||
+            !(c->act_rows[0] = alloc_floats(B, g32_bytes, 1, "quantized activation rows", err)) ||
+            !(c->act_rows[1] = alloc_floats(B, k256_bytes, 1, "quantized activation rows", err)) ||
             !(c->panel = alloc_floats((size_t)n_threads * PANEL_ROWS, widest, sizeof(float),
                                       "dequantized weight panels", err)) ||
             !(c->xq_rows = alloc_floats(B, blocks, sizeof(tlm_block_q8_g32_act),
@@ -906,8 +1043,13 @@ static void embed_tokens(struct tlm_context *c, const int32_t *tokens, int32_t n
     const tlm_tensor *emb = &c->model->tok_embd;
     size_t E = (size_t)emb->cols;
     for (int32_t i = 0; i < n; i++) {
+        const int t = tensor_ggml_type(emb);
+        uint64_t row_bytes;
         if (is_quant(emb))
             dequant_rows(c->kern, emb, c->x + (size_t)i * E, tokens[i], tokens[i] + 1);
+        else if (t >= 0 && ggml_row_bytes((uint32_t)t, E, &row_bytes))
+            ggml_dequantize_row((uint32_t)t, (const uint8_t *)emb->data + (size_t)tokens[i] * row_bytes,
+                                c->x + (size_t)i * E, (int64_t)E);
         else
             memcpy(c->x + (size_t)i * E, tensor_f32(emb) + (size_t)tokens[i] * E, E * sizeof(float));
     }

@@ -536,6 +536,14 @@ void gguf_close(gguf_file *f) {
     tlm_free(f);
 }
 
+bool gguf_take_mapping(gguf_file *f, const void **map, size_t *size) {
+    if (!f || !f->map || f->borrowed) return false;
+    *map = f->map;
+    *size = f->size;
+    f->borrowed = true; /* gguf_close leaves it mapped from now on */
+    return true;
+}
+
 /* ------------------------------------------------------------ accessors */
 
 uint32_t gguf_version(const gguf_file *f) { return f->version; }

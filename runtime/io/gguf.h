@@ -54,6 +54,10 @@ gguf_file *gguf_open(const char *path, tlm_error *err);
  * gguf_file); name stands for the file in messages. */
 gguf_file *gguf_open_memory(const void *data, size_t size, const char *name, tlm_error *err);
 void gguf_close(gguf_file *f);
+/* Hands the mapping of a file opened by gguf_open to the caller, who
+ * munmaps (*map, *size) when done; the tensors' data pointers stay valid
+ * after gguf_close. False (nothing handed over) for gguf_open_memory. */
+bool gguf_take_mapping(gguf_file *f, const void **map, size_t *size);
 
 uint32_t gguf_version(const gguf_file *f);
 const char *gguf_path(const gguf_file *f);

@@ -1,8 +1,13 @@
 /*
  * model_gguf.c — builds a tlm_model from a GGUF file: hyper-parameters from
- * the metadata, every weight dequantized to f32, the tokenizer from the
- * tokenizer.ggml.* metadata. The file is closed once everything is copied;
- * a lazy load (model.h) converts the layers later, from an open descriptor.
+ * the metadata, the weights, the tokenizer from the tokenizer.ggml.* metadata.
+ * Weights (model_load_mode): by default each matrix whose type the kernels
+ * compute on (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, F16, BF16) stays in
+ * the read-only mapping of the file, which the model keeps; vectors (norms,
+ * biases) and other types are widened to f32. MODEL_LOAD_F32 (or the
+ * environment variable TRIMLM_GGUF_F32=1) widens everything, as the
+ * converter needs; a lazy load (model.h) converts the layers later, from an
+ * open descriptor.
  * Architectures: llama, qwen2, and deci (llama.cpp's form for models whose
  * layers may lack attention or MLP, which `trimlm convert --to gguf` writes
  * for pruned models; runtime/io/gguf_writer.h): its per-layer arrays say which
@@ -14,6 +19,8 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +28,7 @@
 #include "error.h"
 #include "ggml_types.h"
 #include "gguf.h"
+#include "kernels.h"
 #include "model.h"
 #include "tensor_spec.h"
 
@@ -39,6 +47,7 @@ typedef struct gguf_loader {
     bool *has_attn, *has_mlp;
     bool *has_bias; /* per layer: q/k/v biases present (known before conversion) */
     bool lazy;      /* record the layers' tensors in m->lazy instead of converting them */
+    bool in_place;  /* matrices of a type with kernels point into the mapping */
     int32_t file;   /* the file's index in m->lazy */
 } gguf_loader;
 
@@ -384,9 +393,18 @@ static void dequantize_rows(uint32_t type, const void *src, float *w, uint64_t r
                             w + (uint64_t)r * cols, (int64_t)cols);
 }
 
+/* True when a matrix t of ggml type `type` can be used where it lies: a
+ * type the kernels compute on (kernels.h) and data aligned as they need
+ * (a file's general.alignment may be anything; the default 32 suffices). */
+static bool usable_in_place(const gguf_tensor *t) {
+    return tlm_gguf_act_kind(t->type) != TLM_GGUF_ACT_NONE && t->type != GGML_TYPE_F32 &&
+           ((uintptr_t)t->data & 3) == 0;
+}
+
 /* Converts tensor `name` (as find_weight checks it) to a new f32 array owned
  * by m, into *out with shape (rows or 1, cols); absent and !required: data
- * NULL. */
+ * NULL. In an in-place load a matrix of a usable type points into the
+ * mapping instead, with its GGUF type as its storage. */
 static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const char *name,
                               uint64_t rows, uint64_t cols, bool required, tlm_tensor *out) {
     *out = tensor_of_f32(NULL, rows ? (int64_t)rows : 1, (int64_t)cols);
@@ -394,6 +412,16 @@ static tlm_status load_weight(const gguf_loader *ld, struct tlm_model *m, const 
     tlm_status st = find_weight(ld, name, rows, cols, required, &t);
     if (st || !t) return st;
     const uint64_t n_rows = rows ? rows : 1;
+    if (ld->in_place && rows && usable_in_place(t)) {
+        out->type = (tlm_storage)(TLM_STORAGE_GGML_BASE + (int)t->type);
+        if (t->type == GGML_TYPE_F16) out->type = TLM_STORAGE_F16;
+        if (t->type == GGML_TYPE_BF16) out->type = TLM_STORAGE_BF16;
+        out->data = (void *)t->data;
+        m->n_params += (int64_t)(n_rows * cols);
+        m->quant_params += (int64_t)(n_rows * cols);
+        m->quant_bytes += (int64_t)t->nbytes;
+        return TLM_OK;
+    }
     float *w = model_alloc_weight(m, n_rows * cols, ld->err); /* both <= 2^31 (hparams) */
     if (!w) {
         char why[TLM_ERROR_MSG_MAX];
@@ -562,7 +590,7 @@ static tlm_status load_model(gguf_loader *ld, struct tlm_model *m) {
     return load_weights(ld, m);
 }
 
-struct tlm_model *model_load_gguf(const char *path, bool lazy, tlm_error *err) {
+struct tlm_model *model_load_gguf(const char *path, model_load_mode mode, tlm_error *err) {
     tlm_clearerr(err);
     gguf_file *f = gguf_open(path, err);
     if (!f) return NULL;
@@ -575,8 +603,27 @@ struct tlm_model *model_load_gguf(const char *path, bool lazy, tlm_error *err) {
     /* Errors are reported through a local so that a NULL err still works. */
     tlm_error local;
     tlm_clearerr(&local);
-    gguf_loader ld = {.f = f, .path = path, .err = &local, .lazy = lazy};
+    const char *force_f32 = getenv("TRIMLM_GGUF_F32");
+    const bool in_place =
+        mode == MODEL_LOAD_IN_PLACE && !(force_f32 && strcmp(force_f32, "1") == 0);
+    gguf_loader ld = {
+        .f = f, .path = path, .err = &local, .lazy = mode == MODEL_LOAD_LAZY, .in_place = in_place};
     tlm_status st = load_model(&ld, m);
+    if (st == TLM_OK && m->quant_params > 0) {
+        /* the tensors used in place live as long as the model; the reader
+         * mapped the file for one sequential pass, decode reads it over and
+         * over: normal paging, and start reading it in now */
+        const void *map;
+        size_t size;
+        if (gguf_take_mapping(f, &map, &size)) {
+            m->map = map;
+            m->map_bytes = size;
+            madvise((void *)map, size, MADV_NORMAL);
+            madvise((void *)map, size, MADV_WILLNEED);
+        } else {
+            st = tlm_seterr(&local, TLM_ERR_ARG, "%s: the file is not mapped", path);
+        }
+    }
     tlm_free(ld.has_attn);
     tlm_free(ld.has_mlp);
     tlm_free(ld.has_bias);

@@ -26,7 +26,7 @@ static void check_lazy(const char *path, const tlm_model *eager, const tlm_error
     /* the GGUF loader itself, as for the eager load: model_load_lazy picks a
      * loader by the file's magic, and bytes starting with the .tlm magic
      * would go to another loader with another message */
-    tlm_model *m = model_load_gguf(path, true, &err);
+    tlm_model *m = model_load_gguf(path, MODEL_LOAD_LAZY, &err);
     FUZZ_CHECK((m != NULL) == (eager != NULL), "the lazy load %s what the eager one %s",
                m ? "accepts" : "refuses", eager ? "accepts" : "refuses");
     if (!m) {
@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
     if (!fuzz_memfd_write(0, data, size, path)) return 0;
     tlm_error err;
-    tlm_model *m = model_load_gguf(path, false, &err);
+    tlm_model *m = model_load_gguf(path, MODEL_LOAD_F32, &err);
     if (!m) FUZZ_CHECK_ERROR(err);
     check_lazy(path, m, &err);
     if (!m) return 0;

@@ -255,7 +255,8 @@ int cmd_convert(int argc, char **argv) {
      * TRIMLM_CONVERT_EAGER=1 loads it whole, for the tests to compare. */
     const char *eager = getenv("TRIMLM_CONVERT_EAGER");
     tlm_model_load_params lp = tlm_model_default_load_params();
-    lp.lazy_layers = !(eager && strcmp(eager, "1") == 0);
+    if (eager && strcmp(eager, "1") == 0) lp.weights_f32 = true;
+    else lp.lazy_layers = true;
     tlm_model *m = tlm_model_load_with(path, &lp, &err);
     if (!m) return cli_fail_err(&err);
     tlm_model_info info;
