@@ -69,6 +69,7 @@ int main(int argc, char **argv) {
     char *out = NULL;
     tlm_model *model = NULL;
     char *tmpl = NULL;
+    bool tokenized = false; /* --tokenize printed the ids */
     if (model_path) {
         model = tlm_model_load(model_path, &err);
         if (model && tokenize) {
@@ -77,13 +78,11 @@ int main(int argc, char **argv) {
             int32_t count = ids ? tlm_chat_tokenize(model, msgs, n, gen, ids, cap, &err) : -1;
             if (count > cap) snprintf(err.msg, sizeof err.msg, "more than %d tokens", cap);
             for (int32_t k = 0; count >= 0 && k < count && k < cap; k++) printf(k ? " %d" : "%d", ids[k]);
+            free(ids);
             if (count >= 0 && count <= cap) {
                 printf("\n");
-                free(ids);
-                tlm_model_free(model);
-                return 0;
+                tokenized = true;
             }
-            free(ids);
         } else if (model) {
             out = tlm_chat_render(model, msgs, n, gen, &err);
         }
@@ -97,7 +96,7 @@ int main(int argc, char **argv) {
     }
     int rc = 0;
     if (out) fputs(out, stdout);
-    else {
+    else if (!tokenized) {
         fprintf(stderr, "tool_chat: %s\n", err.msg);
         rc = 1;
     }
