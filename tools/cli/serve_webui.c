@@ -11,20 +11,30 @@
 extern const unsigned char serve_webui_page_bytes[];
 extern const size_t serve_webui_page_bytes_len;
 
-/* The text between "<tag>" and "</tag>" (the first such element), as the
- * browser hashes it for a CSP source 'sha256-...': the exact bytes. */
+/* The text between "<tag>" and "</tag>" (the first such element outside
+ * HTML comments), as the browser hashes it for a CSP source 'sha256-...':
+ * the exact bytes. */
 static bool element_body(const char *page, const char *tag, const char **body, size_t *len) {
     char open[32], close[32];
     snprintf(open, sizeof open, "<%s>", tag);
     snprintf(close, sizeof close, "</%s>", tag);
-    const char *start = strstr(page, open);
-    if (!start) return false;
-    start += strlen(open);
-    const char *end = strstr(start, close);
-    if (!end) return false;
-    *body = start;
-    *len = (size_t)(end - start);
-    return true;
+    const char *p = page;
+    for (;;) {
+        const char *start = strstr(p, open), *comment = strstr(p, "<!--");
+        if (!start) return false;
+        if (comment && comment < start) {
+            const char *end = strstr(comment + 4, "-->");
+            if (!end) return false;
+            p = end + 3;
+            continue;
+        }
+        start += strlen(open);
+        const char *end = strstr(start, close);
+        if (!end) return false;
+        *body = start;
+        *len = (size_t)(end - start);
+        return true;
+    }
 }
 
 /* "'sha256-<base64>'" of n bytes into out (at least 56 bytes). */
