@@ -15,3 +15,8 @@ set_tests_properties(serve_real PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600
 # screenshot in $TLM_TEST_OUT/serve_webui/chat.png.
 tlm_py_test(serve_webui test_serve_webui.py)
 set_tests_properties(serve_webui PROPERTIES TIMEOUT 300 LABELS "reference;serve")
+
+# The scale-out recipe (tools/serve-nginx.conf): nginx in front of two
+# servers; one killed, the later requests answered by the other.
+tlm_py_test(serve_nginx test_serve_nginx.py)
+set_tests_properties(serve_nginx PROPERTIES TIMEOUT 300 LABELS "reference;serve")
