@@ -2,7 +2,7 @@
 # Installs what building and testing trimlm needs on Debian 12, skipping what
 # is already there: the C toolchain and libraries (apt) and, for the tests'
 # independent reference implementations, a Python virtual environment in
-# .venv with numpy, gguf, tokenizers, safetensors, jinja2 and openai (pip).
+# .venv with numpy, gguf, tokenizers, safetensors, jinja2, openai and selenium (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,8 @@ APT_PKGS=(
   libcurl4-openssl-dev libarchive-dev libssl-dev libcmocka-dev libxxhash-dev
   libedit-dev tmux # trimlm chat: line editing; tests/test_chat_tmux.py drives it in a terminal
   libmicrohttpd-dev # trimlm serve: the HTTP server
+  chromium chromium-driver # tests/test_serve_webui.py: the chat page in a headless browser
+  nginx-light # tests/test_serve_nginx.py: the scale-out recipe, tools/serve-nginx.conf
   python3 python3-venv
   clang libclang-rt-14-dev libomp-14-dev # tools/fuzz.sh: libFuzzer, sanitizers, OpenMP for clang
 )
@@ -50,13 +52,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# openai: tests/test_serve.py talks to `trimlm serve` with OpenAI's own client
-PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0 jinja2==3.1.6 openai==3.51.0)
+# openai: tests/test_serve.py talks to `trimlm serve` with OpenAI's own client;
+# selenium: tests/test_serve_webui.py drives Debian's chromium through chromedriver
+PY_PKGS=(numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0 jinja2==3.1.6 openai==3.51.0
+         selenium==4.40.0)
 if [ "${TLM_SKIP_VENV:-0}" != 1 ]; then
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors, jinja2, openai' 2>/dev/null; then
+  if ! .venv/bin/python -c 'import numpy, gguf, tokenizers, safetensors, jinja2, openai, selenium' 2>/dev/null; then
     .venv/bin/python -m pip install -q "${PY_PKGS[@]}"
   fi
 fi

@@ -20,6 +20,7 @@
 #include "serve_metrics.h"
 #include "serve_request.h"
 #include "serve_response.h"
+#include "serve_webui.h"
 
 struct serve_http {
     struct MHD_Daemon *daemon;
@@ -28,6 +29,7 @@ struct serve_http {
     double t_start; /* monotonic */
     int64_t created; /* Unix seconds, for /v1/models */
     int port;
+    serve_webui webui; /* the chat page at / */
 };
 
 /* What one request gathered so far (MHD's per-request pointer). */
@@ -103,6 +105,23 @@ static enum MHD_Result send_error(serve_http *h, struct MHD_Connection *conn, co
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)e->status, r);
     MHD_destroy_response(r);
     count_status(h, e->status);
+    return ok;
+}
+
+/* The chat page: static bytes, never the API key's business (the page asks
+ * for the key and sends it with its own API calls). */
+static enum MHD_Result send_page(serve_http *h, struct MHD_Connection *conn) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(h->webui.len, (void *)h->webui.page,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+    MHD_add_response_header(r, "Content-Security-Policy", h->webui.csp);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    count_status(h, 200);
     return ok;
 }
 
@@ -337,6 +356,10 @@ static enum MHD_Result route(serve_http *h, struct MHD_Connection *conn, const c
         if (!get) goto not_allowed;
         return send_text(h, conn, 200, "{\"status\":\"ok\"}", "application/json");
     }
+    if (path_is(url, "/")) {
+        if (!get) goto not_allowed;
+        return send_page(h, conn);
+    }
     bool known = path_is(url, "/v1/models") || path_is(url, "/metrics") ||
                  path_is(url, "/v1/chat/completions") || path_is(url, "/v1/completions");
     if (!known) {
@@ -457,6 +480,15 @@ serve_http *serve_http_start(const serve_http_params *p, tlm_error *err) {
     h->p = *p;
     h->t_start = mono_s();
     h->created = (int64_t)time(NULL);
+    char why[200];
+    if (!serve_webui_init(&h->webui, why, sizeof why)) {
+        if (err) {
+            err->code = TLM_ERR_FORMAT;
+            snprintf(err->msg, sizeof err->msg, "%s", why);
+        }
+        free(h);
+        return NULL;
+    }
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;

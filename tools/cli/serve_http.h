@@ -3,6 +3,7 @@
  * per connection): routing, the API key, body limits, and the OpenAI
  * endpoints on top of the scheduler (serve_sched.h).
  *
+ *   GET  /                      the chat page (serve_webui.h; never needs the API key)
  *   POST /v1/chat/completions   chat (streamed as server-sent events or not)
  *   POST /v1/completions        raw-text completion
  *   GET  /v1/models             the one model served
