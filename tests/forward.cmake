@@ -13,6 +13,10 @@ target_link_libraries(tool_logits PRIVATE trimlm_static)
 # reference, 1 and 2 threads.
 tlm_py_test(forward_ref test_forward_ref.py $<TARGET_FILE:tool_logits>)
 
+# Gemma 3 (sliding-window local layers, soft-capping, GQA) against its own
+# numpy reference.
+tlm_py_test(gemma3_ref test_gemma3_ref.py $<TARGET_FILE:tool_logits>)
+
 # Greedy continuations of the real default model against the numpy reference.
 tlm_py_test(realmodel_greedy test_realmodel_greedy.py $<TARGET_FILE:tool_logits>)
 set_tests_properties(realmodel_greedy PROPERTIES FIXTURES_REQUIRED realmodel TIMEOUT 300 LABELS "reference;realmodel")
