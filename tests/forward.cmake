@@ -24,3 +24,9 @@ set_tests_properties(realmodel_greedy PROPERTIES FIXTURES_REQUIRED realmodel TIM
 # The f16 and int8 KV caches against the f32 cache on the same synthetic
 # models (modes, threads, scalar kernels).
 tlm_py_test(forward_kv test_forward_kv.py $<TARGET_FILE:tool_logits>)
+
+# The real Gemma 3 270M (when the cache has it): greedy tokens and prompt
+# logits against the numpy Gemma 3 reference.
+tlm_py_test(gemma3_real test_gemma3_real.py $<TARGET_FILE:tool_logits> $<TARGET_FILE:tool_tokenize>)
+set_tests_properties(gemma3_real PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900 PROCESSORS 2
+                     LABELS "reference;realmodel")
