@@ -92,6 +92,23 @@ def main():
                   + (f"; {problem}" if problem else ""))
             if not ok:
                 failures.append(f"{label}: err {err:.2e} {problem or ''}")
+    # info and score say which attention is global: pattern 3 -> layers 2 and 5
+    trimlm = os.environ["TRIMLM"]
+    r = subprocess.run([trimlm, "info", models[0][1], "--json"], capture_output=True, text=True)
+    import json
+    graph = json.loads(r.stdout)["graph"] if r.returncode == 0 else []
+    windows = [e["window"] for e in graph if e["kind"] == "attn"]
+    print(f"info: attention windows {windows}")
+    if windows != [5, 5, 0, 5, 5, 0]:
+        failures.append(f"info --json windows {windows} ({r.stderr.strip()})")
+    r = subprocess.run([trimlm, "score", models[0][1], "--calib-tokens", "64", "--calib-seq", "32",
+                        "-t", "1"], capture_output=True, text=True)
+    rows = [ln.split() for ln in r.stdout.splitlines() if ln.strip()[:1].isdigit()]
+    spans = [" ".join(row[5:]) for row in rows]
+    print(f"score: attention column {spans}")
+    if spans != ["local 5", "local 5", "global", "local 5", "local 5", "global"]:
+        failures.append(f"score table attention column {spans} ({r.stderr.strip()})")
+
     if failures:
         print("\n".join(["FAILURES:"] + failures))
         sys.exit(1)
