@@ -109,6 +109,17 @@ def main():
     if spans != ["local 5", "local 5", "global", "local 5", "local 5", "global"]:
         failures.append(f"score table attention column {spans} ({r.stderr.strip()})")
 
+    # convert refuses the architecture it cannot write, and leaves no file
+    for dst in ("g3.tlm", "g3.gguf"):
+        dst = os.path.join(out, dst)
+        if os.path.exists(dst):
+            os.remove(dst)
+        r = subprocess.run([trimlm, "convert", models[0][1], "-o", dst, "--type", "f32",
+                            "--no-calib"], capture_output=True, text=True)
+        print(f"convert -> {os.path.basename(dst)}: rc {r.returncode}: {r.stderr.strip()}")
+        if r.returncode == 0 or "gemma3" not in r.stderr or os.path.exists(dst):
+            failures.append(f"convert of gemma3 to {dst} not refused cleanly: rc {r.returncode}")
+
     if failures:
         print("\n".join(["FAILURES:"] + failures))
         sys.exit(1)
