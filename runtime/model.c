@@ -222,6 +222,11 @@ void tlm_model_get_info(const tlm_model *m, tlm_model_info *out) {
     };
 }
 
+int32_t tlm_model_attn_window(const tlm_model *m, int32_t layer) {
+    if (!m || layer < 0 || layer >= m->hp.n_layer || !model_layer_is_local(&m->hp, layer)) return 0;
+    return m->hp.sliding_window;
+}
+
 const char *tlm_model_chat_template(const tlm_model *m) {
     if (m->chat_template) return m->chat_template;
     return tokenizer_chat_template(m->tok);

@@ -19,6 +19,8 @@
 typedef enum tlm_arch {
     TLM_ARCH_LLAMA = 1, /* Llama 2/3, SmolLM, TinyLlama, Mistral */
     TLM_ARCH_QWEN2 = 2, /* llama + q/k/v biases */
+    TLM_ARCH_GEMMA3 = 3, /* Gemma 3 text: four norms a block, q/k norms, GeGLU,
+                            interleaved sliding-window and global attention */
 } tlm_arch;
 
 typedef enum tlm_rope_style {
@@ -55,7 +57,21 @@ typedef struct tlm_hparams {
     bool tied_by_absence; /* tied because the file has no output matrix (a GGUF
                              without output.weight), not by its metadata */
     bool qkv_bias;
+    /* gemma3 (0 elsewhere). A local layer's queries see the sliding_window
+     * most recent positions, their own included; every swa_period-th layer
+     * (il % swa_period == swa_period - 1) is global and sees all of them. */
+    int32_t sliding_window;  /* tokens; 0: every layer global */
+    int32_t swa_period;      /* layers per global layer */
+    float rope_theta_local;  /* RoPE base of the local layers (rope_theta: global) */
+    float attn_scale;        /* scores = scale * q.k; 0: 1/sqrt(head_dim) */
+    float logit_softcap;     /* logits = cap * tanh(logits / cap); 0: none */
 } tlm_hparams;
+
+/* Whether original layer il attends to a sliding window (gemma3's local
+ * layers) rather than to every position before it. */
+static inline bool model_layer_is_local(const tlm_hparams *hp, int32_t il) {
+    return hp->sliding_window > 0 && hp->swa_period > 0 && (il + 1) % hp->swa_period != 0;
+}
 
 /* How a tensor's elements are stored. The values below 256 are the .tlm
  * tensor types (tlm_format.h), so a mapped tensor's type is used as it is;
@@ -127,6 +143,11 @@ static inline tlm_tensor tensor_of_f32(float *data, int64_t rows, int64_t cols) 
  * The model is the list of its sublayers between the token embedding and
  * the output head, in execution order; each one is
  *     x += sublayer(rmsnorm(x) * norm)
+ * (gemma3: x += rmsnorm(sublayer(rmsnorm(x) * norm)) * post_norm, the
+ * post-norm inside the sublayer, so that dropping one removes exactly its
+ * contribution to the residual stream). Norm weights are held as the
+ * multipliers they are: a Hugging Face Gemma checkpoint's w is 1 + w here,
+ * as llama.cpp's GGUF files already store it.
  * An attention or MLP sublayer removed at conversion (or missing from a
  * pruned GGUF) is simply not in the list. A sublayer's tensors sit in
  * slots; the tensor-spec table (tensor_spec.h) names each slot's tensor in
@@ -142,14 +163,19 @@ enum {
     ATTN_K_BIAS,   /* (n_head_kv*head_dim) */
     ATTN_V_BIAS,   /* (n_head_kv*head_dim) */
     ATTN_OUT,      /* (n_embd, n_head*head_dim) */
+    /* gemma3 only (data NULL elsewhere): */
+    ATTN_Q_NORM,    /* (head_dim) RMSNorm of each query head, before RoPE */
+    ATTN_K_NORM,    /* (head_dim) RMSNorm of each key head, before RoPE */
+    ATTN_POST_NORM, /* (n_embd) RMSNorm of the sublayer's output, before the residual add */
     ATTN_N_SLOTS
 };
-/* Slots of an MLP sublayer (SwiGLU). */
+/* Slots of an MLP sublayer (SwiGLU; gemma3: GeGLU). */
 enum {
-    MLP_NORM = 0, /* (n_embd) */
-    MLP_GATE,     /* (n_ff, n_embd) */
-    MLP_UP,       /* (n_ff, n_embd) */
-    MLP_DOWN,     /* (n_embd, n_ff) */
+    MLP_NORM = 0,  /* (n_embd) */
+    MLP_GATE,      /* (n_ff, n_embd) */
+    MLP_UP,        /* (n_ff, n_embd) */
+    MLP_DOWN,      /* (n_embd, n_ff) */
+    MLP_POST_NORM, /* (n_embd) gemma3 only: RMSNorm of the output before the add */
     MLP_N_SLOTS
 };
 #define SUBLAYER_NORM 0 /* = ATTN_NORM = MLP_NORM */
@@ -163,7 +189,8 @@ typedef struct tlm_sublayer {
     tlm_tensor w[SUBLAYER_MAX_SLOTS]; /* by slot (ATTN_* / MLP_*) */
 } tlm_sublayer;
 
-/* Slots a sublayer of kind has. */
+/* Slots a sublayer of kind can have (the tensor table of an architecture
+ * says which it uses: tensor_specs_sublayer). */
 static inline int sublayer_n_slots(tlm_sublayer_kind kind) {
     return kind == TLM_SUBLAYER_ATTN ? ATTN_N_SLOTS : MLP_N_SLOTS;
 }

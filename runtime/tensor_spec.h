@@ -25,6 +25,7 @@ typedef enum spec_dim {
     DIM_Q,       /* n_head * head_dim */
     DIM_KV,      /* n_head_kv * head_dim */
     DIM_VOCAB,   /* n_vocab */
+    DIM_HEAD,    /* head_dim */
 } spec_dim;
 
 /* The model's tensors outside the sublayers (tensor_spec.place == SPEC_MODEL). */
@@ -53,12 +54,14 @@ typedef struct tensor_spec {
     spec_dim rows, cols;  /* rows DIM_ONE: a vector of cols */
     bool qkv_bias;        /* there only when the model has q/k/v biases (hp->qkv_bias) */
     spec_rope_perm perm;
+    bool hf_norm_offset;  /* the safetensors file holds w - 1 of this norm (Gemma) */
 } tensor_spec;
 
 /* The sublayer tensors of kind for the architecture, in slot order (which is
- * also the order the files store them); *n gets their count. The llama
- * family (llama, qwen2, deci) shares one table: qwen2 differs only in
- * having the q/k/v biases. */
+ * also the order the files store them); *n gets their count (at most
+ * sublayer_n_slots(kind)). The llama family (llama, qwen2, deci) shares one
+ * table: qwen2 differs only in having the q/k/v biases. gemma3 adds the
+ * q/k norms and the post-norms. */
 const tensor_spec *tensor_specs_sublayer(tlm_arch arch, tlm_sublayer_kind kind, int *n);
 /* The model's own tensors (token embedding, output norm, output head), by
  * MODEL_* slot. */

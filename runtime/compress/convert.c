@@ -98,6 +98,13 @@ tlm_status tlm_convert_model(const tlm_model *m, const char *src, const char *ds
         return tlm_seterr(err, TLM_ERR_ARG, "tlm_convert_model: missing model, source or destination");
     tlm_convert_params p = params ? *params : tlm_convert_default_params();
     tlm_status st = check_convert_params(&p, dst, &local);
+    /* Neither the .tlm metadata nor the GGUF writer carries Gemma 3's
+     * sliding-window pattern, local RoPE base and scales yet: refuse rather
+     * than write a file that cannot be read back (or reads as another model). */
+    if (!st && m->hp.arch == TLM_ARCH_GEMMA3)
+        st = tlm_seterr(&local, TLM_ERR_UNSUPPORTED,
+                        "%s: converting a gemma3 model is not supported yet (run it and score it "
+                        "from its GGUF file)", src);
     if (!st) st = tlm_atomic_check_destination(dst, &src, 1, &local);
     /* a sublayer can only be dropped once (from the model that has it), and
      * not all of a kind */

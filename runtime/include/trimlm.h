@@ -94,6 +94,11 @@ typedef struct tlm_model_info {
 
 void tlm_model_get_info(const tlm_model *m, tlm_model_info *out);
 
+/* How many positions the attention of original layer `layer` sees: its
+ * sliding window for a local layer (Gemma 3: five of every six), 0 for a
+ * global one (every layer of the llama family) or a layer out of range. */
+int32_t tlm_model_attn_window(const tlm_model *m, int32_t layer);
+
 /* The chat template text stored with the model, or NULL. */
 const char *tlm_model_chat_template(const tlm_model *m);
 
@@ -383,6 +388,7 @@ typedef struct tlm_sublayer_desc {
     float score;            /* importance (1 - cos), when has_score */
     int32_t n_tensors;
     int64_t n_params;
+    int32_t window;         /* attn: tlm_model_attn_window (0: global); mlp: 0 */
 } tlm_sublayer_desc;
 
 typedef struct tlm_file_desc {

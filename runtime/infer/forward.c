@@ -128,6 +128,7 @@ struct tlm_context {
     float *rope_cos; /* (n_batch, rope_dim/2) per token of the step */
     float *rope_sin; /* (n_batch, rope_dim/2) */
     double *rope_inv_freq; /* (rope_dim/2) radians per position, scaling applied */
+    double *rope_inv_freq_local; /* (rope_dim/2) gemma3's local layers; NULL elsewhere */
     float *scores; /* (n_threads, n_ctx) attention weights, one row per thread */
 
     /* Quantized weights only (NULL for an all-f32 model). */
@@ -606,6 +607,152 @@ static tlm_status matmul(struct tlm_context *c, int64_t M, const tlm_tensor *W, 
 #define OBSERVE(obs, point, layer, act, n, cols) \
     do { if (obs) (obs)->observe((obs)->user, point, layer, act, n, cols); } while (0)
 
+/* ------------------------------------------------------------ gemma3
+ *
+ * A Gemma 3 sublayer over n (>= 1) tokens, with the post-norm inside it:
+ *   attention: h = rmsnorm(x) * norm; q, k, v = h Wq^T, h Wk^T, h Wv^T;
+ *              each q and k head RMS-normalised (q_norm, k_norm) then
+ *              rotated (NEOX pairs, the local or the global base);
+ *              a = softmax(attn_scale * q k^T, causal, and on a local layer
+ *              only the last sliding_window positions) v;
+ *              x += rmsnorm(a Wo^T) * post_norm
+ *   MLP:       x += rmsnorm((gelu_tanh(h Wg^T) * h Wu^T) Wd^T) * post_norm
+ * Decode runs it too (n = 1): one schedule for both. The observer sees
+ * what it sees of a llama sublayer; FWD_*_RESID is x after the add. */
+
+/* The RoPE tables of the step for a local or a global layer of gemma3. */
+static void gemma3_rope_tables(struct tlm_context *c, bool local, int32_t n) {
+    const double *inv_freq = local ? c->rope_inv_freq_local : c->rope_inv_freq;
+    int32_t half = c->model->hp.rope_dim / 2;
+    for (int32_t i = 0; i < n; i++)
+        for (int32_t j = 0; j < half; j++) {
+            double angle = (double)(c->pos + i) * inv_freq[j];
+            c->rope_cos[(size_t)i * half + j] = (float)cos(angle);
+            c->rope_sin[(size_t)i * half + j] = (float)sin(angle);
+        }
+}
+
+/* q/k head norms, RoPE, and the keys/values into the cache; work items as
+ * in stage_qkv_finish. */
+static void stage_gemma3_qkv(struct tlm_context *c, const tlm_sublayer *S, int32_t n, int ith,
+                             int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    const float *qn = tensor_f32(&S->w[ATTN_Q_NORM]), *kn = tensor_f32(&S->w[ATTN_K_NORM]);
+    int32_t hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
+    int32_t heads = hp->n_head + hp->n_head_kv;
+    int64_t i0, i1;
+    item_slice((int64_t)n * heads, ith, nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        int32_t i = (int32_t)(item / heads), h = (int32_t)(item % heads);
+        if (h < hp->n_head) {
+            float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
+            c->kern->rmsnorm_f32(qh, qh, qn, hd, hp->rms_eps);
+            rope_apply(c, qh, i);
+        } else {
+            int32_t g = h - hp->n_head;
+            float *kh = c->k + (size_t)i * kv_dim + (size_t)g * hd;
+            c->kern->rmsnorm_f32(kh, kh, kn, hd, hp->rms_eps);
+            rope_apply(c, kh, i);
+            kv_store(c, false, S->kv_slot, g, c->pos + i, kh);
+            kv_store(c, true, S->kv_slot, g, c->pos + i, c->v + (size_t)i * kv_dim + (size_t)g * hd);
+        }
+    }
+}
+
+/* stage_attention with Gemma's scale and, on a local layer, the window: the
+ * keys before it get weight 0 (scored, then zeroed: the cache holds every
+ * position, and the kernels read keys from position 0). */
+static void stage_gemma3_attention(struct tlm_context *c, const tlm_sublayer *S, int32_t n,
+                                   int ith, int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    int32_t hd = hp->head_dim, q_dim = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
+    float scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hd);
+    int32_t window = model_layer_is_local(hp, S->layer) ? hp->sliding_window : 0;
+    float *scores = c->scores + (size_t)ith * c->n_ctx;
+    int64_t i0, i1;
+    item_slice((int64_t)n * hp->n_head, ith, nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        int32_t i = (int32_t)(item / hp->n_head), h = (int32_t)(item % hp->n_head);
+        int32_t g = h / group, n_keys = c->pos + i + 1;
+        const float *qh = c->q + (size_t)i * q_dim + (size_t)h * hd;
+        kv_scores(c, S->kv_slot, g, qh, scores, n_keys, scale);
+        int32_t first = window && n_keys > window ? n_keys - window : 0;
+        c->kern->softmax_f32(scores + first, n_keys - first);
+        memset(scores, 0, (size_t)first * sizeof *scores);
+        kv_values(c, S->kv_slot, g, scores, c->attn + (size_t)i * q_dim + (size_t)h * hd, n_keys);
+    }
+}
+
+/* gate = gelu(gate) * up over the step, GELU's tanh approximation. */
+static void stage_gelu_tanh_mul(struct tlm_context *c, int32_t n, int ith, int nth) {
+    int64_t i0, i1;
+    item_slice((int64_t)n * c->model->hp.n_ff, ith, nth, &i0, &i1);
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = i0; i < i1; i++) {
+        float g = c->gate[i];
+        c->gate[i] = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g))) * c->up[i];
+    }
+}
+
+/* x += rmsnorm(y) * w, row by row; y is overwritten. */
+static void stage_post_norm_add(struct tlm_context *c, float *y, const float *w, int32_t n,
+                                int ith, int nth) {
+    const tlm_hparams *hp = &c->model->hp;
+    int64_t r0, r1;
+    item_slice(n, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *yr = y + r * hp->n_embd, *xr = c->x + r * hp->n_embd;
+        c->kern->rmsnorm_f32(yr, yr, w, hp->n_embd, hp->rms_eps);
+        for (int32_t e = 0; e < hp->n_embd; e++) xr[e] += yr[e];
+    }
+}
+
+static tlm_status sublayer_gemma3(struct tlm_context *c, const tlm_sublayer *S, int32_t n,
+                                  const forward_observer *obs, tlm_error *err) {
+    const tlm_hparams *hp = &c->model->hp;
+    int64_t E = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    const float *norm = tensor_f32(&S->w[SUBLAYER_NORM]);
+    const int32_t l = S->layer;
+    tlm_status st;
+    if (S->kind == TLM_SUBLAYER_ATTN) {
+        OBSERVE(obs, FWD_ATTN_IN, l, c->x, n, E);
+        PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, norm, n, ith, nth));
+        OBSERVE(obs, FWD_QKV_IN, l, c->xn, n, E);
+        if ((st = matmul(c, n, &S->w[ATTN_Q], c->xn, 0.0f, c->q, q_dim, err)) ||
+            (st = matmul(c, n, &S->w[ATTN_K], c->xn, 0.0f, c->k, kv_dim, err)) ||
+            (st = matmul(c, n, &S->w[ATTN_V], c->xn, 0.0f, c->v, kv_dim, err)))
+            return st;
+        gemma3_rope_tables(c, model_layer_is_local(hp, l), n);
+        PARALLEL_STAGE(c, stage_gemma3_qkv(c, S, n, ith, nth));
+        PARALLEL_STAGE(c, stage_gemma3_attention(c, S, n, ith, nth));
+        OBSERVE(obs, FWD_ATTN_OUT, l, c->attn, n, q_dim);
+        if ((st = matmul(c, n, &S->w[ATTN_OUT], c->attn, 0.0f, c->xn, E, err))) return st;
+        PARALLEL_STAGE(c, stage_post_norm_add(c, c->xn, tensor_f32(&S->w[ATTN_POST_NORM]), n, ith, nth));
+        OBSERVE(obs, FWD_ATTN_RESID, l, c->x, n, E);
+        return TLM_OK;
+    }
+    PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, norm, n, ith, nth));
+    OBSERVE(obs, FWD_FFN_IN, l, c->xn, n, E);
+    if ((st = matmul(c, n, &S->w[MLP_GATE], c->xn, 0.0f, c->gate, F, err)) ||
+        (st = matmul(c, n, &S->w[MLP_UP], c->xn, 0.0f, c->up, F, err)))
+        return st;
+    PARALLEL_STAGE(c, stage_gelu_tanh_mul(c, n, ith, nth));
+    OBSERVE(obs, FWD_DOWN_IN, l, c->gate, n, F);
+    if ((st = matmul(c, n, &S->w[MLP_DOWN], c->gate, 0.0f, c->xn, E, err))) return st;
+    PARALLEL_STAGE(c, stage_post_norm_add(c, c->xn, tensor_f32(&S->w[MLP_POST_NORM]), n, ith, nth));
+    OBSERVE(obs, FWD_MLP_RESID, l, c->x, n, E);
+    return TLM_OK;
+}
+
+/* Gemma's final soft-capping of n rows of logits (none without a cap). */
+static void logits_softcap(const struct tlm_context *c, float *logits, int64_t rows) {
+    const float cap = c->model->hp.logit_softcap;
+    if (cap <= 0) return;
+    int64_t total = rows * c->model->hp.n_vocab;
+    for (int64_t i = 0; i < total; i++) logits[i] = cap * tanhf(logits[i] / cap);
+}
+
 /* Sublayer S over n (2..n_batch) tokens whose residual stream is in c->x. */
 static tlm_status sublayer_batch(struct tlm_context *c, const tlm_sublayer *S, int32_t n,
                                  const forward_observer *obs, tlm_error *err) {
@@ -615,6 +762,7 @@ static tlm_status sublayer_batch(struct tlm_context *c, const tlm_sublayer *S, i
     const float *norm = tensor_f32(&S->w[SUBLAYER_NORM]);
     const int32_t l = S->layer;
     tlm_status st;
+    if (hp->arch == TLM_ARCH_GEMMA3) return sublayer_gemma3(c, S, n, obs, err);
     if (S->kind == TLM_SUBLAYER_ATTN) {
         OBSERVE(obs, FWD_ATTN_IN, l, c->x, n, E);
         PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, norm, n, ith, nth));
@@ -665,6 +813,7 @@ static tlm_status forward_batch(struct tlm_context *c, int32_t n, float *logits_
     if (logits_out) {
         PARALLEL_STAGE(c, stage_rmsnorm(c, c->xn, c->x, tensor_f32(&m->out_norm), n, ith, nth));
         if ((st = matmul(c, n, &m->output, c->xn, 0.0f, logits_out, hp->n_vocab, err))) return st;
+        logits_softcap(c, logits_out, n);
     }
     return TLM_OK;
 }
@@ -682,6 +831,7 @@ static void logits_of_row(struct tlm_context *c, const float *row, float *logits
         matrix_slice(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
         if (r1 > r0) matvec_rows(c->kern, out, &a, logits_out, r0, r1);
     }
+    logits_softcap(c, logits_out, 1);
 }
 
 /* ---------------------------------------------------- decode (n = 1) */
@@ -849,6 +999,7 @@ void tlm_context_free(tlm_context *c) {
     tlm_free(c->rope_cos);
     tlm_free(c->rope_sin);
     tlm_free(c->rope_inv_freq);
+    tlm_free(c->rope_inv_freq_local);
     tlm_free(c->scores);
     tlm_free(c->xq);
     tlm_free(c->panel);
@@ -1000,6 +1151,14 @@ tlm_context *tlm_context_new(const tlm_model *m, const tlm_context_params *p, tl
     c->logits_rows_cap = 1;
     c->n_kv_slots = n_kv_slots;
     rope_init_freqs(c);
+    if (hp->arch == TLM_ARCH_GEMMA3) {
+        if (!(c->rope_inv_freq_local = alloc_floats(half, 1, sizeof(double), "RoPE frequencies", err))) {
+            tlm_context_free(c);
+            return NULL;
+        }
+        for (size_t j = 0; j < half; j++)
+            c->rope_inv_freq_local[j] = pow((double)hp->rope_theta_local, -2.0 * (double)j / (double)hp->rope_dim);
+    }
     return c;
 }
 
@@ -1053,6 +1212,10 @@ static void embed_tokens(struct tlm_context *c, const int32_t *tokens, int32_t n
         else
             memcpy(c->x + (size_t)i * E, tensor_f32(emb) + (size_t)tokens[i] * E, E * sizeof(float));
     }
+    if (c->model->hp.arch == TLM_ARCH_GEMMA3) { /* Gemma scales the embedding by sqrt(n_embd) */
+        const float scale = sqrtf((float)E);
+        for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] *= scale;
+    }
 }
 
 tlm_status tlm_decode(tlm_context *c, const int32_t *tokens, int32_t n, bool all_logits,
@@ -1090,7 +1253,7 @@ tlm_status tlm_decode(tlm_context *c, const int32_t *tokens, int32_t n, bool all
         float *out = all_logits ? c->logits + (size_t)done * V : NULL;
         embed_tokens(c, tokens + done, step);
         rope_fill_tables(c, c->pos, step);
-        if (step == 1) {
+        if (step == 1 && c->model->hp.arch != TLM_ARCH_GEMMA3) {
             forward_one(c, all_logits ? out : last_step ? c->logits : NULL);
         } else {
             st = forward_batch(c, step, out, err);

@@ -230,12 +230,37 @@ static tlm_status read_rope_scaling(const gguf_loader *ld, tlm_hparams *hp) {
 }
 
 /* Fills hp from the metadata; n_vocab comes from the token embedding. */
+/* Gemma 3's attention pattern and scales. llama.cpp's files give the window
+ * and may give the rest; what they leave out is what Gemma 3 fixes: every
+ * 6th layer global, base 10,000 for the local layers' RoPE, scores scaled
+ * by 1/sqrt(head_dim) (query_pre_attn_scalar = head_dim, as in every Gemma
+ * 3 but the 27B, whose files say attention.scale), no soft-capping. */
+static tlm_status read_gemma3_hparams(const gguf_loader *ld, tlm_hparams *hp) {
+    tlm_status st;
+    if ((st = read_count(ld, "attention.sliding_window", true, 0, &hp->sliding_window)) ||
+        (st = read_count(ld, "attention.sliding_window_pattern", false, 6, &hp->swa_period)) ||
+        (st = read_float(ld, "rope.freq_base_swa", false, 10000.0f, &hp->rope_theta_local)) ||
+        (st = read_float(ld, "attention.scale", false, 0.0f, &hp->attn_scale)) ||
+        (st = read_float(ld, "final_logit_softcapping", false, 0.0f, &hp->logit_softcap)))
+        return st;
+    if (hp->sliding_window < 1 || hp->swa_period < 1 || !(hp->rope_theta_local > 0) ||
+        !(hp->attn_scale >= 0) || !(hp->logit_softcap >= 0) || !isfinite(hp->logit_softcap) ||
+        !isfinite(hp->attn_scale) || !isfinite(hp->rope_theta_local))
+        return tlm_seterr(ld->err, TLM_ERR_FORMAT,
+                          "%s: gemma3 attention metadata out of range (sliding window %d, pattern %d, "
+                          "local RoPE base %g, scale %g, soft-cap %g)",
+                          ld->path, hp->sliding_window, hp->swa_period, (double)hp->rope_theta_local,
+                          (double)hp->attn_scale, (double)hp->logit_softcap);
+    return TLM_OK;
+}
+
 static tlm_status read_hparams(gguf_loader *ld, tlm_hparams *hp) {
     tlm_status st;
     memset(hp, 0, sizeof *hp);
     const bool deci = strcmp(ld->arch, "deci") == 0;
-    hp->arch = strcmp(ld->arch, "qwen2") == 0 ? TLM_ARCH_QWEN2 : TLM_ARCH_LLAMA;
-    hp->rope_style = hp->arch == TLM_ARCH_QWEN2 ? TLM_ROPE_NEOX : TLM_ROPE_NORM;
+    const bool gemma3 = strcmp(ld->arch, "gemma3") == 0;
+    hp->arch = strcmp(ld->arch, "qwen2") == 0 ? TLM_ARCH_QWEN2 : gemma3 ? TLM_ARCH_GEMMA3 : TLM_ARCH_LLAMA;
+    hp->rope_style = hp->arch == TLM_ARCH_LLAMA ? TLM_ROPE_NORM : TLM_ROPE_NEOX;
     hp->qkv_bias = hp->arch == TLM_ARCH_QWEN2;
     if ((st = read_count(ld, "block_count", true, 0, &hp->n_layer)) ||
         (st = read_count(ld, "embedding_length", true, 0, &hp->n_embd)))
@@ -261,6 +286,7 @@ static tlm_status read_hparams(gguf_loader *ld, tlm_hparams *hp) {
         return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
                           "%s: attention value length %d differs from key length %d (not supported)",
                           ld->path, value_len, hp->head_dim);
+    if (gemma3 && (st = read_gemma3_hparams(ld, hp))) return st;
 
     const gguf_tensor *emb = gguf_find_tensor(ld->f, "token_embd.weight");
     if (!emb)
@@ -509,6 +535,7 @@ static tlm_status load_weights(gguf_loader *ld, struct tlm_model *m) {
         (st = load_weight(ld, m, out->gguf, n_vocab, n_embd, false, &m->output)))
         return st;
     hp->tied_embeddings = hp->tied_by_absence = m->output.data == NULL;
+    if (hp->arch == TLM_ARCH_GEMMA3) hp->tied_by_absence = false; /* Gemma 3 is tied by design */
     if (hp->tied_embeddings) m->output = m->tok_embd;
 
     if ((st = model_alloc_sublayers(m, ld->path, ld->err))) return st;
@@ -554,13 +581,15 @@ static tlm_status read_architecture(gguf_loader *ld) {
         ld->arch = "qwen2";
     } else if (gguf_str_eq(arch, "deci")) {
         ld->arch = "deci";
+    } else if (gguf_str_eq(arch, "gemma3")) {
+        ld->arch = "gemma3";
     } else {
         char shown[64];
         snprintf(shown, sizeof shown, "%.*s", (int)(arch.len < 40 ? arch.len : 40), arch.ptr);
         for (char *c = shown; *c; c++)
             if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) *c = '?';
         return tlm_seterr(ld->err, TLM_ERR_UNSUPPORTED,
-                          "%s: architecture '%s' is not supported (supported: llama, qwen2, deci)",
+                          "%s: architecture '%s' is not supported (supported: llama, qwen2, deci, gemma3)",
                           ld->path, shown);
     }
     return TLM_OK;

@@ -889,7 +889,8 @@ static tlm_status describe_graph(desc_impl *d, const struct tlm_model *m, tlm_er
         const tensor_spec *specs = tensor_specs_sublayer(hp->arch, S->kind, &n_specs);
         tlm_sublayer_desc *sd = &d->subs[i];
         *sd = (tlm_sublayer_desc){.kind = S->kind == TLM_SUBLAYER_ATTN ? "attn" : "mlp",
-                                  .layer = S->layer};
+                                  .layer = S->layer,
+                                  .window = S->kind == TLM_SUBLAYER_ATTN ? tlm_model_attn_window(m, S->layer) : 0};
         for (int k = 0; k < n_specs; k++) {
             if (!tensor_spec_held(&specs[k], hp)) continue;
             sd->n_tensors++;

@@ -10,6 +10,7 @@
 
 #include "fuzz_common.h"
 #include "model.h"
+#include "tensor_spec.h"
 
 static void fuzz_exercise_model(tlm_model *m) {
     tlm_error err;
@@ -25,9 +26,10 @@ static void fuzz_exercise_model(tlm_model *m) {
     for (int32_t i = 0; i < m->n_subs; i++) {
         const tlm_sublayer *S = &m->subs[i];
         bool held = true;
-        for (int k = 0; k < sublayer_n_slots(S->kind); k++)
-            held &= S->w[k].data != NULL || (S->kind == TLM_SUBLAYER_ATTN && k >= ATTN_Q_BIAS &&
-                                             k <= ATTN_V_BIAS);
+        int n_specs;
+        const tensor_spec *specs = tensor_specs_sublayer(m->hp.arch, S->kind, &n_specs);
+        for (int k = 0; k < n_specs; k++)
+            held &= S->w[specs[k].slot].data != NULL || specs[k].qkv_bias;
         FUZZ_CHECK(held, "layer %d %s weights", S->layer,
                    S->kind == TLM_SUBLAYER_ATTN ? "attention" : "MLP");
     }

@@ -191,3 +191,73 @@ def write_gguf_from_hf(path, hf, cfg):
         n_ff=cfg["intermediate_size"], tied="lm_head.weight" not in hf,
         rope_theta=cfg.get("rope_theta", 10000.0), eps=cfg.get("rms_norm_eps", 1e-6),
         ctx=cfg.get("max_position_embeddings", 256), weights=weights_from_hf(hf, cfg))
+
+
+def write_gemma3_gguf(path, n_vocab=320, n_embd=64, n_layer=6, n_head=4, n_head_kv=2,
+                      head_dim=32, n_ff=96, window=5, pattern=3, softcap=None,
+                      theta_global=1e6, theta_local=1e4, eps=1e-6, ctx=256, seed=0):
+    """A Gemma 3 GGUF as llama.cpp's converter writes one: norms stored as
+    the multipliers (1 + w), output tied to the embedding, head_dim not
+    n_embd / n_head. The sliding-window pattern is written only when it is
+    not Gemma 3's 6. Returns the weights."""
+    rng = np.random.default_rng(seed)
+
+    def mat(rows, cols):
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.3 * rng.standard_normal(n)).astype(np.float32)
+
+    wts = {"token_embd.weight": (0.2 * rng.standard_normal((n_vocab, n_embd))).astype(np.float32)}
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        wts[p + "attn_norm.weight"] = norm(n_embd)
+        wts[p + "attn_q.weight"] = mat(n_head * head_dim, n_embd)
+        wts[p + "attn_k.weight"] = mat(n_head_kv * head_dim, n_embd)
+        wts[p + "attn_v.weight"] = mat(n_head_kv * head_dim, n_embd)
+        wts[p + "attn_q_norm.weight"] = norm(head_dim)
+        wts[p + "attn_k_norm.weight"] = norm(head_dim)
+        wts[p + "attn_output.weight"] = mat(n_embd, n_head * head_dim)
+        wts[p + "post_attention_norm.weight"] = norm(n_embd)
+        wts[p + "ffn_norm.weight"] = norm(n_embd)
+        wts[p + "ffn_gate.weight"] = mat(n_ff, n_embd)
+        wts[p + "ffn_up.weight"] = mat(n_ff, n_embd)
+        wts[p + "ffn_down.weight"] = mat(n_embd, n_ff)
+        wts[p + "post_ffw_norm.weight"] = norm(n_embd)
+    wts["output_norm.weight"] = norm(n_embd)
+
+    w = gguf.GGUFWriter(path, "gemma3")
+    w.add_name("synthetic gemma3")
+    w.add_context_length(ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(eps)
+    w.add_rope_freq_base(theta_global)
+    w.add_uint32("gemma3.attention.sliding_window", window)
+    if pattern != 6:
+        w.add_uint32("gemma3.attention.sliding_window_pattern", pattern)
+    if theta_local != 1e4:
+        w.add_float32("gemma3.rope.freq_base_swa", theta_local)
+    if softcap:
+        w.add_float32("gemma3.final_logit_softcapping", softcap)
+    tokens, types, merges = make_vocab(n_vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(n_vocab - 3)
+    w.add_eos_token_id(n_vocab - 1)
+    w.add_add_bos_token(False)
+    for name, a in wts.items():
+        _store(w, name, a, None)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return wts

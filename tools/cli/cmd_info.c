@@ -115,13 +115,19 @@ static void print_text(const tlm_file_desc *d, bool tensors) {
 
     printf("\ngraph          %d sublayers: %d attention, %d MLP (of %d layers)\n", d->n_sublayers,
            d->n_attn_sublayers, d->n_sublayers - d->n_attn_sublayers, in->n_layer);
-    printf("  %4s  %-4s  %5s  %7s  %12s  %s\n", "#", "kind", "layer", "tensors", "params", "score");
+    printf("  %4s  %-4s  %5s  %7s  %12s  %-10s  %s\n", "#", "kind", "layer", "tensors", "params",
+           "attention", "score");
     for (int32_t i = 0; i < d->n_sublayers; i++) {
         const tlm_sublayer_desc *s = &d->sublayers[i];
-        char score[32] = "-";
+        char score[32] = "-", span[24] = "-";
         if (s->has_score) snprintf(score, sizeof score, "%.5f", (double)s->score);
-        printf("  %4d  %-4s  %5d  %7d  %12lld  %s\n", i, s->kind, s->layer, s->n_tensors,
-               (long long)s->n_params, score);
+        /* local: a sliding window of that many positions; global: all of them */
+        if (!strcmp(s->kind, "attn")) {
+            if (s->window) snprintf(span, sizeof span, "local %d", s->window);
+            else snprintf(span, sizeof span, "global");
+        }
+        printf("  %4d  %-4s  %5d  %7d  %12lld  %-10s  %s\n", i, s->kind, s->layer, s->n_tensors,
+               (long long)s->n_params, span, score);
     }
     if (d->n_dropped) {
         printf("\ndropped        %d sublayers:", d->n_dropped);
@@ -208,6 +214,7 @@ static cJSON *describe_json(const tlm_file_desc *d) {
         cJSON_AddNumberToObject(e, "layer", s->layer);
         cJSON_AddNumberToObject(e, "n_tensors", s->n_tensors);
         cJSON_AddNumberToObject(e, "n_params", (double)s->n_params);
+        if (!strcmp(s->kind, "attn")) cJSON_AddNumberToObject(e, "window", s->window);
         if (s->has_score) cJSON_AddNumberToObject(e, "score", (double)s->score);
         else cJSON_AddNullToObject(e, "score");
         cJSON_AddItemToArray(graph, e);

@@ -141,12 +141,14 @@ static void settings_line(char *buf, size_t cap, const tlm_calib *cal, int64_t t
              threads == 1 ? "" : "s", tlm_calib_seconds(cal));
 }
 
-static void print_table(const tlm_calib *cal, const int32_t *rank, const char *model_name,
-                        const char *settings) {
+static void print_table(const tlm_calib *cal, const int32_t *rank, const tlm_model *model,
+                        const char *model_name, const char *settings) {
     int32_t n = tlm_calib_n_layer(cal);
     printf("importance S = 1 - cos(X, Y) of %s (low = redundant; rank 1 = least important attention)\n\n",
            model_name);
-    printf("layer     attn S  attn rank      mlp S    block S\n");
+    bool any_local = false;
+    for (int32_t l = 0; l < n; l++) any_local |= tlm_model_attn_window(model, l) > 0;
+    printf("layer     attn S  attn rank      mlp S    block S%s\n", any_local ? "  attention" : "");
     for (int32_t l = 0; l < n; l++) {
         printf("%5d", l);
         float a = tlm_calib_score(cal, TLM_SUBLAYER_ATTN, l);
@@ -156,6 +158,11 @@ static void print_table(const tlm_calib *cal, const int32_t *rank, const char *m
             float s = tlm_calib_score(cal, (tlm_sublayer_kind)k, l);
             if (isnan(s)) printf("  %9s", "-");
             else printf("  %9.6f", s);
+        }
+        if (any_local) {
+            int32_t w = tlm_model_attn_window(model, l);
+            if (w) printf("  local %d", w);
+            else printf("  global");
         }
         putchar('\n');
     }
@@ -306,7 +313,7 @@ int cmd_score(int argc, char **argv) {
     attention_ranks(cal, rank);
     char settings[768];
     settings_line(settings, sizeof settings, cal, o.threads ? o.threads : tlm_physical_cores());
-    if (o.format == FORMAT_TABLE) print_table(cal, rank, model_name, settings);
+    if (o.format == FORMAT_TABLE) print_table(cal, rank, model, model_name, settings);
     else if (o.format == FORMAT_CSV) print_csv(cal, rank, model_name, settings);
     else if (print_json(cal) != CLI_EXIT_OK) { free(rank); goto out; }
     if (o.format == FORMAT_JSON) fprintf(stderr, "trimlm: %s\n", settings);
