@@ -28,6 +28,11 @@ import numpy as np
 import ref_gemma3
 from testutil import scratch_dir
 
+# The reference runs on the f32 widening of the GGUF's weights, and so does
+# trimlm here (the in-place int8-activation path is checked on the default
+# model by test_gguf_inplace.py).
+os.environ["TRIMLM_GGUF_F32"] = "1"
+
 N_GEN = 16
 NEAR_TIE = 1e-3
 LOGIT_TOL = 1e-4
