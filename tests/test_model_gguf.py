@@ -191,7 +191,8 @@ def check_bad_models():
         write_tiny_model(path, dict(hp, **(hp_over or {})), tokens, tensors, **kw)
         expect_error(path, status, *needles)
 
-    bad("gemma3", "unsupported", ["architecture 'gemma3' is not supported (supported: llama, qwen2, deci)"],
+    bad("falcon", "unsupported", ["architecture 'falcon' is not supported"], hp_over={"arch": "falcon"})
+    bad("gemma3-no-window", "malformed input", ["missing metadata 'gemma3.attention.sliding_window'"],
         hp_over={"arch": "gemma3"})
     bad("block-count", "malformed input", ["n_layer = 1000000000 is out of range"],
         metadata_override={"llama.block_count": (1_000_000_000, VT.UINT32)})

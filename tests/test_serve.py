@@ -474,6 +474,10 @@ def real():
     if not os.path.exists(model):
         print(f"skipped: {model} is missing (trimlm pull)")
         sys.exit(77)
+    # The weights widened to f32 for both: with them used in place (int8-
+    # rounded inputs) this small model's greedy answer takes the other side
+    # of a near tie (README, Quick start), and the check names Paris.
+    os.environ["TRIMLM_GGUF_F32"] = "1"
     prompt = "What is the capital of France?"
     want = run_text(model, ["-p", prompt, "-n", "32"])
     srv = Server(model, "-t", "1", "-np", "2")

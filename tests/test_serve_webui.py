@@ -104,7 +104,11 @@ def browser():
               "--window-size=1000,800", "--user-data-dir=" + fresh_dir(os.path.join(OUT, "profile"))]:
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    # The browser is not ours to sanitize: under tools/sanitize.sh the
+    # environment preloads the AddressSanitizer runtime, which aborts
+    # chromedriver; the server under test keeps it.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")}
+    return webdriver.Chrome(service=Service(driver, env=env), options=opts)
 
 
 def wait_for(pred, timeout=60, what="a condition"):
