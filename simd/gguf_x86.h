@@ -105,19 +105,23 @@ static inline int32_t SFX(hsum128)(__m128i b) {
 
 /* ------------------------------------------------------------ Q4_K */
 
+/* A Q4_K block's 8 six-bit scales and 8 mins (gguf_k4_scales), each set as
+ * the 8 bytes of one word (little-endian: sub-block j in byte j), the form
+ * the vector code widens from a register. */
+static inline void q4k_scales_mins8(const uint8_t *blk, uint64_t *sc8, uint64_t *mn8) {
+    uint8_t sc[8], mn[8];
+    gguf_k4_scales(blk + 4, sc, mn);
+    memcpy(sc8, sc, 8);
+    memcpy(mn8, mn, 8);
+}
+
 /* qs: 4 chunks of 32 bytes; chunk p's low nibbles are elements 64p..64p+31
  * (sub-block 2p), its high nibbles 64p+32.. (sub-block 2p+1): each ymm of
  * quants is one sub-block, so its scale is a broadcast. */
 static inline SFX(ksum) SFX(q4k_dot)(const uint8_t *blk, const tlm_block_q8_k256_act *x) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    /* the 6-bit scales and mins as in gguf_k4_scales, kept in registers */
-    uint32_t a, b, c;
-    memcpy(&a, blk + 4, 4);
-    memcpy(&b, blk + 8, 4);
-    memcpy(&c, blk + 12, 4);
-    const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, top2 = 0x30303030u;
-    uint64_t sc8 = (uint64_t)(a & lo6) | (uint64_t)((c & lo4) | ((a >> 2) & top2)) << 32;
-    uint64_t mn8 = (uint64_t)(b & lo6) | (uint64_t)(((c >> 4) & lo4) | ((b >> 2) & top2)) << 32;
+    uint64_t sc8, mn8;
+    q4k_scales_mins8(blk, &sc8, &mn8);
     /* scale j as a word in every lane: the 8 words in both halves, then
      * picked by byte shuffles (word j = bytes 2j, 2j+1) */
     __m256i sw = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
@@ -162,13 +166,8 @@ static inline void q4k_act_zmm(const tlm_block_q8_k256_act *x, __m512i xr[4]) {
 
 static inline SFX(ksum) q4k_dot_zmm(const uint8_t *blk, const __m512i xr[4], const tlm_block_q8_k256_act *x) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-    uint32_t a, b, c;
-    memcpy(&a, blk + 4, 4);
-    memcpy(&b, blk + 8, 4);
-    memcpy(&c, blk + 12, 4);
-    const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, top2 = 0x30303030u;
-    uint64_t sc8 = (uint64_t)(a & lo6) | (uint64_t)((c & lo4) | ((a >> 2) & top2)) << 32;
-    uint64_t mn8 = (uint64_t)(b & lo6) | (uint64_t)(((c >> 4) & lo4) | ((b >> 2) & top2)) << 32;
+    uint64_t sc8, mn8;
+    q4k_scales_mins8(blk, &sc8, &mn8);
     __m512i sw = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
     /* word j = bytes 2j, 2j+1; per register (c, lo/hi): halves j1 | j2 */
 #define PICK2(j1, j2)                                                                            \
