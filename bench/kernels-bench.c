@@ -398,12 +398,13 @@ int main(int argc, char **argv) {
     bool gguf = false;
     int reps = 5;
     size_t cold_mib = 1024, bw_mib = 1024;
-    for (int i = 1; i < argc; i += 2) { /* flag, value */
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    for (int i = 1; i < argc; i++) { /* -g alone; every other flag takes a value */
+        const char *a = argv[i];
         if (!strcmp(a, "-g")) {
             gguf = true;
             continue;
         }
+        const char *v = i + 1 < argc ? argv[++i] : NULL;
         if (!v) {
             usage();
             return 2;
